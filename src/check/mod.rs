@@ -1,0 +1,71 @@
+//! The checker: AST to typed IR, with every static rule of LANGUAGE.md section 11.
+//!
+//! Sub-phases, run in order by [`check`]:
+//! - `consts`: resolve `const` items and `--set` overrides (E015);
+//! - `build`: resolve names, type every expression (domain and shape), check networks,
+//!   distributions and statement order, and build the IR (E002-E006, E010);
+//! - `config`: the `train` and `meta` blocks (E012, E013);
+//! - `rules`: whole-program rules on the IR: model/guide agreement, strategies,
+//!   conjugacy for `guide exact`, globals, unused names (E007-E009, E011, E013, E014,
+//!   E016, W001, W002);
+//! - `crate::arch::check_costs`: E017.
+//!
+//! Each sub-phase collects all its errors; every error is turned into a
+//! [`Diagnostic`] by its enum's `From` impl.
+
+pub mod build;
+pub mod config;
+pub mod consts;
+pub mod rules;
+
+use crate::diag::{self, Diagnostic};
+use crate::ir::Program;
+use crate::syntax::ast;
+
+/// Inputs to the checker beyond the file itself.
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// `--set NAME=VALUE` const overrides, in command-line order.
+    pub overrides: Vec<(String, i64)>,
+}
+
+/// The outcome of checking one file.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The typed IR, present when there are no errors (warnings allowed).
+    pub program: Option<Program>,
+    /// Every error and warning, sorted by position.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Check a parsed file.
+pub fn check(file: &ast::File, opts: &CheckOptions) -> Checked {
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+
+    let (consts, errs) = consts::resolve(file, &opts.overrides);
+    diagnostics.extend(errs.into_iter().map(Diagnostic::from));
+
+    let (mut program, errs) = build::build(file, &consts);
+    diagnostics.extend(errs.into_iter().map(Diagnostic::from));
+
+    let (train, meta, errs) = config::resolve(file, &consts);
+    diagnostics.extend(errs.into_iter().map(Diagnostic::from));
+    program.train = train;
+    program.meta = meta;
+
+    // Whole-program rules assume names resolved; with unresolved names they would only
+    // repeat the same mistake in other words.
+    let front_errors = diagnostics.iter().any(|d| d.is_error());
+    let errs = rules::check(&mut program, file, front_errors);
+    diagnostics.extend(errs.into_iter().map(Diagnostic::from));
+    if !front_errors {
+        diagnostics.extend(crate::arch::check_costs(&program));
+    }
+
+    diag::sort_and_dedup(&mut diagnostics);
+    let ok = !diagnostics.iter().any(|d| d.is_error());
+    Checked {
+        program: ok.then_some(program),
+        diagnostics,
+    }
+}

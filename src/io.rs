@@ -1,0 +1,16 @@
+//! File I/O for the CLI: the only module of the library that touches the file system.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::Path;
+
+/// Read a spec file as UTF-8, with an error message naming the file.
+pub fn read_source(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Write a file atomically (write a sibling temporary file, then rename).
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("vic-tmp");
+    std::fs::write(&tmp, contents).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

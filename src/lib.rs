@@ -1,0 +1,19 @@
+//! vic: a compiler for declarative variational-inference model specs (`.vi` files).
+//!
+//! The pipeline is a chain of pure phases, run in order by [`driver`]:
+//! source text ─parse→ AST ─check→ IR ─plan→ inference plan (─lower→ candle ─train→ run dir).
+//! Only `io` (and the binary) touch files, the clock or the environment.
+
+pub mod arch;
+pub mod check;
+pub mod diag;
+pub mod dot;
+pub mod driver;
+pub mod explain;
+pub mod fmt;
+pub mod io;
+pub mod ir;
+pub mod plan;
+pub mod render;
+pub mod span;
+pub mod syntax;

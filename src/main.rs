@@ -1,0 +1,5 @@
+//! The `vic` command line.
+
+fn main() {
+    println!("vic");
+}
