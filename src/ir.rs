@@ -520,6 +520,27 @@ impl DistKind {
     }
 }
 
+/// Whether KL(q || p) has a closed form for a guide family `q` and a model family `p`
+/// (both without flows). The one table the rules (E011 `kl = analytic`), the plan and
+/// lowering all consult.
+pub fn has_analytic_kl(q: DistKind, p: DistKind) -> bool {
+    use DistKind::*;
+    matches!(
+        (q, p),
+        (Normal, Normal)
+            | (LogNormal, LogNormal)
+            | (Laplace, Laplace)
+            | (Exponential, Exponential)
+            | (Gamma, Gamma)
+            | (Beta, Beta)
+            | (Bernoulli, Bernoulli)
+            | (Categorical, Categorical)
+            | (Poisson, Poisson)
+            | (Dirichlet, Dirichlet)
+            | (Uniform, Uniform)
+    )
+}
+
 /// Which named parameter an argument fills. `Bernoulli` and `Categorical` take exactly
 /// one of `Probs` / `Logits`; the checker records which.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
