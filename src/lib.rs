@@ -15,5 +15,6 @@ pub mod io;
 pub mod ir;
 pub mod plan;
 pub mod render;
+pub mod rng;
 pub mod span;
 pub mod syntax;
