@@ -24,7 +24,11 @@ pub struct Consts {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConstError {
     /// A const whose value is zero or negative.
-    NotPositive { name: String, value: i64, span: Span },
+    NotPositive {
+        name: String,
+        value: i64,
+        span: Span,
+    },
     /// An integer expression that needs a positive value evaluated to zero or less.
     NotPositiveValue { value: i64, span: Span },
     /// A number literal that is not an integer where an integer is needed.
@@ -71,13 +75,11 @@ impl From<ConstError> for Diagnostic {
                 format!("this evaluates to {value}, but a positive integer is needed"),
             )
             .with_label("not positive"),
-            ConstError::NotInteger { text, span } => Diagnostic::new(
-                Code::E015,
-                span,
-                format!("`{text}` is not an integer"),
-            )
-            .with_label("an integer is needed here")
-            .with_hint("dimensions and consts are whole numbers"),
+            ConstError::NotInteger { text, span } => {
+                Diagnostic::new(Code::E015, span, format!("`{text}` is not an integer"))
+                    .with_label("an integer is needed here")
+                    .with_hint("dimensions and consts are whole numbers")
+            }
             ConstError::InexactDivision { lhs, rhs, span } => Diagnostic::new(
                 Code::E015,
                 span,
@@ -88,12 +90,10 @@ impl From<ConstError> for Diagnostic {
             ConstError::DivisionByZero { span } => {
                 Diagnostic::new(Code::E015, span, "this divides by zero").with_label("zero divisor")
             }
-            ConstError::Overflow { span } => Diagnostic::new(
-                Code::E015,
-                span,
-                "this integer arithmetic overflows",
-            )
-            .with_label("too large"),
+            ConstError::Overflow { span } => {
+                Diagnostic::new(Code::E015, span, "this integer arithmetic overflows")
+                    .with_label("too large")
+            }
             ConstError::NotIntExpr { span } => Diagnostic::new(
                 Code::E015,
                 span,
@@ -174,15 +174,18 @@ impl From<ConstError> for EvalError {
 /// divide exactly), unary minus and parentheses. The result may be zero or negative;
 /// use [`eval_positive`] for dimensions and sizes.
 pub fn eval_int(expr: &ast::Expr, consts: &Consts) -> Result<i64, EvalError> {
-    eval_with(expr, &mut |id: &ast::Ident| match consts.values.get(&id.name) {
-        Some(&v) => Ok(v as i64),
-        None if consts.failed.contains(&id.name) => Err(EvalError::AlreadyReported),
-        None => Err(EvalError::Error(ConstError::UnknownName {
-            name: id.name.clone(),
-            span: id.span,
-            suggestion: suggest(&id.name, consts.declared.iter().map(String::as_str)),
-        })),
-    })
+    eval_with(
+        expr,
+        &mut |id: &ast::Ident| match consts.values.get(&id.name) {
+            Some(&v) => Ok(v as i64),
+            None if consts.failed.contains(&id.name) => Err(EvalError::AlreadyReported),
+            None => Err(EvalError::Error(ConstError::UnknownName {
+                name: id.name.clone(),
+                span: id.span,
+                suggestion: suggest(&id.name, consts.declared.iter().map(String::as_str)),
+            })),
+        },
+    )
 }
 
 /// [`eval_int`] for a dimension, size or count: the value must be at least 1.
@@ -449,7 +452,9 @@ mod tests {
     }
 
     fn codes(errs: &[ConstError]) -> Vec<Code> {
-        errs.iter().map(|e| Diagnostic::from(e.clone()).code).collect()
+        errs.iter()
+            .map(|e| Diagnostic::from(e.clone()).code)
+            .collect()
     }
 
     fn text<'a>(src: &'a str, e: &ConstError) -> &'a str {
@@ -540,7 +545,10 @@ mod tests {
         assert_eq!(eval_int(value, &c), Ok(-7));
         assert!(matches!(
             eval_positive(value, &c),
-            Err(EvalError::Error(ConstError::NotPositiveValue { value: -7, .. }))
+            Err(EvalError::Error(ConstError::NotPositiveValue {
+                value: -7,
+                ..
+            }))
         ));
     }
 }
