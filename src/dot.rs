@@ -381,15 +381,12 @@ fn loop_bound(program: &Program, to: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::arch::testkit::*;
-    use crate::ir::*;
-    use crate::span::Span;
+mod tests_support {
+    use std::collections::BTreeSet;
 
     /// Structural validity: balanced braces outside quotes, every ID quoted, every edge
     /// endpoint declared as a node. Returns the declared nodes and the edges.
-    fn validate(dot: &str) -> (BTreeSet<String>, Vec<(String, String, String)>) {
+    pub fn validate(dot: &str) -> (BTreeSet<String>, Vec<(String, String, String)>) {
         let (mut depth, mut in_q, mut esc) = (0i64, false, false);
         for c in dot.chars() {
             if in_q {
@@ -442,6 +439,16 @@ mod tests {
         }
         (nodes, edges)
     }
+
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::validate;
+    use super::*;
+    use crate::arch::testkit::*;
+    use crate::ir::*;
+    use crate::span::Span;
 
     fn has_edge(edges: &[(String, String, String)], a: &str, b: &str, dashed: bool) -> bool {
         edges.iter().any(|(x, y, attrs)| {
@@ -647,5 +654,25 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(quote("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
+    }
+}
+
+#[cfg(test)]
+mod e2e_tests {
+    use super::tests_support::validate;
+    use super::*;
+    use crate::arch::e2e;
+
+    #[test]
+    fn appendix_models_render_valid_dot() {
+        for src in [e2e::VAE, e2e::VRNN, e2e::M2, e2e::DRAW] {
+            let p = match e2e::program(src) {
+                Ok(p) => p,
+                Err(d) => panic!("{d:#?}"),
+            };
+            let dot = render(&p);
+            let (nodes, edges) = validate(&dot);
+            assert!(!nodes.is_empty() && !edges.is_empty(), "{dot}");
+        }
     }
 }
