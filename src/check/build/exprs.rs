@@ -887,8 +887,8 @@ impl Builder<'_> {
         // Range of constant steps: locals 0.., data and latents 1..=T.
         if step.loop_id.is_none() {
             let first: i64 = if steps.is_some() { 1 } else { 0 };
-            let last = steps.unwrap_or(usize::MAX);
-            if step.offset < first || step.offset > last as i64 {
+            let last = steps.unwrap_or(0);
+            if step.offset < first || (steps.is_some() && step.offset > last as i64) {
                 self.errors.push(BuildError::StepOutOfRange {
                     name: name.clone(),
                     step: step.offset,
