@@ -394,6 +394,9 @@ fn plan_site(program: &Program, site: &Site, steps: u64) -> SitePlan {
             ),
         ),
     };
+    if steps > 1 && estimator != Estimator::Enumerate {
+        reason.push_str(&format!(", at each of {steps} steps"));
+    }
     if let SiteVar::Data(d) = site.var {
         if program.data.get(d).map(|d| d.role) == Some(DataRole::Partial) {
             reason.push_str(" (used where the value is missing)");
@@ -1379,9 +1382,18 @@ mod e2e_tests {
     #[test]
     fn vae_from_source() {
         let p = plan(&program(e2e::VAE));
-        assert_eq!(p.nets[0].params, 784 * 512 + 512 + 512 * 512 + 512 + 512 * 64 + 64);
-        assert_eq!(p.nets[1].params, 32 * 512 + 512 + 512 * 512 + 512 + 512 * 784 + 784);
-        assert_eq!(p.sites[0].reason, "continuous Normal: reparameterized sampling");
+        assert_eq!(
+            p.nets[0].params,
+            784 * 512 + 512 + 512 * 512 + 512 + 512 * 64 + 64
+        );
+        assert_eq!(
+            p.nets[1].params,
+            32 * 512 + 512 + 512 * 512 + 512 + 512 * 784 + 784
+        );
+        assert_eq!(
+            p.sites[0].reason,
+            "continuous Normal: reparameterized sampling"
+        );
         assert_eq!(p.kl[0].reason, "closed form KL(Normal ‖ Normal)");
     }
 
@@ -1390,10 +1402,17 @@ mod e2e_tests {
         let p = plan(&program(e2e::VRNN));
         let calls: Vec<(&str, u64)> = p.nets.iter().map(|n| (n.name.as_str(), n.calls)).collect();
         // Every call sits in a loop of 4 steps; the cell is called from model and guide.
-        assert_eq!(calls, vec![("cell", 8), ("prior", 4), ("post", 4), ("emit", 4)]);
+        assert_eq!(
+            calls,
+            vec![("cell", 8), ("prior", 4), ("post", 4), ("emit", 4)]
+        );
         // GRUCell(I = 8 + 2, H = 16).
         assert_eq!(p.nets[0].params, 3 * 16 * (10 + 16) + 6 * 16);
         assert_eq!(p.sites[0].steps, 4);
+        assert_eq!(
+            p.sites[0].reason,
+            "continuous Normal: reparameterized sampling, at each of 4 steps"
+        );
     }
 
     #[test]

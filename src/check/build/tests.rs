@@ -230,7 +230,10 @@ guide { c ~ Categorical(logits = q_c(x)) @enumerate; let (m, s) = q_z(x, c); z ~
     assert_eq!(p.nets[0].arch, Arch::Linear { bias: true });
     assert_eq!(p.model.locals.len(), 2);
     assert_eq!(guide_body(&p).locals.len(), 2);
-    assert_eq!(site(&guide_body(&p).stmts, 0).strategy, Some(Strategy::Enumerate));
+    assert_eq!(
+        site(&guide_body(&p).stmts, 0).strategy,
+        Some(Strategy::Enumerate)
+    );
 }
 
 const FA_DECLS: &str = "
@@ -256,7 +259,10 @@ fn factor_analysis_builds() {
         }
     ));
     let x = site(&p.model.stmts, 1);
-    assert!(matches!(x.dist.args[1].1.kind, ExprKind::Ref(Ref::Param(0))));
+    assert!(matches!(
+        x.dist.args[1].1.kind,
+        ExprKind::Ref(Ref::Param(0))
+    ));
     let p = ok(&format!(
         "{FA_DECLS}
 net enc(x: Real[D]) -> (loc: Real[L], scale: Positive[L]) = mlp(hidden = [H])
@@ -317,7 +323,10 @@ train { free_bits = 0.25 }
     let z = site(&guide_body(&p).stmts, 1);
     assert_eq!(z.flows.len(), 1);
     assert_eq!(z.flows[0].kind, FlowKind::Iaf { net: 2, steps: 2 });
-    assert!(matches!(z.flows[0].context[0].kind, ExprKind::Ref(Ref::Local(2))));
+    assert!(matches!(
+        z.flows[0].context[0].kind,
+        ExprKind::Ref(Ref::Local(2))
+    ));
     assert_eq!(
         p.nets[2].arch,
         Arch::Made {
