@@ -60,6 +60,23 @@ pub struct Plan {
     pub cost: Cost,
 }
 
+impl Plan {
+    /// The plan of the guide site that samples `var` (the first one, for a stepped site).
+    pub fn site(&self, var: SiteVar) -> Option<&SitePlan> {
+        self.sites.iter().find(|s| s.var == var)
+    }
+
+    /// The KL term of a subject.
+    pub fn kl_of(&self, subject: &KlSubject) -> Option<&KlPlan> {
+        self.kl.iter().find(|k| &k.subject == subject)
+    }
+
+    /// The plan of network `id`.
+    pub fn net(&self, id: NetId) -> Option<&NetPlan> {
+        self.nets.iter().find(|n| n.id == id)
+    }
+}
+
 /// How one guide site (or, for `guide exact`, one latent) is inferred.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SitePlan {
@@ -1353,6 +1370,54 @@ mod tests {
             span: Span::Artificial,
         });
         assert_eq!(plan(&prog).nets[1].calls, 7);
+    }
+
+    #[test]
+    fn model_without_latents() {
+        // The variational-dropout classifier of the appendix: no latent, no guide.
+        let mut p = P::new();
+        p.data("x", real(&[20]), DataRole::Given);
+        p.data("y", cat(10, &[]), DataRole::Observed);
+        let clf = p.net(
+            "clf",
+            &[("x", real(&[20]))],
+            &[("clf", real(&[10]))],
+            mlp(&[64]),
+        );
+        p.0.nets[clf].weights = Weights::Vdrop { kind: VdropKind::B };
+        p.0.model = body(
+            vec![sample(
+                SiteVar::Data(1),
+                cat(10, &[]),
+                dist(
+                    DistKind::Categorical,
+                    vec![(
+                        DistParam::Logits,
+                        call(
+                            clf,
+                            vec![reference(Ref::Data(0), real(&[20]))],
+                            Some(0),
+                            real(&[10]),
+                        ),
+                    )],
+                    cat(10, &[]),
+                ),
+                None,
+                1,
+            )],
+            vec![],
+        );
+        let pl = plan(&p.0);
+        assert!(pl.sites.is_empty());
+        let w = pl.kl_of(&KlSubject::Weights(clf));
+        assert!(w.is_some_and(|w| w.method == KlMethod::Approximate && w.per_dataset));
+        let weights = 20 * 64 + 64 * 10;
+        assert_eq!(pl.total_params, weights + 64 + 10 + weights);
+        assert_eq!(pl.net(clf).map(|n| n.calls), Some(1));
+        assert_eq!(pl.cost.flops_per_example, 2 * 2 * weights);
+        let text = pl.to_string();
+        assert!(text.contains("sites:\n  (none)"), "{text}");
+        assert!(text.contains("vdrop B weights"), "{text}");
     }
 
     #[test]
