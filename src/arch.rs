@@ -800,7 +800,12 @@ impl Cardinality {
     pub fn of(n: u64) -> Cardinality {
         Cardinality {
             exact: Some(n),
-            log10: round9((n as f64).log10()),
+            // log10(0) would be -inf, which JSON cannot hold; an empty support is harmless.
+            log10: if n == 0 {
+                0.0
+            } else {
+                round9((n as f64).log10())
+            },
         }
     }
 
