@@ -38,18 +38,45 @@ pub fn parse(src: &str) -> Result<ast::File, ParseError> {
     {
         return Err(e.clone());
     }
+    if scanned.max_depth <= SHALLOW && scanned.max_operators <= SHALLOW_OPERATORS {
+        return parse_scanned(src, &scanned);
+    }
+    // Deep nesting recurses deeply (pest, then the tree builder): give it a stack of its own
+    // rather than risk the caller's, which may be a small one.
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("vic-parse".to_string())
+            .stack_size(DEEP_STACK)
+            .spawn_scoped(scope, || parse_scanned(src, &scanned));
+        match worker.map(|w| w.join()) {
+            Ok(Ok(result)) => result,
+            _ => Err(ParseError::TooComplex {
+                span: Span::new(0, 0),
+            }),
+        }
+    })
+}
+
+/// Bracket depth that any caller's stack can take.
+const SHALLOW: usize = 32;
+/// Operators on one path that any caller's stack can take.
+const SHALLOW_OPERATORS: usize = 200;
+/// The stack for parsing deeply nested input (reserved, touched only as needed).
+const DEEP_STACK: usize = 256 << 20;
+
+fn parse_scanned(src: &str, scanned: &scan::Scan) -> Result<ast::File, ParseError> {
     pest::set_error_detail(true);
     match ViParser::parse(Rule::file, src) {
         Ok(mut pairs) => {
-            if let Some((_, e)) = scanned.error {
-                return Err(e);
+            if let Some((_, e)) = &scanned.error {
+                return Err(e.clone());
             }
             match pairs.next() {
                 Some(p) => file(p),
                 None => Err(internal(Span::new(0, 0), "no file rule")),
             }
         }
-        Err(err) => Err(translate(src, &scanned, err)),
+        Err(err) => Err(translate(src, scanned, err)),
     }
 }
 
