@@ -44,18 +44,6 @@ fn err(src: &str) -> Diagnostic {
     }
 }
 
-fn show(src: &str) {
-    let d = err(src);
-    let r = d.span.range().unwrap_or(0..0);
-    eprintln!(
-        "{src:?}\n  -> {} @ {:?} {:?} hint={:?} sec={:?}",
-        d.message,
-        r,
-        &src[r.clone()],
-        d.hint,
-        d.secondary
-    );
-}
 
 fn text(src: &str, span: vic::span::Span) -> &str {
     &src[span.range().expect("a source span")]
