@@ -230,7 +230,10 @@ guide { c ~ Categorical(logits = q_c(x)) @enumerate; let (m, s) = q_z(x, c); z ~
     assert_eq!(p.nets[0].arch, Arch::Linear { bias: true });
     assert_eq!(p.model.locals.len(), 2);
     assert_eq!(guide_body(&p).locals.len(), 2);
-    assert_eq!(site(&guide_body(&p).stmts, 0).strategy, Some(Strategy::Enumerate));
+    assert_eq!(
+        site(&guide_body(&p).stmts, 0).strategy,
+        Some(Strategy::Enumerate)
+    );
 }
 
 const FA_DECLS: &str = "
@@ -256,7 +259,10 @@ fn factor_analysis_builds() {
         }
     ));
     let x = site(&p.model.stmts, 1);
-    assert!(matches!(x.dist.args[1].1.kind, ExprKind::Ref(Ref::Param(0))));
+    assert!(matches!(
+        x.dist.args[1].1.kind,
+        ExprKind::Ref(Ref::Param(0))
+    ));
     let p = ok(&format!(
         "{FA_DECLS}
 net enc(x: Real[D]) -> (loc: Real[L], scale: Positive[L]) = mlp(hidden = [H])
@@ -317,7 +323,10 @@ train { free_bits = 0.25 }
     let z = site(&guide_body(&p).stmts, 1);
     assert_eq!(z.flows.len(), 1);
     assert_eq!(z.flows[0].kind, FlowKind::Iaf { net: 2, steps: 2 });
-    assert!(matches!(z.flows[0].context[0].kind, ExprKind::Ref(Ref::Local(2))));
+    assert!(matches!(
+        z.flows[0].context[0].kind,
+        ExprKind::Ref(Ref::Local(2))
+    ));
     assert_eq!(
         p.nets[2].arch,
         Arch::Made {
@@ -507,5 +516,274 @@ fn semi_amortized_and_random_function_build() {
             inducing: 64,
             kernel: Kernel::Rbf
         })
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Names (E001, E002, E003)
+
+#[test]
+fn missing_model_is_e001_at_end() {
+    let src = "const D = 3\ndata x : Real[D]\n";
+    let (_, d) = run(src);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].code, Code::E001);
+    assert_eq!(d[0].hint.as_deref(), Some("add `model { ... }`"));
+    let r = d[0].span.range().expect("span");
+    assert!(r.start >= src.trim_end().len() && r.start <= src.len());
+}
+
+#[test]
+fn duplicate_declaration_e003() {
+    let src = &format!("{VAE_DECLS}\nparam z : Real = 0\nmodel {{ {VAE_MODEL} }}");
+    let d = one(src, Code::E003, "z");
+    assert_eq!(d.secondary[0].message, "first declared here");
+    assert_eq!(&src[d.secondary[0].span.range().expect("span")], "z");
+}
+
+#[test]
+fn duplicate_block_e003() {
+    let src = vae(VAE_MODEL, VAE_GUIDE) + "model { z ~ Normal(0, 1) }";
+    one(&src, Code::E003, "model { z ~ Normal(0, 1) }");
+    let src = vae(VAE_MODEL, VAE_GUIDE) + "train { batch = 3 }\ntrain { batch = 4 }";
+    one(&src, Code::E003, "train { batch = 4 }");
+}
+
+#[test]
+fn unknown_name_with_suggestion_e002() {
+    let d = one(
+        &vae(
+            "z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decodr(z))",
+            VAE_GUIDE,
+        ),
+        Code::E002,
+        "decodr",
+    );
+    assert_eq!(d.hint.as_deref(), Some("did you mean `decoder`?"));
+    let d = one(
+        &vae(
+            VAE_MODEL,
+            "let (loc, scale) = encoder(x)\n z ~ Normal(lco, scale)",
+        ),
+        Code::E002,
+        "lco",
+    );
+    assert_eq!(d.hint.as_deref(), Some("did you mean `loc`?"));
+}
+
+#[test]
+fn unknown_distribution_architecture_domain_e002() {
+    let d = one(
+        &vae(
+            "z ~ Normall(0, 1)\n x ~ Bernoulli(logits = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E002,
+        "Normall",
+    );
+    assert_eq!(d.hint.as_deref(), Some("did you mean `Normal`?"));
+    let src = VAE_DECLS
+        .replace("act = relu)\nnet decoder", "act = relu)\nnet decoder")
+        .replace(
+            "-> Real[D] = mlp(hidden = [H, H], act = relu)",
+            "-> Real[D] = mpl(hidden = [H, H], act = relu)",
+        )
+        + &format!("model {{ {VAE_MODEL} }}");
+    let d = one(&src, Code::E002, "mpl");
+    assert_eq!(d.hint.as_deref(), Some("did you mean `mlp`?"));
+    let src = VAE_DECLS.replace("latent z : Real[Z]", "latent z : Reel[Z]")
+        + &format!("model {{ {VAE_MODEL} }}");
+    let d = one(&src, Code::E002, "Reel");
+    assert_eq!(d.hint.as_deref(), Some("did you mean `Real`?"));
+    let src = VAE_DECLS.replace(
+        "hidden = [H, H], act = relu)\nnet decoder",
+        "hidden = [H, H], act = rleu)\nnet decoder",
+    ) + &format!("model {{ {VAE_MODEL} }}");
+    let d = one(&src, Code::E002, "rleu");
+    assert_eq!(d.hint.as_deref(), Some("did you mean `relu`?"));
+}
+
+#[test]
+fn unknown_builtin_head_strategy_flow_annotation_e002() {
+    one(
+        &vae(
+            "z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decoder(tanhh(z)))",
+            VAE_GUIDE,
+        ),
+        Code::E002,
+        "tanhh",
+    );
+    let d = one(
+        &vae(VAE_MODEL, "z ~ Normal(encoder(x).loc, encoder(x).scal)"),
+        Code::E002,
+        "scal",
+    );
+    assert_eq!(d.hint.as_deref(), Some("did you mean `scale`?"));
+    ok(&vae(
+        VAE_MODEL,
+        "z ~ Normal(encoder(x).loc, encoder(x).scale)",
+    ));
+    let d = one(
+        &vae(
+            VAE_MODEL,
+            "let (loc, scale) = encoder(x)\n z ~ Normal(loc, scale) @enumerat",
+        ),
+        Code::E002,
+        "enumerat",
+    );
+    assert_eq!(d.hint.as_deref(), Some("did you mean `enumerate`?"));
+    one(
+        &vae(
+            VAE_MODEL,
+            "let (loc, scale) = encoder(x)\n z ~ Normal(loc, scale) |> planar(encoder)",
+        ),
+        Code::E002,
+        "planar",
+    );
+    let src = format!("{VAE_DECLS}\n@per_membr net other(z: Real[Z]) -> Real[D] = linear()\nmodel {{ {VAE_MODEL} }}");
+    let d = one(&src, Code::E002, "per_membr");
+    assert_eq!(d.hint.as_deref(), Some("did you mean `@per_member`?"));
+}
+
+#[test]
+fn let_collisions_e003() {
+    let d = one(
+        &vae(
+            VAE_MODEL,
+            "let (loc, scale) = encoder(x)\n let loc = scale\n z ~ Normal(loc, scale)",
+        ),
+        Code::E003,
+        "loc",
+    );
+    assert_eq!(d.secondary[0].message, "first declared here");
+    one(
+        &vae(
+            VAE_MODEL,
+            "let (x, scale) = encoder(x)\n z ~ Normal(0, scale)",
+        ),
+        Code::E003,
+        "x",
+    );
+    // Separate blocks have separate locals.
+    ok(&vae(
+        "let loc = 0\n z ~ Normal(loc, 1)\n x ~ Bernoulli(logits = decoder(z))",
+        VAE_GUIDE,
+    ));
+}
+
+#[test]
+fn duplicate_input_and_head_e003() {
+    let src = format!("{VAE_DECLS}\nnet f(a: Real[Z], a: Real[Z]) -> (m: Real[Z], m: Real[Z]) = linear()\nmodel {{ {VAE_MODEL} }}");
+    let e = errs(&src);
+    assert_eq!(e, vec![(Code::E003, "a".into()), (Code::E003, "m".into())]);
+}
+
+// ---------------------------------------------------------------------------------
+// Types and params (E004, E005, E006, E015)
+
+#[test]
+fn set_type_outside_net_e005() {
+    let src = format!("{VAE_DECLS}\ndata s : Set[Real[D]]\nmodel {{ {VAE_MODEL} }}");
+    let d = one(&src, Code::E005, "Set[Real[D]]");
+    assert!(d.hint.is_some());
+}
+
+#[test]
+fn simplex_needs_shape_and_cat_needs_k() {
+    one(
+        &format!("{VAE_DECLS}\nparam p : Simplex\nmodel {{ {VAE_MODEL} }}"),
+        Code::E004,
+        "Simplex",
+    );
+    one(
+        &format!("{VAE_DECLS}\ndata c : Cat given\nmodel {{ {VAE_MODEL} }}"),
+        Code::E006,
+        "Cat",
+    );
+    ok(&format!(
+        "{VAE_DECLS}\nparam p : Simplex[4]\ndata c : Cat(4)[3] given\nmodel {{ {VAE_MODEL} }}"
+    ));
+}
+
+#[test]
+fn dims_are_const_exprs_e015() {
+    one(
+        &format!("{VAE_DECLS}\ndata c : Real[D / 5] given\nmodel {{ {VAE_MODEL} }}"),
+        Code::E015,
+        "D / 5",
+    );
+    one(
+        &format!("{VAE_DECLS}\ndata c : Real[Q] given\nmodel {{ {VAE_MODEL} }}"),
+        Code::E002,
+        "Q",
+    );
+    let p = ok(&format!(
+        "{VAE_DECLS}\ndata c : Real[D / 4, Z - 2] given\nmodel {{ {VAE_MODEL} }}"
+    ));
+    assert_eq!(p.data[1].ty.shape, vec![196, 30]);
+}
+
+#[test]
+fn param_init_in_domain_e005() {
+    let d = one(
+        &format!("{VAE_DECLS}\nparam noise : Positive[D] = 0\nmodel {{ {VAE_MODEL} }}"),
+        Code::E005,
+        "0",
+    );
+    assert!(d.hint.as_deref().unwrap_or("").contains("> 0"), "{d:?}");
+    one(
+        &format!("{VAE_DECLS}\nparam p : Unit = 1\nmodel {{ {VAE_MODEL} }}"),
+        Code::E005,
+        "1",
+    );
+    one(
+        &format!("{VAE_DECLS}\nparam p : Positive = normal(0, 1)\nmodel {{ {VAE_MODEL} }}"),
+        Code::E005,
+        "normal(0, 1)",
+    );
+    one(
+        &format!("{VAE_DECLS}\nparam p : Real = gaussian(0, 1)\nmodel {{ {VAE_MODEL} }}"),
+        Code::E002,
+        "gaussian",
+    );
+    one(
+        &format!("{VAE_DECLS}\nparam p : Real = normal(0)\nmodel {{ {VAE_MODEL} }}"),
+        Code::E006,
+        "normal(0)",
+    );
+    let p = ok(&format!(
+        "{VAE_DECLS}\nparam a : Positive[D] = uniform(0.5, 1.5)\nparam b : Real = normal(0, 0.1)\nparam c : Unit\nparam d : Positive\nparam e : Real[3] = zeros\nparam f : Positive = ones\nmodel {{ {VAE_MODEL} }}"
+    ));
+    let inits: Vec<&Init> = p.params.iter().map(|p| &p.init).collect();
+    assert_eq!(
+        inits,
+        vec![
+            &Init::Uniform {
+                low: 0.5,
+                high: 1.5
+            },
+            &Init::Normal {
+                mean: 0.0,
+                std: 0.1
+            },
+            &Init::Value(0.5),
+            &Init::Ones,
+            &Init::Zeros,
+            &Init::Ones
+        ]
+    );
+}
+
+#[test]
+fn set_declaration() {
+    let p = ok(&format!(
+        "{VAE_DECLS}\nset S : Binary[D] size 2 * 5\nmodel {{ {VAE_MODEL} }}"
+    ));
+    assert_eq!(p.sets[0].ty, Type::new(Domain::Binary, vec![784]));
+    assert_eq!(p.sets[0].size, 10);
+    one(
+        &format!("{VAE_DECLS}\nset S : Binary[D] size 0\nmodel {{ {VAE_MODEL} }}"),
+        Code::E015,
+        "0",
     );
 }

@@ -91,7 +91,8 @@ impl Builder<'_> {
             }
         }
         if domain == Domain::Simplex && dims.is_empty() {
-            self.errors.push(BuildError::SimplexWithoutShape { span });
+            self.errors
+                .push(BuildError::SimplexWithoutShape { span: name.span });
         }
         Type::new(domain, dims)
     }
