@@ -685,7 +685,9 @@ impl Builder<'_> {
         if x.ty.domain == Domain::Unknown || input.ty.domain == Domain::Unknown {
             return x;
         }
-        if x.ty.shape != input.ty.shape {
+        let cat =
+            matches!(x.ty.domain, Domain::Cat(_)) || matches!(input.ty.domain, Domain::Cat(_));
+        if x.ty.shape != input.ty.shape && !(cat && !fits(x.ty.domain, input.ty.domain)) {
             self.errors.push(BuildError::NetArgShape {
                 net: net.name.clone(),
                 input: input.name.clone(),

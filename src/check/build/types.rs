@@ -43,7 +43,7 @@ impl Builder<'_> {
         name: &ast::Ident,
         arg: Option<&ast::Expr>,
         shape: Option<&[ast::Expr]>,
-        span: Span,
+        _span: Span,
     ) -> Type {
         let dims: Vec<usize> = shape
             .unwrap_or(&[])
@@ -91,7 +91,8 @@ impl Builder<'_> {
             }
         }
         if domain == Domain::Simplex && dims.is_empty() {
-            self.errors.push(BuildError::SimplexWithoutShape { span });
+            self.errors
+                .push(BuildError::SimplexWithoutShape { span: name.span });
         }
         Type::new(domain, dims)
     }
