@@ -38,6 +38,11 @@
 //!   is the first input with three axes (else the first input).
 //! - `attend_write`: `params` dense state→5 and `patch` dense state→C·N·N.
 //!
+//! Copies. A network named by `iaf` flows has one copy per flow step, numbered over the
+//! flows in program order (`ar.step0.layer0.weight`, `ar.step1…`); a `@per_member` network
+//! one per member of the `meta` family (`dec.member3.layer0.weight`). [`param_count`] is one
+//! copy; [`copies`] says how many.
+//!
 //! Weights. `point`: weights and biases as above. `bayes`: every weight and bias of the
 //! dense, convolutional and recurrent layers gets a mean and a log-variance (twice the
 //! count); `vdrop(kind = "B")`: one log α per weight entry (biases stay point estimates);

@@ -1505,3 +1505,61 @@ mod e2e_tests {
         assert!(p.cost.flops_per_example > 0);
     }
 }
+
+#[cfg(test)]
+mod e2e_strategy_tests {
+    use super::*;
+    use crate::arch::e2e;
+
+    fn vae_with(guide_site: &str, extra: &str) -> Plan {
+        let src = format!(
+            r#"
+const D = 20
+const Z = 4
+const C = 3
+data x : Binary[D]
+latent z : Real[Z]
+net enc(x: Binary[D]) -> (loc: Real[Z], scale: Positive[Z], h: Real[C]) = mlp(hidden = [16], act = elu)
+net dec(z: Real[Z]) -> Real[D] = mlp(hidden = [16])
+{extra}
+model {{ z ~ Normal(0, 1); x ~ Bernoulli(logits = dec(z)) }}
+guide {{ let (m, s, h) = enc(x); {guide_site} }}
+"#
+        );
+        match e2e::program(&src) {
+            Ok(p) => plan(&p),
+            Err(d) => panic!("{d:#?}"),
+        }
+    }
+
+    #[test]
+    fn iaf_from_source() {
+        let p = vae_with(
+            "z ~ Normal(m, s) |> iaf(ar, h, steps = 2)",
+            "net ar(z: Real[Z], h: Real[C]) -> (m: Real[Z], s: Real[Z]) = made(hidden = [32], act = elu)",
+        );
+        let ar = p.nets.iter().find(|n| n.name == "ar");
+        let per = (4 + 3) * 32 + 32 + 32 * 8 + 8;
+        assert!(ar.is_some_and(|a| a.params == 2 * per && a.calls == 2));
+        assert_eq!(p.kl[0].method, KlMethod::MonteCarlo);
+        assert_eq!(p.sites[0].flows.len(), 1);
+    }
+
+    #[test]
+    fn refine_and_random_function_from_source() {
+        let p = vae_with("z ~ Normal(m, s) @refine(steps = 20, lr = 1.0)", "");
+        assert_eq!(
+            p.sites[0].estimator,
+            Estimator::Refine {
+                steps: 20,
+                lr: 1.0,
+                through: true
+            }
+        );
+        assert_eq!(p.nets[1].calls, 21);
+        let p = vae_with("z ~ Normal(m, s) @random_function(inducing = 64)", "");
+        assert_eq!(p.sites[0].estimator.name(), "random_function");
+        let gp = p.kl_of(&KlSubject::RandomFunction(0));
+        assert!(gp.is_some_and(|k| k.per_dataset));
+    }
+}

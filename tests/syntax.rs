@@ -44,7 +44,6 @@ fn err(src: &str) -> Diagnostic {
     }
 }
 
-
 fn text(src: &str, span: vic::span::Span) -> &str {
     &src[span.range().expect("a source span")]
 }
