@@ -157,6 +157,8 @@ pub enum RuleError {
         data: String,
         on: String,
         span: Span,
+        /// The `let` where the mean became non-linear, when not in the statement itself.
+        made_at: Option<Span>,
     },
     /// E014: a Normal observation whose scale depends on a continuous latent.
     ExactScaleDependsOnLatent {
@@ -464,15 +466,26 @@ impl From<RuleError> for Diagnostic {
             )
             .with_label("breaks conjugacy")
             .with_hint("observations of continuous latents must be Normal for an exact posterior; write an amortized `guide { ... }` instead"),
-            ExactNonLinearMean { data, on, span } => Diagnostic::new(
-                Code::E014,
+            ExactNonLinearMean {
+                data,
+                on,
                 span,
-                format!(
-                    "`guide exact` has no closed form: the mean of `{data}` is not linear in the latent `{on}`."
-                ),
-            )
-            .with_label("breaks conjugacy")
-            .with_hint("use `linear()` networks, params and sums for the mean, or write an amortized `guide { ... }`"),
+                made_at,
+            } => {
+                let d = Diagnostic::new(
+                    Code::E014,
+                    span,
+                    format!(
+                        "`guide exact` has no closed form: the mean of `{data}` is not linear in the latent `{on}`."
+                    ),
+                )
+                .with_label("breaks conjugacy")
+                .with_hint("use `linear()` networks, params and sums for the mean, or write an amortized `guide { ... }`");
+                match made_at {
+                    Some(at) => d.with_secondary(at, format!("made non-linear in `{on}` here")),
+                    None => d,
+                }
+            }
             ExactScaleDependsOnLatent { data, on, span } => Diagnostic::new(
                 Code::E014,
                 span,
@@ -1071,7 +1084,7 @@ fn global_rules(program: &Program, guide: &Body, errors: &mut Vec<RuleError>) {
     let lets = lets(&guide.stmts);
     for _ in 0..=guide.locals.len() {
         let mut changed = false;
-        for (targets, value) in &lets {
+        for (targets, value, _) in &lets {
             if let Some(on) = per_example(value, &local_dep) {
                 for t in targets {
                     if !local_dep.contains_key(t) {
@@ -1112,14 +1125,16 @@ fn global_rules(program: &Program, guide: &Body, errors: &mut Vec<RuleError>) {
 }
 
 /// Every `let` of a body (recursing into loops): its target locals and its value.
-fn lets(stmts: &[Stmt]) -> Vec<(Vec<LocalId>, &Expr)> {
+fn lets(stmts: &[Stmt]) -> Vec<(Vec<LocalId>, &Expr, Span)> {
     let mut out = Vec::new();
-    fn go<'a>(stmts: &'a [Stmt], out: &mut Vec<(Vec<LocalId>, &'a Expr)>) {
+    fn go<'a>(stmts: &'a [Stmt], out: &mut Vec<(Vec<LocalId>, &'a Expr, Span)>) {
         for s in stmts {
             match s {
-                Stmt::Let { targets, value, .. } => {
-                    out.push((targets.iter().map(|t| t.local).collect(), value))
-                }
+                Stmt::Let {
+                    targets,
+                    value,
+                    span,
+                } => out.push((targets.iter().map(|t| t.local).collect(), value, *span)),
                 Stmt::Loop { body, .. } => go(body, out),
                 Stmt::Sample(_) => {}
             }
@@ -1178,9 +1193,22 @@ struct Linearity<'a> {
     program: &'a Program,
     continuous: &'a HashSet<LatentId>,
     locals: HashMap<LocalId, Lin>,
+    /// For a non-linear local: the `let` statement where the non-linearity arose.
+    origin: HashMap<LocalId, Span>,
 }
 
 impl Linearity<'_> {
+    /// Where the non-linearity of `e` arose, when it comes from a non-linear local.
+    fn origin_in(&self, e: &Expr) -> Option<Span> {
+        let mut found = None;
+        visit(e, &mut |x| {
+            if let (None, ExprKind::Ref(Ref::Local(l))) = (found, &x.kind) {
+                found = self.origin.get(l).copied();
+            }
+        });
+        found
+    }
+
     fn class(&self, e: &Expr) -> Lin {
         match &e.kind {
             ExprKind::Number(_) | ExprKind::Fill(_) | ExprKind::Invalid => Lin::Const,
@@ -1271,17 +1299,22 @@ fn exact_posterior(program: &Program, errors: &mut Vec<RuleError>) -> ExactPoste
         program,
         continuous: &continuous,
         locals: HashMap::new(),
+        origin: HashMap::new(),
     };
     let lets = lets(&program.model.stmts);
     for _ in 0..=(2 * program.model.locals.len() + 1) {
         let mut changed = false;
-        for (targets, value) in &lets {
+        for (targets, value, span) in &lets {
             let c = lin.class(value);
+            let origin = lin.origin_in(value).unwrap_or(*span);
             for t in targets {
                 let old = lin.locals.get(t).copied().unwrap_or(Lin::Const);
                 let new = old.join(c);
                 if new != old {
                     lin.locals.insert(*t, new);
+                    if matches!(new, Lin::NonLinear(_)) {
+                        lin.origin.insert(*t, origin);
+                    }
                     changed = true;
                 }
             }
@@ -1344,10 +1377,16 @@ fn exact_posterior(program: &Program, errors: &mut Vec<RuleError>) -> ExactPoste
                     continue;
                 }
                 if let Lin::NonLinear(on) = args(&|p| p == crate::ir::DistParam::Loc) {
+                    let loc = site
+                        .dist
+                        .args
+                        .iter()
+                        .find(|(p, _)| *p == crate::ir::DistParam::Loc);
                     errors.push(RuleError::ExactNonLinearMean {
                         data,
                         on: latent_name(on),
                         span: site.span,
+                        made_at: loc.and_then(|(_, e)| lin.origin_in(e)),
                     });
                 }
             }
@@ -2208,8 +2247,14 @@ guide exact
                  model {{ {model} }}\nguide exact\n"
             )
         };
-        let src = fa("z ~ Normal(0, 1); let m = curve(z) + load(z); x ~ Normal(m, noise)");
-        expect(&src, Code::E014, "x ~ Normal(m, noise)");
+        let src =
+            fa("z ~ Normal(0, 1); let m = curve(z) + load(z); let n = m + 1; x ~ Normal(n, noise)");
+        let d = expect(&src, Code::E014, "x ~ Normal(n, noise)");
+        let at = d.secondary[0].span.range().expect("span");
+        assert_eq!(
+            src[at].trim_end_matches([' ', ';']),
+            "let m = curve(z) + load(z)"
+        );
         let src = fa("z ~ Normal(0, 1); x ~ Normal(load(z) + 0 * curve(z), exp(load(z)))");
         expect(
             &src,
@@ -2237,6 +2282,26 @@ guide exact
         let bad = src.replace("W_SITE", "let u = wm + sum(z)\n w ~ Normal(u, 1)");
         let d = expect(&bad, Code::E016, "w ~ Normal(u, 1)");
         assert!(d.message.contains("`z`"), "{}", d.message);
+    }
+
+    #[test]
+    fn front_errors_silence_rules_names_confuse() {
+        let src = vae(
+            "set S : Binary[D] size 5",
+            "z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decodr(z))",
+            GUIDE,
+        );
+        let ds = run(&src).diagnostics;
+        let codes: Vec<Code> = ds.iter().map(|d| d.code).collect();
+        assert!(codes.contains(&Code::E002), "{ds:#?}");
+        assert!(codes.contains(&Code::E013), "{ds:#?}");
+        assert!(
+            !codes.iter().any(|c| matches!(
+                c,
+                Code::E007 | Code::E008 | Code::E009 | Code::W001 | Code::W002
+            )),
+            "{ds:#?}"
+        );
     }
 
     #[test]
