@@ -15,7 +15,7 @@
 //!   A `meta` block whose `family` fails yields no `MetaConfig` (the rules look at the
 //!   AST to know that a `meta` block was written).
 
-use super::consts::Consts;
+use super::consts::{ConstError, Consts, EvalError};
 use crate::diag::{Code, Diagnostic};
 use crate::ir::{
     Anneal, Binarize, Dataset, Device, Family, KlMode, Members, MetaConfig, Objective, Optimizer,
@@ -147,6 +147,8 @@ pub enum ConfigError {
         size: usize,
         span: Span,
     },
+    /// An integer setting naming something that is not a const (E002, worded by `consts`).
+    UnknownConst(ConstError),
     /// `train` and `test` members that overlap.
     OverlappingMembers {
         shared: String,
@@ -356,6 +358,7 @@ impl From<ConfigError> for Diagnostic {
                 "member indices run from 0 to {}",
                 size.saturating_sub(1)
             )),
+            ConfigError::UnknownConst(e) => Diagnostic::from(e),
             ConfigError::OverlappingMembers {
                 shared,
                 train,
@@ -548,10 +551,22 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A number, reporting a wrong kind.
+    /// Whether `e` reads a const that failed (already reported by `consts`).
+    fn uses_failed_const(&self, e: &ast::Expr) -> bool {
+        match &e.kind {
+            ast::ExprKind::Name(id) => self.consts.failed.contains(&id.name),
+            ast::ExprKind::Neg(x) => self.uses_failed_const(x),
+            ast::ExprKind::Binary { lhs, rhs, .. } => {
+                self.uses_failed_const(lhs) || self.uses_failed_const(rhs)
+            }
+            _ => false,
+        }
+    }
+
+    /// A number, reporting a wrong kind (but not a const that already failed).
     fn number(&mut self, key: &str, e: &ast::Expr, expected: &str) -> Option<f64> {
         let v = self.eval_num(e);
-        if v.is_none() {
+        if v.is_none() && !self.uses_failed_const(e) {
             self.wrong_kind(key, e, expected);
         }
         v
@@ -577,6 +592,20 @@ impl<'a> Reader<'a> {
     /// An integer `>= min`.
     fn integer(&mut self, key: &str, e: &ast::Expr, min: i64) -> Option<usize> {
         let expected = format!("an integer >= {min}");
+        match super::consts::eval_int(e, self.consts) {
+            Ok(v) if v < min => {
+                self.out_of_range(key, e, &expected);
+                return None;
+            }
+            Ok(v) => return usize::try_from(v).ok(),
+            Err(EvalError::AlreadyReported) => return None,
+            Err(EvalError::Error(err @ ConstError::UnknownName { .. })) => {
+                self.errors.push(ConfigError::UnknownConst(err));
+                return None;
+            }
+            // Not an integer expression: say so in terms of the setting.
+            Err(EvalError::Error(_)) => {}
+        }
         let v = self.number(key, e, &expected)?;
         if v.fract() != 0.0 || v.abs() > 9.0e15 {
             self.wrong_kind(key, e, &expected);
@@ -1150,7 +1179,9 @@ impl Reader<'_> {
                 let count = if s == 0.0 || (b - a) * s < 0.0 {
                     0.0
                 } else {
-                    ((b - a) / s + 1e-9).floor() + 1.0
+                    // Tolerate rounding so that `b` counts when a step lands on it.
+                    let ratio = (b - a) / s;
+                    (ratio + 1e-9 * ratio.abs().max(1.0)).floor() + 1.0
                 };
                 if count < 1.0 {
                     self.errors.push(ConfigError::EmptyRange {
@@ -1398,6 +1429,8 @@ mod tests {
         let mut consts = Consts::default();
         consts.values.insert("B".into(), 64);
         consts.values.insert("E".into(), 5);
+        consts.declared = vec!["B".into(), "E".into(), "Q".into()];
+        consts.failed.insert("Q".into());
         let (t, m, errs) = resolve(&file, &consts);
         (t, m, errs.into_iter().map(Diagnostic::from).collect())
     }
@@ -1541,7 +1574,7 @@ mod tests {
                 "train { schedule = alternate(e_steps = 3) }",
                 "alternate(e_steps = 3)",
             ),
-            ("train { anneal = linear(epochs = x) }", "x"),
+            (r#"train { anneal = linear(epochs = "x") }"#, r#""x""#),
             ("train { device = tpu }", "tpu"),
             (r#"train { device = "cuda:x" }"#, r#""cuda:x""#),
             ("train { dataset = mnist }", "mnist"),
@@ -1555,6 +1588,19 @@ mod tests {
             assert_eq!(&text, want, "{src}");
             assert!(d.hint.is_some(), "{src}");
         }
+    }
+
+    #[test]
+    fn const_names_in_integers() {
+        let (code, text, d) = one("train { epochs = Bb }");
+        assert_eq!((code, text.as_str()), (Code::E002, "Bb"));
+        assert!(d.hint.is_some());
+        // A const that failed is reported once, by `consts`.
+        let (_, _, d) = run("train { epochs = Q * 2; beta = Q }");
+        assert!(d.is_empty(), "{d:#?}");
+        let (t, _, d) = run("train { epochs = E - 1; batch = B / 4 + 1 }");
+        assert!(d.is_empty(), "{d:#?}");
+        assert_eq!((t.epochs, t.batch), (4, 17));
     }
 
     #[test]
@@ -1596,6 +1642,11 @@ mod tests {
         let (_, m, d) = run("meta { family = classes() }");
         assert!(d.is_empty());
         assert_eq!(m.expect("meta").family, Family::Classes);
+        let (_, m, _) = run("meta { family = scale(0.5:2:0.1) }");
+        let Some(Family::Scale(f)) = m.map(|m| m.family) else {
+            panic!("scale")
+        };
+        assert_eq!(f.len(), 16);
         let (_, m, _) = run("meta { family = shear(0:10:4) }");
         assert_eq!(m.expect("meta").family, Family::Shear(vec![0.0, 4.0, 8.0]));
     }
