@@ -2051,10 +2051,7 @@ guide exact
         let src = vae("", &format!("{MODEL}\n z ~ Normal(1, 1)"), GUIDE);
         let d = expect(&src, Code::E007, "z ~ Normal(1, 1)");
         let first = d.secondary[0].span.range().expect("a source span");
-        assert_eq!(
-            &src[first],
-            "z ~ Normal(0, 1)"
-        );
+        assert_eq!(&src[first], "z ~ Normal(0, 1)");
         let seq = format!(
             "const T = 3\n{HEAD}data x : Real[T]\nlatent z : Real[T]\n\
              model {{ z ~ Normal(0, 1)\n for t in 1:T {{ z[t] ~ Normal(0, 1) }}\n x ~ Normal(z, 1) }}\n\
@@ -2248,10 +2245,7 @@ guide exact
             fa("z ~ Normal(0, 1); let m = curve(z) + load(z); let n = m + 1; x ~ Normal(n, noise)");
         let d = expect(&src, Code::E014, "x ~ Normal(n, noise)");
         let at = d.secondary[0].span.range().expect("span");
-        assert_eq!(
-            &src[at],
-            "let m = curve(z) + load(z)"
-        );
+        assert_eq!(&src[at], "let m = curve(z) + load(z)");
         let src = fa("z ~ Normal(0, 1); x ~ Normal(load(z) + 0 * curve(z), exp(load(z)))");
         expect(
             &src,
