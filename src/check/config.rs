@@ -188,7 +188,7 @@ impl From<ConfigError> for Diagnostic {
                 Diagnostic::new(
                     block.code(),
                     span,
-                    format!("`{key}` is not a `{}` setting.", block.name()),
+                    format!("`{key}` is not a `{}` setting", block.name()),
                 )
                 .with_label("unknown key")
                 .with_hint(hint)
@@ -201,7 +201,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 Code::E003,
                 span,
-                format!("`{key}` is set twice in `{}`.", block.name()),
+                format!("`{key}` is set twice in `{}`", block.name()),
             )
             .with_label("set again here")
             .with_secondary(first, "first set here")
@@ -215,7 +215,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 block.code(),
                 span,
-                format!("`{key}` cannot be `{found}`."),
+                format!("`{key}` cannot be `{found}`"),
             )
             .with_label(format!("expected {expected}"))
             .with_hint(format!("write `{key} = ` followed by {expected}")),
@@ -228,7 +228,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 block.code(),
                 span,
-                format!("`{key}` is `{found}`, which is out of range."),
+                format!("`{key}` is `{found}`, which is out of range"),
             )
             .with_label("out of range")
             .with_hint(format!("`{key}` must be {expected}")),
@@ -247,7 +247,7 @@ impl From<ConfigError> for Diagnostic {
                 Diagnostic::new(
                     block.code(),
                     span,
-                    format!("`{found}` is not a value `{key}` accepts."),
+                    format!("`{found}` is not a value `{key}` accepts"),
                 )
                 .with_label("unknown value")
                 .with_hint(hint)
@@ -262,7 +262,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 block.code(),
                 span,
-                format!("`{function}` in `{key}` has no argument `{argument}`."),
+                format!("`{function}` in `{key}` has no argument `{argument}`"),
             )
             .with_label("unknown argument")
             .with_hint(format!("`{function}` takes {expected}")),
@@ -275,7 +275,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 block.code(),
                 span,
-                format!("`{function}` in `{key}` needs the argument `{argument}`."),
+                format!("`{function}` in `{key}` needs the argument `{argument}`"),
             )
             .with_label(format!("`{argument}` missing"))
             .with_hint(format!("write `{function}({argument} = ...)`")),
@@ -289,7 +289,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 block.code(),
                 span,
-                format!("`{function}` in `{key}` is given `{argument}` twice."),
+                format!("`{function}` in `{key}` is given `{argument}` twice"),
             )
             .with_label("given again here")
             .with_secondary(first, "first given here")
@@ -303,7 +303,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 block.code(),
                 span,
-                format!("`{function}` in `{key}` takes at most {max} argument(s)."),
+                format!("`{function}` in `{key}` takes at most {max} argument(s)"),
             )
             .with_label("extra argument")
             .with_hint("remove the extra arguments, or name them with `name = value`"),
@@ -319,27 +319,27 @@ impl From<ConfigError> for Diagnostic {
                 Diagnostic::new(
                     Code::E012,
                     span,
-                    format!("`dataset` \"{value}\" is neither a built-in dataset nor a supported file."),
+                    format!("`dataset` \"{value}\" is neither a built-in dataset nor a supported file"),
                 )
                 .with_label("unknown dataset")
                 .with_hint(hint)
             }
             ConfigError::MissingFamily { span } => {
-                Diagnostic::new(Code::E013, span, "The `meta` block has no `family`.")
+                Diagnostic::new(Code::E013, span, "the `meta` block has no `family`")
                     .with_label("no `family` here")
                     .with_hint("add e.g. `family = rotate(-180:160:20)` or `family = classes()`")
             }
             ConfigError::EmptyRange { found, span } => Diagnostic::new(
                 Code::E013,
                 span,
-                format!("The range `{found}` has no member."),
+                format!("the range `{found}` has no member"),
             )
             .with_label("empty range")
             .with_hint("write `a:b:step` with a nonzero step that goes from `a` towards `b`, e.g. `-180:160:20`"),
             ConfigError::TooManyMembers { found, count, span } => Diagnostic::new(
                 Code::E013,
                 span,
-                format!("The range `{found}` has {count} members, more than {MAX_MEMBERS}."),
+                format!("the range `{found}` has {count} members, more than {MAX_MEMBERS}"),
             )
             .with_label("too many members")
             .with_hint("use a larger step"),
@@ -351,7 +351,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 Code::E013,
                 span,
-                format!("Member {index} in `{key}` does not exist: the family has {size} members."),
+                format!("member {index} in `{key}` does not exist: the family has {size} members"),
             )
             .with_label("no such member")
             .with_hint(format!(
@@ -367,7 +367,7 @@ impl From<ConfigError> for Diagnostic {
                 let d = Diagnostic::new(
                     Code::E013,
                     test,
-                    format!("`train` and `test` share {shared}."),
+                    format!("`train` and `test` share {shared}"),
                 )
                 .with_label("overlaps the training members")
                 .with_hint("held-out members must be disjoint from the training ones, e.g. `train = even` and `test = odd`");

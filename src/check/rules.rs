@@ -194,7 +194,7 @@ impl From<RuleError> for Diagnostic {
             LatentNotSampled { latent, span } => Diagnostic::new(
                 Code::E007,
                 span,
-                format!("Latent `{latent}` is never sampled in `model`."),
+                format!("latent `{latent}` is never sampled in `model`"),
             )
             .with_label("declared here")
             .with_hint(format!(
@@ -209,14 +209,14 @@ impl From<RuleError> for Diagnostic {
                 let d = Diagnostic::new(
                     Code::E007,
                     span,
-                    format!("Latent `{latent}` is sampled more than once in `model`."),
+                    format!("latent `{latent}` is sampled more than once in `model`"),
                 );
                 twice(d, first, in_loop, &latent, "sampled")
             }
             DataNotObserved { data, span } => Diagnostic::new(
                 Code::E009,
                 span,
-                format!("Data `{data}` is never observed in `model`."),
+                format!("data `{data}` is never observed in `model`"),
             )
             .with_label("declared here")
             .with_hint(format!(
@@ -231,7 +231,7 @@ impl From<RuleError> for Diagnostic {
                 let d = Diagnostic::new(
                     Code::E009,
                     span,
-                    format!("Data `{data}` is observed more than once in `model`."),
+                    format!("data `{data}` is observed more than once in `model`"),
                 );
                 twice(d, first, in_loop, &data, "observed")
             }
@@ -242,7 +242,7 @@ impl From<RuleError> for Diagnostic {
             } => Diagnostic::new(
                 Code::E009,
                 span,
-                format!("Data `{data}` is declared `given` but is observed in `model`."),
+                format!("data `{data}` is declared `given` but is observed in `model`"),
             )
             .with_label("observed here")
             .with_secondary(declared, "declared `given` here")
@@ -256,7 +256,7 @@ impl From<RuleError> for Diagnostic {
             } => Diagnostic::new(
                 Code::E008,
                 span,
-                format!("Latent `{latent}` is sampled in `model` but not in `guide`."),
+                format!("latent `{latent}` is sampled in `model` but not in `guide`"),
             )
             .with_label("sampled here in model")
             .with_secondary(guide, "the guide")
@@ -270,7 +270,7 @@ impl From<RuleError> for Diagnostic {
             } => Diagnostic::new(
                 Code::E008,
                 span,
-                format!("The guide samples data `{data}`, which is observed, not latent."),
+                format!("the guide samples data `{data}`, which is observed, not latent"),
             )
             .with_label("data in guide")
             .with_secondary(declared, "declared as data here")
@@ -287,7 +287,7 @@ impl From<RuleError> for Diagnostic {
                 Code::E008,
                 span,
                 format!(
-                    "The guide samples `{name}` on {guide_support} but the model on {model_support}."
+                    "the guide samples `{name}` on {guide_support} but the model on {model_support}"
                 ),
             )
             .with_label(format!("support {guide_support}"))
@@ -299,7 +299,7 @@ impl From<RuleError> for Diagnostic {
                 let d = Diagnostic::new(
                     Code::E008,
                     span,
-                    format!("`partial` data `{data}` is not sampled in `guide`."),
+                    format!("`partial` data `{data}` is not sampled in `guide`"),
                 )
                 .with_label("partial data")
                 .with_hint(format!(
@@ -314,7 +314,7 @@ impl From<RuleError> for Diagnostic {
                 Code::E008,
                 span,
                 format!(
-                    "The model has {} to infer but there is no `guide`.",
+                    "the model has {} to infer but there is no `guide`",
                     names
                         .iter()
                         .map(|n| format!("`{n}`"))
@@ -333,7 +333,7 @@ impl From<RuleError> for Diagnostic {
                 let d = Diagnostic::new(
                     Code::E008,
                     span,
-                    format!("`{name}` is sampled more than once in `guide`."),
+                    format!("`{name}` is sampled more than once in `guide`"),
                 );
                 twice(d, first, in_loop, &name, "sampled")
             }
@@ -344,14 +344,14 @@ impl From<RuleError> for Diagnostic {
             } => Diagnostic::new(
                 Code::E011,
                 span,
-                format!("`{name}` cannot be enumerated: its support {support} is not finite."),
+                format!("`{name}` cannot be enumerated: its support {support} is not finite"),
             )
             .with_label("not a finite support")
             .with_hint("enumerate only Categorical or Bernoulli sites; use `@reinforce` here, or no strategy for a continuous site"),
             NotReparameterizable { name, dist, span } => Diagnostic::new(
                 Code::E011,
                 span,
-                format!("The guide's {dist} for `{name}` has no reparameterized sampler."),
+                format!("the guide's {dist} for `{name}` has no reparameterized sampler"),
             )
             .with_label(format!("{dist} is not reparameterizable"))
             .with_hint("add `@reinforce`, or use a reparameterizable distribution such as Normal or LogNormal"),
@@ -371,7 +371,7 @@ impl From<RuleError> for Diagnostic {
                 let d = Diagnostic::new(
                     Code::E011,
                     span,
-                    format!("`kl = analytic` cannot apply: {why}."),
+                    format!("`kl = analytic` cannot apply: {why}"),
                 )
                 .with_label("no analytic KL")
                 .with_hint("write `kl = auto` (analytic where possible) or `kl = mc`");
@@ -389,7 +389,7 @@ impl From<RuleError> for Diagnostic {
             } => Diagnostic::new(
                 Code::E011,
                 span,
-                format!("`@{strategy}` needs a Normal guide site, but `{name}` is {dist}."),
+                format!("`@{strategy}` needs a Normal guide site, but `{name}` is {dist}"),
             )
             .with_label(format!("`@{strategy}` here"))
             .with_hint(format!(
@@ -402,28 +402,28 @@ impl From<RuleError> for Diagnostic {
             } => Diagnostic::new(
                 Code::E011,
                 span,
-                format!("Flows cannot apply to `{name}`, whose support {support} is discrete."),
+                format!("flows cannot apply to `{name}`, whose support {support} is discrete"),
             )
             .with_label("flow on a discrete site")
             .with_hint("remove the `|> ...` flows; they transform continuous sites only"),
             RelaxNotApplicable { name, dist, span } => Diagnostic::new(
                 Code::E011,
                 span,
-                format!("`@relax` needs a Categorical or Bernoulli site, but `{name}` is {dist}."),
+                format!("`@relax` needs a Categorical or Bernoulli site, but `{name}` is {dist}"),
             )
             .with_label("`@relax` here")
             .with_hint("remove `@relax`; continuous sites are reparameterized by default"),
             SetWithoutMeta { set, span } => Diagnostic::new(
                 Code::E013,
                 span,
-                format!("Set `{set}` is declared but there is no `meta` block."),
+                format!("set `{set}` is declared but there is no `meta` block"),
             )
             .with_label("set without meta")
             .with_hint("add `meta { family = ... }` to say which member distribution a set is drawn from"),
             PerMemberWithoutMeta { net, span } => Diagnostic::new(
                 Code::E013,
                 span,
-                format!("Network `{net}` is `@per_member` but there is no `meta` block."),
+                format!("network `{net}` is `@per_member` but there is no `meta` block"),
             )
             .with_label("`@per_member` without meta")
             .with_hint("add `meta { family = ... }`, or remove `@per_member`"),
@@ -431,7 +431,7 @@ impl From<RuleError> for Diagnostic {
                 Code::E014,
                 span,
                 format!(
-                    "`guide exact` has no closed form: latent `{latent}` has a {dist} prior."
+                    "`guide exact` has no closed form: latent `{latent}` has a {dist} prior"
                 ),
             )
             .with_label("breaks conjugacy")
@@ -440,7 +440,7 @@ impl From<RuleError> for Diagnostic {
                 Code::E014,
                 span,
                 format!(
-                    "`guide exact` has no closed form: the prior of `{latent}` depends on the continuous latent `{on}`."
+                    "`guide exact` has no closed form: the prior of `{latent}` depends on the continuous latent `{on}`"
                 ),
             )
             .with_label("breaks conjugacy")
@@ -448,7 +448,7 @@ impl From<RuleError> for Diagnostic {
             ExactGlobalLatent { latent, span } => Diagnostic::new(
                 Code::E014,
                 span,
-                format!("`guide exact` does not support the global latent `{latent}`."),
+                format!("`guide exact` does not support the global latent `{latent}`"),
             )
             .with_label("global latent")
             .with_hint("make it a `param`, or write an amortized `guide { ... }`"),
@@ -461,7 +461,7 @@ impl From<RuleError> for Diagnostic {
                 Code::E014,
                 span,
                 format!(
-                    "`guide exact` has no closed form: `{data}` is {dist} given the continuous latent `{on}`."
+                    "`guide exact` has no closed form: `{data}` is {dist} given the continuous latent `{on}`"
                 ),
             )
             .with_label("breaks conjugacy")
@@ -476,7 +476,7 @@ impl From<RuleError> for Diagnostic {
                     Code::E014,
                     span,
                     format!(
-                        "`guide exact` has no closed form: the mean of `{data}` is not linear in the latent `{on}`."
+                        "`guide exact` has no closed form: the mean of `{data}` is not linear in the latent `{on}`"
                     ),
                 )
                 .with_label("breaks conjugacy")
@@ -490,7 +490,7 @@ impl From<RuleError> for Diagnostic {
                 Code::E014,
                 span,
                 format!(
-                    "`guide exact` has no closed form: the scale of `{data}` depends on the latent `{on}`."
+                    "`guide exact` has no closed form: the scale of `{data}` depends on the latent `{on}`"
                 ),
             )
             .with_label("breaks conjugacy")
@@ -499,7 +499,7 @@ impl From<RuleError> for Diagnostic {
                 Code::E016,
                 span,
                 format!(
-                    "The guide of global latent `{latent}` depends on the per-example value `{on}`."
+                    "the guide of global latent `{latent}` depends on the per-example value `{on}`"
                 ),
             )
             .with_label(format!("depends on `{on}`"))
@@ -509,14 +509,14 @@ impl From<RuleError> for Diagnostic {
             Unused { kind, name, span } => Diagnostic::new(
                 Code::W001,
                 span,
-                format!("The {kind} `{name}` is never used."),
+                format!("the {kind} `{name}` is never used"),
             )
             .with_label("never used")
             .with_hint(format!("remove it, or use `{name}`")),
             UnusedHead { net, head, span } => Diagnostic::new(
                 Code::W002,
                 span,
-                format!("Head `{head}` of network `{net}` is never used."),
+                format!("head `{head}` of network `{net}` is never used"),
             )
             .with_label("never used")
             .with_hint("remove the head from the network's outputs, or use it"),
