@@ -93,7 +93,8 @@ pub enum RuleError {
         support: String,
         span: Span,
     },
-    /// E011: a continuous guide distribution without reparameterization and without `@reinforce`.
+    /// E011: a guide distribution without reparameterization left to be reparameterized
+    /// (a continuous or Count site without `@reinforce`).
     NotReparameterizable {
         name: String,
         dist: &'static str,
@@ -1014,9 +1015,9 @@ fn strategy_rules(program: &Program, guide: &Body, names: &Names, errors: &mut V
                     span: strategy_span,
                 })
             }
-            Some(Strategy::Reparameterized) | None
-                if !support.is_discrete() && !kind.has_rsample() =>
-            {
+            // Continuous sites default to this; so does a Count site (Poisson), which
+            // can be neither reparameterized nor enumerated.
+            Some(Strategy::Reparameterized) | None if !kind.has_rsample() => {
                 errors.push(RuleError::NotReparameterizable {
                     name: name.clone(),
                     dist: kind.name(),
@@ -2167,6 +2168,15 @@ guide exact
         );
         expect(&gamma, Code::E011, "Gamma(a, b)");
         clean(&gamma.replace("z ~ Gamma(a, b)", "z ~ Gamma(a, b) @reinforce"));
+        let poisson = format!(
+            "{HEAD}data x : Binary[D]\nlatent z : Count[Z]\n\
+             net enc(x: Binary[D]) -> Positive[Z] = mlp(hidden = [H])\n\
+             net dec(z: Count[Z]) -> Real[D] = mlp(hidden = [H])\n\
+             model {{ z ~ Poisson(1)\n x ~ Bernoulli(logits = dec(z)) }}\n\
+             guide {{ z ~ Poisson(enc(x)) }}\n"
+        );
+        expect(&poisson, Code::E011, "Poisson(enc(x))");
+        clean(&poisson.replace("z ~ Poisson(enc(x))", "z ~ Poisson(enc(x)) @reinforce"));
         let src = vae(
             "",
             MODEL,
