@@ -1258,10 +1258,11 @@ impl Reader<'_> {
                     }
                 }
                 if ok && names.is_empty() {
-                    self.errors.push(ConfigError::EmptyRange {
-                        found: show(e),
-                        span: e.span,
-                    });
+                    self.wrong_kind(
+                        key,
+                        e,
+                        "`datasets(\"a\", \"b\", ...)` with at least one dataset",
+                    );
                     return None;
                 }
                 ok.then_some(Family::Datasets(names))
@@ -1673,6 +1674,9 @@ mod tests {
                 "sometimes",
             ),
             ("meta { family = rotate }", "rotate"),
+            ("meta { family = datasets() }", "datasets()"),
+            ("meta { family = datasets(1) }", "1"),
+            ("meta { family = scale([1, -2]) }", "[1, -2]"),
             ("meta { train = all }", "meta { train = all }"),
         ];
         for (src, want) in cases {
