@@ -1628,7 +1628,7 @@ fn unused_rules(program: &Program, file: &ast::File, errors: &mut Vec<RuleError>
                     }
                 }
                 None if !read => errors.push(RuleError::Unused {
-                    kind: "local",
+                    kind: "`let` binding",
                     name: local.name.clone(),
                     span: local.span,
                 }),
@@ -2331,5 +2331,53 @@ guide exact
         expect(&src, Code::W002, "h");
         let src = vae("", MODEL, "guide { z ~ Normal(enc(x).loc, 1) }");
         expect(&src, Code::W002, "scale");
+    }
+
+    /// No input makes the rules panic: every word of a spec full of mistakes is deleted
+    /// or replaced in turn, and every variant that parses is checked (with and without
+    /// earlier errors).
+    #[test]
+    fn rules_never_panic_on_mutations() {
+        let bad = vae(
+            "global latent w : Real[Z]\nset S : Binary[D] size 3\nparam p : Real[D]",
+            &format!("{MODEL}\n w ~ Normal(0, 1)"),
+            "guide { let (m, s) = enc(x)\n z ~ Normal(m + sum(p), s) @refine(steps = 2)\n \
+             w ~ Gamma(p, 1) @enumerate }",
+        )
+            + "train { kl = analytic; batch = 0 }\nmeta { family = rotate(0:90:30); test = [1] }\n";
+        let exact = "const K = 3; const D = 2\ndata x : Real[D]\nlatent c : Cat(K)\n\
+                     latent z : Real[D]\nparam mu : Real[K, D]\nparam sigma : Positive[K, D]\n\
+                     model { c ~ Categorical(logits = zeros(K)); z ~ Normal(mu[c], 1)\n\
+                     x ~ Normal(z * sigma[c] + tanh(z), sigma[c]) }\nguide exact\n";
+        for src in [bad.as_str(), exact] {
+            let mut words = Vec::new();
+            let mut start = None;
+            for (i, ch) in src.char_indices().chain([(src.len(), ' ')]) {
+                match (ch.is_whitespace(), start) {
+                    (false, None) => start = Some(i),
+                    (true, Some(st)) => {
+                        words.push((st, i));
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            for &(a, b) in &words {
+                for repl in ["", "z", "exact"] {
+                    let m = format!("{}{}{}", &src[..a], repl, &src[b..]);
+                    let Ok(file) = crate::syntax::parse(&m) else {
+                        continue;
+                    };
+                    let (consts, _) = crate::check::consts::resolve(&file, &[]);
+                    let (program, _) = crate::check::build::build(&file, &consts);
+                    for front in [false, true] {
+                        let mut p = program.clone();
+                        for e in super::check(&mut p, &file, front) {
+                            let _ = Diagnostic::from(e);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
