@@ -741,11 +741,15 @@ fn names(file: &ast::File) -> Names {
 pub fn check(program: &mut Program, file: &ast::File, front_errors: bool) -> Vec<RuleError> {
     let mut errors = Vec::new();
     let names = names(file);
+    // Rules that look at one site or one item at a time, where a name that failed to
+    // resolve can only hide a violation, never invent one.
     meta_rules(file, &names, &mut errors);
     if let Guide::Amortized(guide) = &program.guide {
         strategy_rules(program, guide, &names, &mut errors);
         global_rules(program, guide, &mut errors);
     }
+    // Rules that count sites or uses: a site or a use lost to an earlier error would
+    // make them report a latent as unsampled or a declaration as unused.
     if front_errors {
         return errors;
     }
