@@ -11,7 +11,7 @@ use super::{BuildError, Builder, Decl};
 use crate::ir::{self, Domain, LocalId, LoopId, SiteVar, Step, Type};
 use crate::span::Span;
 use crate::syntax::ast;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Definedness of one local, latent or data variable in the current block.
 #[derive(Clone, Debug, Default)]
@@ -52,6 +52,12 @@ pub(super) struct Cx<'a> {
     pub latent_st: Vec<Seq>,
     pub data_st: Vec<Seq>,
     stack: Vec<Frame>,
+    /// Every name a `let` of this block defines (to tell "defined later" from "unknown").
+    pub lets: HashSet<String>,
+    /// Plain locals whose loop has ended.
+    pub ended: HashSet<String>,
+    /// Names already reported under E010 in this block.
+    pub reported: HashSet<String>,
 }
 
 impl Cx<'_> {
@@ -141,6 +147,19 @@ impl Cx<'_> {
     }
 }
 
+/// Every name a `let` in `block` (or a loop nested in it) defines.
+fn let_names(block: &ast::Block, out: &mut HashSet<String>) {
+    for s in &block.stmts {
+        match &s.kind {
+            ast::StmtKind::Let { targets, .. } => {
+                out.extend(targets.iter().map(|t| t.name.name.clone()));
+            }
+            ast::StmtKind::Sample { .. } => {}
+            ast::StmtKind::For { body, .. } => let_names(body, out),
+        }
+    }
+}
+
 /// Whether `block` (or a loop nested in it) defines `name[var]`.
 fn defines(block: &ast::Block, name: &str, var: &str) -> bool {
     let is = |t: &ast::Target| {
@@ -185,7 +204,11 @@ impl Builder<'_> {
             latent_st,
             data_st,
             stack: Vec::new(),
+            lets: HashSet::new(),
+            ended: HashSet::new(),
+            reported: HashSet::new(),
         };
+        let_names(block, &mut cx.lets);
         let stmts = self.stmts(&block.stmts, &mut cx);
         ir::Body {
             stmts,
@@ -280,6 +303,7 @@ impl Builder<'_> {
         if let Some(frame) = frame {
             for name in frame.scoped {
                 cx.scope.remove(&name);
+                cx.ended.insert(name);
             }
         }
         let close = |st: &mut Seq| {
@@ -524,12 +548,15 @@ impl Builder<'_> {
                         first: cx.locals[id].span,
                     });
                 } else {
-                    self.errors.push(BuildError::StepNotDefined {
-                        name: name.clone(),
-                        step: (c - 1).to_string(),
-                        span: t.span,
-                        hint: "define the steps of a sequence in order, starting at 0".into(),
-                    });
+                    self.order_error(
+                        cx,
+                        BuildError::StepNotDefined {
+                            name: name.clone(),
+                            step: (c - 1).to_string(),
+                            span: t.span,
+                            hint: "define the steps of a sequence in order, starting at 0".into(),
+                        },
+                    );
                 }
             }
             Some(l) if step.offset == 0 => {

@@ -1371,3 +1371,186 @@ fn flows() {
         FlowKind::Iaf { net: 2, steps: 1 }
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Statement order, sequences and loops (E010)
+
+#[test]
+fn use_before_definition_e010() {
+    let d = one(
+        &vae(
+            "x ~ Bernoulli(logits = decoder(z))\n z ~ Normal(0, 1)",
+            VAE_GUIDE,
+        ),
+        Code::E010,
+        "z",
+    );
+    assert!(d.hint.is_some());
+    one(
+        &vae(VAE_MODEL, "z ~ Normal(loc, 1)\n let loc = encoder(x).loc"),
+        Code::E010,
+        "loc",
+    );
+    // Guide and model have separate definitions: z sampled in model is not defined in guide.
+    one(
+        &vae(
+            VAE_MODEL,
+            "let (loc, scale) = encoder(x)\n let w = z\n z ~ Normal(loc, scale)",
+        ),
+        Code::E010,
+        "z",
+    );
+    // Data and params are readable anywhere.
+    ok(&format!("{VAE_DECLS}\nparam s : Positive\nmodel {{ z ~ Normal(0, s)\n x ~ Bernoulli(logits = decoder(z)) }}"));
+}
+
+#[test]
+fn partial_data_must_be_defined_e010() {
+    let decls = "const K = 3\ndata x : Real[2]\ndata y : Cat(K) partial\nnet f(x: Real[2]) -> Real[K] = linear()\nnet g(y: Cat(K)) -> Real[2] = linear()";
+    one(
+        &format!("{decls}\nmodel {{ x ~ Normal(g(y), 1)\n y ~ Categorical(logits = zeros(K)) }}"),
+        Code::E010,
+        "y",
+    );
+    ok(&format!("{decls}\nmodel {{ y ~ Categorical(logits = zeros(K))\n x ~ Normal(g(y), 1) }}\nguide {{ y ~ Categorical(logits = f(x)) }}"));
+}
+
+const SEQ_DECLS: &str = "
+const T = 5
+const H = 4
+data x : Real[T, H]
+latent z : Real[T, H]
+net cell(h: Real[H], z: Real[H]) -> Real[H] = gru()
+";
+
+fn seq(model: &str) -> String {
+    format!("{SEQ_DECLS}\nmodel {{ {model} }}")
+}
+
+#[test]
+fn sequences_e010() {
+    let good = "let h[0] = zeros(H)\n for t in 1:T { z[t] ~ Normal(h[t-1], 1)\n x[t] ~ Normal(z[t], 1)\n let h[t] = cell(h[t-1], z[t]) }\n let last = h[T]";
+    let p = ok(&seq(good));
+    assert_eq!(p.model.locals[0].steps, Some(5));
+    // h[0] never set.
+    let d = one(&seq("for t in 1:T { z[t] ~ Normal(h[t-1], 1)\n x[t] ~ Normal(z[t], 1)\n let h[t] = cell(h[t-1], z[t]) }"), Code::E010, "h[t-1]");
+    assert_eq!(
+        d.hint.as_deref(),
+        Some("define `let h[0] = ...` before the loop")
+    );
+    // Reading a step not yet defined.
+    one(&seq("let h[0] = zeros(H)\n for t in 1:T { z[t] ~ Normal(h[t+1], 1)\n x[t] ~ Normal(z[t], 1)\n let h[t] = cell(h[t-1], z[t]) }"), Code::E010, "h[t+1]");
+    one(&seq("let h[0] = zeros(H)\n for t in 1:T { z[t] ~ Normal(h[t], 1)\n x[t] ~ Normal(z[t], 1)\n let h[t] = cell(h[t-1], z[t]) }"), Code::E010, "h[t]");
+    // A latent step read before it is sampled, and z[t-1] at t = 1.
+    one(
+        &seq("for t in 1:T { x[t] ~ Normal(z[t], 1)\n z[t] ~ Normal(0, 1) }"),
+        Code::E010,
+        "z[t]",
+    );
+    one(
+        &seq("for t in 1:T { z[t] ~ Normal(0, 1)\n x[t] ~ Normal(z[t-1], 1) }"),
+        Code::E010,
+        "z[t-1]",
+    );
+    // The whole latent after the loop is fine; h[T] inside the loop is not.
+    ok(&seq(
+        "for t in 1:T { z[t] ~ Normal(0, 1) }\n x ~ Normal(z, 1)",
+    ));
+    one(&seq("let h[0] = zeros(H)\n for t in 1:T { z[t] ~ Normal(h[T], 1)\n x[t] ~ Normal(z[t], 1)\n let h[t] = cell(h[t-1], z[t]) }"), Code::E010, "h[T]");
+}
+
+#[test]
+fn loop_coverage_e010() {
+    let (_, d) = run(&seq(
+        "for t in 2:T { z[t] ~ Normal(0, 1)\n x[t] ~ Normal(z[t], 1) }",
+    ));
+    assert_eq!(d.len(), 2);
+    assert_eq!(d[0].message, "the loop covers 2..5 but `z` has 5 steps");
+    // Only the first offending site of each variable is reported per statement.
+    assert_eq!(
+        errs(&seq(
+            "for t in 1:4 { z[t] ~ Normal(0, 1) }\n x ~ Normal(0, 1)"
+        )),
+        vec![(Code::E010, "z[t]".to_string())]
+    );
+    one(
+        &seq("z[1] ~ Normal(0, 1)\n x ~ Normal(0, 1)"),
+        Code::E010,
+        "z[1]",
+    );
+    let p = ok(&seq(
+        "for t in 1:T { z[t] ~ Normal(0, 1) }\n x ~ Normal(z, 1)",
+    ));
+    assert_eq!(
+        p.model.loops[0],
+        LoopDef {
+            var: "t".into(),
+            from: 1,
+            to: 5,
+            span: p.model.loops[0].span
+        }
+    );
+    assert_eq!(
+        site(&p.model.stmts[..], 1).ty,
+        Type::new(Domain::Real, vec![5, 4])
+    );
+}
+
+#[test]
+fn nested_loops_and_scoping() {
+    let src = seq("for t in 1:T { z[t] ~ Normal(0, 1)\n let a = z[t]\n for s in 1:2 { let b = a * s } }\n x ~ Normal(z, 1)");
+    let p = ok(&src);
+    assert_eq!(p.model.loops.len(), 2);
+    // A plain local defined inside a loop is out of scope after it.
+    one(
+        &seq("for t in 1:T { z[t] ~ Normal(0, 1)\n let a = z[t] }\n x ~ Normal(a, 1)"),
+        Code::E010,
+        "a",
+    );
+    // A let may not reuse a loop variable or a declaration.
+    one(
+        &seq("for t in 1:T { z[t] ~ Normal(0, 1)\n let t = 1 }\n x ~ Normal(z, 1)"),
+        Code::E003,
+        "t",
+    );
+}
+
+#[test]
+fn strategy_defaults() {
+    let src = format!(
+        "{VAE_DECLS}\nlatent c : Cat(3)\nlatent n : Count\nmodel {{ {VAE_MODEL}\n c ~ Categorical(logits = zeros(3))\n n ~ Poisson(1) }}\nguide {{ {VAE_GUIDE}\n c ~ Categorical(logits = zeros(3))\n n ~ Poisson(2) }}"
+    );
+    let p = ok(&src);
+    let g = guide_body(&p);
+    assert_eq!(site(&g.stmts, 2).strategy, Some(Strategy::Enumerate));
+    assert_eq!(site(&g.stmts, 3).strategy, Some(Strategy::Reparameterized));
+    assert!(site(&p.model.stmts, 2).strategy.is_none());
+}
+
+#[test]
+fn given_data_site_is_kept_for_rules() {
+    let src =
+        format!("{VAE_DECLS}\ndata c : Real given\nmodel {{ {VAE_MODEL}\n c ~ Normal(0, 1) }}");
+    let p = ok(&src);
+    assert_eq!(site(&p.model.stmts, 2).var, SiteVar::Data(1));
+}
+
+#[test]
+fn errors_are_all_collected_and_never_panic() {
+    let src = format!(
+        "{VAE_DECLS}\nnet bad(a: Foo[Q]) -> Cat = mlpp(hidden = 3)\nmodel {{ z ~ Normall(q, 1)\n x ~ Bernoulli(logits = decoder(z, z))\n let (a, b) = 3\n for t in 1:Q {{ w[t] ~ Normal(0, 1) }} }}\nguide {{ z ~ Normal(0, 1) |> bar(1) @foo }}"
+    );
+    let e = errs(&src);
+    assert!(e.len() >= 8, "{e:#?}");
+    // Garbage of every kind still builds a program.
+    for s in [
+        "model { }",
+        "model { x ~ x(1) }",
+        "model { let (a) = 1 }",
+        "data x : Real[0]\nmodel { x ~ Normal(x[x], x.x) }",
+        "const A = A\nlatent z : Real[A, A]\nmodel { for t in A:0 { z[t] ~ Normal(z[t-9], 1) } }",
+        "net f(s: Set[Set[Real]]) -> Real = deepsets(phi = [])\nmodel { }",
+    ] {
+        let _ = run(s);
+    }
+}
