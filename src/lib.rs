@@ -6,6 +6,7 @@
 
 pub mod arch;
 pub mod check;
+pub mod data;
 pub mod diag;
 pub mod dot;
 pub mod driver;
@@ -13,8 +14,10 @@ pub mod explain;
 pub mod fmt;
 pub mod io;
 pub mod ir;
+pub mod lower;
 pub mod plan;
 pub mod render;
 pub mod rng;
 pub mod span;
 pub mod syntax;
+pub mod train;
