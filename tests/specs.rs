@@ -1,0 +1,231 @@
+//! The example specs in `specs/`: each checks cleanly, its IR is snapshotted and reads
+//! back equal, `vic fmt` is idempotent on it and keeps its meaning, and the plan and the
+//! Graphviz picture can be printed.
+
+// Tests read their input files directly; the no-I/O rule is for the compiler core.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use vic::check::CheckOptions;
+use vic::driver::{self, Emit, FrontEnd};
+use vic::render;
+
+const SPECS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/specs");
+
+fn spec_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(SPECS_DIR)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "vi"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn name_of(path: &Path) -> String {
+    format!("specs/{}", path.file_name().unwrap().to_string_lossy())
+}
+
+fn check(src: &str) -> FrontEnd {
+    driver::front_end(src, &CheckOptions::default())
+}
+
+/// IR text with every source span replaced by `Artificial`, so that two texts that mean
+/// the same but are laid out differently compare equal.
+fn strip_spans(ir: &str) -> String {
+    let mut out = String::with_capacity(ir.len());
+    let mut rest = ir;
+    while let Some(at) = rest.find("Src(") {
+        let (before, tail) = rest.split_at(at);
+        // Only an identifier boundary before `Src(` (not e.g. `MySrc(`).
+        let boundary = before
+            .chars()
+            .last()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        let inner = &tail[4..];
+        let close = inner.find(')');
+        let is_span = boundary
+            && close.is_some_and(|i| {
+                let body = &inner[..i];
+                body.split(',').count() == 2
+                    && body.split(',').all(|n| {
+                        let n = n.trim();
+                        !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
+                    })
+            });
+        out.push_str(before);
+        match (is_span, close) {
+            (true, Some(i)) => {
+                out.push_str("Artificial");
+                rest = &inner[i + 1..];
+            }
+            _ => {
+                out.push_str("Src(");
+                rest = inner;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn strip_spans_replaces_only_spans() {
+    let a = "Foo(span: Src(1, 20), x: MySrc(3, 4), n: Src(a, 2))";
+    assert_eq!(
+        strip_spans(a),
+        "Foo(span: Artificial, x: MySrc(3, 4), n: Src(a, 2))"
+    );
+    assert_ne!(strip_spans("Src(1, 2) 5"), strip_spans("Src(1, 2) 6"));
+}
+
+/// Every spec checks with no error and no warning.
+#[test]
+fn specs_check_cleanly() {
+    let files = spec_files();
+    assert!(
+        files.len() >= 16,
+        "expected the 16 appendix specs, found {}",
+        files.len()
+    );
+    let mut failures = Vec::new();
+    for path in &files {
+        let src = std::fs::read_to_string(path).unwrap();
+        let front = check(&src);
+        if !front.diagnostics.is_empty() {
+            failures.push(render::human(&name_of(path), &src, &front.diagnostics));
+        } else if front.program.is_none() {
+            failures.push(format!("{}: no diagnostics but no program", name_of(path)));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Every spec opens with a comment (the paper and what it shows) and trains somewhere.
+#[test]
+fn specs_are_documented() {
+    for path in spec_files() {
+        let src = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            src.starts_with("# "),
+            "{} must open with a comment",
+            name_of(&path)
+        );
+        assert!(
+            src.contains("train {"),
+            "{} has no train block",
+            name_of(&path)
+        );
+        assert!(
+            src.contains("dataset"),
+            "{} names no dataset",
+            name_of(&path)
+        );
+    }
+}
+
+/// The IR of each spec, snapshotted; it reads back to an equal program.
+#[test]
+fn specs_ir() {
+    insta::glob!("../specs", "*.vi", |path| {
+        let src = std::fs::read_to_string(path).unwrap();
+        let front = check(&src);
+        let program = front
+            .program
+            .clone()
+            .unwrap_or_else(|| panic!("{} does not check", name_of(path)));
+        let ir = driver::emit(&front, Emit::Ir).expect("IR prints");
+        let back = driver::read_ir(&ir).unwrap_or_else(|e| panic!("{}: {e}", name_of(path)));
+        assert_eq!(
+            back,
+            program,
+            "{}: IR does not read back equal",
+            name_of(path)
+        );
+        insta::assert_snapshot!(ir);
+    });
+}
+
+/// `vic fmt` is idempotent on every spec, keeps its comments, and the formatted text
+/// means the same: it checks cleanly to the same IR up to source positions.
+#[test]
+fn specs_format() {
+    let mut failures = Vec::new();
+    for path in spec_files() {
+        let name = name_of(&path);
+        let src = std::fs::read_to_string(&path).unwrap();
+        let once = match driver::format(&src) {
+            Ok(t) => t,
+            Err(d) => {
+                failures.push(format!("{name}: fmt failed: {}", d.message));
+                continue;
+            }
+        };
+        let twice = match driver::format(&once) {
+            Ok(t) => t,
+            Err(d) => {
+                failures.push(format!(
+                    "{name}: formatted text does not parse: {}",
+                    d.message
+                ));
+                continue;
+            }
+        };
+        if once != twice {
+            failures.push(format!(
+                "{name}: fmt is not idempotent:\n--- once\n{once}\n--- twice\n{twice}"
+            ));
+        }
+        let comments = |t: &str| t.matches('#').count();
+        if comments(&once) != comments(&src) {
+            failures.push(format!(
+                "{name}: fmt changed the number of `#` from {} to {}",
+                comments(&src),
+                comments(&once)
+            ));
+        }
+        let original = check(&src);
+        let formatted = check(&once);
+        if !formatted.diagnostics.is_empty() {
+            failures.push(render::human(
+                &format!("{name} (formatted)"),
+                &once,
+                &formatted.diagnostics,
+            ));
+            continue;
+        }
+        let ir_a = driver::emit(&original, Emit::Ir).map(|t| strip_spans(&t));
+        let ir_b = driver::emit(&formatted, Emit::Ir).map(|t| strip_spans(&t));
+        if ir_a.is_none() || ir_a != ir_b {
+            failures.push(format!(
+                "{name}: the formatted text checks to a different IR"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `--emit plan` and `--emit dot` print something for every spec.
+#[test]
+fn specs_plan_and_dot() {
+    for path in spec_files() {
+        let src = std::fs::read_to_string(&path).unwrap();
+        let front = check(&src);
+        for what in [Emit::Plan, Emit::Dot, Emit::Ast] {
+            let text = driver::emit(&front, what).unwrap_or_default();
+            assert!(
+                !text.trim().is_empty(),
+                "{}: empty {what:?}",
+                name_of(&path)
+            );
+        }
+        let dot = driver::emit(&front, Emit::Dot).unwrap_or_default();
+        assert!(
+            dot.contains("digraph") || dot.contains("graph"),
+            "{}: not Graphviz",
+            name_of(&path)
+        );
+    }
+}
