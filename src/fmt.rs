@@ -4,5 +4,5 @@ use crate::syntax::{ast, Comment};
 
 /// Format a parsed file; `comments` are those of the same source.
 pub fn format_file(_file: &ast::File, _comments: &[Comment], _src: &str) -> String {
-    todo!("H1")
+    String::new()
 }

@@ -1,6 +1,9 @@
 //! The syntax layer: the pest grammar (`grammar/vi.pest`) turned into the AST.
 
 pub mod ast;
+mod error;
 mod parser;
+mod scan;
 
-pub use parser::{comments, parse, Comment, ParseError};
+pub use error::ParseError;
+pub use parser::{comments, is_keyword, parse, Comment};

@@ -1,8 +1,17 @@
 //! Parsing: one function per grammar rule turns pest `Pair`s into AST nodes.
 
-use super::ast;
-use crate::diag::Diagnostic;
+use super::ast::{self, Expr, ExprKind, Ident};
+use super::error::{rule_words, ParseError};
+use super::scan;
 use crate::span::Span;
+use pest::iterators::{Pair, Pairs};
+use pest::pratt_parser::{Assoc, Op, PrattParser};
+use pest::Parser;
+use std::sync::OnceLock;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "../grammar/vi.pest"]
+struct ViParser;
 
 /// A `#` comment and its span (comments are not in the AST; `fmt` re-attaches them).
 #[derive(Clone, Debug, PartialEq)]
@@ -11,22 +20,824 @@ pub struct Comment {
     pub span: Span,
 }
 
-/// Why a file failed to parse.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ParseError {}
+const KEYWORDS: [&str; 18] = [
+    "const", "data", "latent", "param", "net", "set", "model", "guide", "train", "meta", "let",
+    "for", "in", "exact", "global", "given", "partial", "size",
+];
 
-impl From<ParseError> for Diagnostic {
-    fn from(e: ParseError) -> Diagnostic {
-        match e {}
-    }
+/// Whether `word` is one of the reserved words.
+pub fn is_keyword(word: &str) -> bool {
+    KEYWORDS.contains(&word)
 }
 
 /// Parse a whole file.
-pub fn parse(_src: &str) -> Result<ast::File, ParseError> {
-    todo!("H1")
+pub fn parse(src: &str) -> Result<ast::File, ParseError> {
+    let scanned = scan::scan(src);
+    if let Some((_, e @ (ParseError::TooDeep { .. } | ParseError::TooManyOperators { .. }))) =
+        &scanned.error
+    {
+        return Err(e.clone());
+    }
+    pest::set_error_detail(true);
+    match ViParser::parse(Rule::file, src) {
+        Ok(mut pairs) => {
+            if let Some((_, e)) = scanned.error {
+                return Err(e);
+            }
+            match pairs.next() {
+                Some(p) => file(p),
+                None => Err(internal(Span::new(0, 0), "no file rule")),
+            }
+        }
+        Err(err) => Err(translate(src, &scanned, err)),
+    }
 }
 
 /// All comments of a file, in order.
-pub fn comments(_src: &str) -> Vec<Comment> {
-    todo!("H1")
+pub fn comments(src: &str) -> Vec<Comment> {
+    scan::scan(src).comments
+}
+
+fn internal(span: Span, what: &str) -> ParseError {
+    ParseError::Internal {
+        span,
+        what: what.to_string(),
+    }
+}
+
+// ------------------------------------------------------------------ errors
+
+/// Turn pest's failure into the most precise error we can name.
+fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> ParseError {
+    let pos = match err.location {
+        pest::error::InputLocation::Pos(p) => p,
+        pest::error::InputLocation::Span((s, _)) => s,
+    }
+    .min(src.len());
+    // A lexical error at or before the place pest stopped explains it better.
+    if let Some((at, e)) = &scanned.error {
+        if *at <= pos {
+            return e.clone();
+        }
+    }
+    if pos >= src.len() {
+        if let Some(&(at, c)) = scanned.unclosed.last() {
+            return ParseError::Unclosed {
+                span: Span::new(src.len(), src.len()),
+                open: Span::new(at, at + 1),
+                bracket: c,
+            };
+        }
+    }
+    let positives = match &err.variant {
+        pest::error::ErrorVariant::ParsingError { positives, .. } => positives.clone(),
+        pest::error::ErrorVariant::CustomError { .. } => {
+            return ParseError::TooComplex {
+                span: Span::new(pos, pos),
+            }
+        }
+    };
+    let mut literals: Vec<String> = Vec::new();
+    if let Some(attempts) = err.parse_attempts() {
+        for t in attempts.expected_tokens() {
+            // Only punctuation is worth naming; words come from the rules tried.
+            let token = t.to_string();
+            if !token.is_empty() && token.chars().all(|c| !c.is_alphanumeric() && c != '_') {
+                literals.push(token);
+            }
+        }
+    }
+    let (found_span, found) = token_at(src, pos);
+    let wants_name = positives
+        .iter()
+        .any(|r| matches!(r, Rule::ident | Rule::callee | Rule::target | Rule::binding));
+    let found_text = &src[found_span.range().unwrap_or(pos..pos)];
+
+    // A reserved word where a name was wanted.
+    if wants_name && is_keyword(found_text) {
+        return ParseError::ReservedWord {
+            span: found_span,
+            word: found_text.to_string(),
+        };
+    }
+    // `foo (x)`: a name, white space, then `(`.
+    if let Some(e) = space_before_paren(src, pos, found_text) {
+        return e;
+    }
+    // `z = Normal(0, 1)` in a block.
+    if found_text == "=" && literals.iter().any(|l| l == "~") {
+        let before = src[..pos].trim_end();
+        let start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '[' || c == ']'))
+            .map_or(0, |i| i + 1);
+        return ParseError::EqualsForTilde {
+            span: found_span,
+            target: before[start..].to_string(),
+        };
+    }
+    if found_text == "~" && literals.iter().any(|l| l == "=") && in_let(src, pos) {
+        return ParseError::TildeInLet { span: found_span };
+    }
+
+    let mut expected: Vec<String> = Vec::new();
+    let mut push = |s: String| {
+        if !expected.contains(&s) {
+            expected.push(s);
+        }
+    };
+    for r in &positives {
+        if let Some(w) = rule_words(*r) {
+            push(w.to_string());
+        }
+    }
+    let mut lits = literals;
+    lits.sort_by_key(|l| literal_rank(l));
+    for l in lits {
+        match l.as_str() {
+            "+" | "-" | "*" | "/" | "." => push("an operator".to_string()),
+            _ => push(format!("`{l}`")),
+        }
+    }
+    // Operators are seldom what was meant; mention them last.
+    expected.sort_by_key(|e| e == "an operator");
+    let unclosed = scanned
+        .unclosed
+        .iter()
+        .rev()
+        .find(|(at, _)| *at < pos)
+        .map(|&(at, c)| (Span::new(at, at + 1), c));
+    ParseError::Unexpected {
+        span: found_span,
+        found,
+        expected,
+        unclosed,
+    }
+}
+
+/// Punctuation in the order it reads best in a list of alternatives.
+fn literal_rank(l: &str) -> usize {
+    [
+        "=", "~", ":", ",", ")", "]", "}", "->", "|>", "(", "[", "{", "@",
+    ]
+    .iter()
+    .position(|x| *x == l)
+    .unwrap_or(99)
+}
+
+/// Whether the statement around `pos` starts with `let`.
+fn in_let(src: &str, pos: usize) -> bool {
+    let before = &src[..pos];
+    let line_start = before
+        .rfind(['\n', ';', '{', '}'])
+        .map_or(0, |i| i + 1);
+    let stmt = before[line_start..].trim_start();
+    stmt.starts_with("let")
+        && !stmt[3..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The error for `name (`, if that is what sits at `pos`.
+fn space_before_paren(src: &str, pos: usize, found: &str) -> Option<ParseError> {
+    let is_name = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !is_keyword(s)
+    };
+    let mk = |start: usize, name: &str, paren: usize| ParseError::SpaceBeforeParen {
+        span: Span::new(start, paren + 1),
+        name: name.to_string(),
+    };
+    if found == "(" {
+        // `decoder (z)`: pest stopped at the `(`.
+        let before = &src[..pos];
+        let trimmed = before.trim_end_matches([' ', '\t']);
+        if trimmed.len() == before.len() {
+            return None;
+        }
+        let start = trimmed
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        let name = &trimmed[start..];
+        if is_name(name) {
+            return Some(mk(start, name, pos));
+        }
+    } else if is_name(found) {
+        // `Normal (0, 1)`: pest stopped at the name, which wanted to be a call.
+        let after = &src[pos + found.len()..];
+        let rest = after.trim_start_matches([' ', '\t']);
+        if rest.len() < after.len() && rest.starts_with('(') {
+            let paren = src.len() - rest.len();
+            return Some(mk(pos, found, paren));
+        }
+    }
+    None
+}
+
+/// The token at `pos` and how to name it in a message.
+fn token_at(src: &str, pos: usize) -> (Span, String) {
+    let rest = &src[pos..];
+    let Some(c) = rest.chars().next() else {
+        return (Span::new(pos, pos), "the end of the file".to_string());
+    };
+    let len = if c.is_ascii_alphanumeric() || c == '_' {
+        rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(rest.len())
+    } else if c == '"' {
+        rest[1..].find('"').map_or(rest.len(), |i| i + 2)
+    } else if rest.starts_with("->") || rest.starts_with("|>") {
+        2
+    } else {
+        c.len_utf8()
+    };
+    // Names and numbers are words; `.` only continues a number.
+    let len = if c.is_ascii_alphabetic() || c == '_' {
+        rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len())
+    } else {
+        len
+    };
+    let text = &rest[..len];
+    let found = if c == '"' {
+        "a string".to_string()
+    } else if c.is_whitespace() {
+        "white space".to_string()
+    } else {
+        format!("`{}`", text.replace('`', "'"))
+    };
+    (Span::new(pos, pos + len), found)
+}
+
+// ------------------------------------------------------------------ pairs
+
+fn span_of(p: &Pair<'_, Rule>) -> Span {
+    let s = p.as_span();
+    Span::new(s.start(), s.end())
+}
+
+/// The children of one pair, taken in order, each checked against the grammar.
+struct Children<'i> {
+    inner: std::iter::Peekable<Pairs<'i, Rule>>,
+    parent: Span,
+}
+
+impl<'i> Children<'i> {
+    fn of(p: Pair<'i, Rule>) -> Children<'i> {
+        let parent = span_of(&p);
+        Children {
+            inner: p.into_inner().peekable(),
+            parent,
+        }
+    }
+
+    fn next(&mut self) -> Result<Pair<'i, Rule>, ParseError> {
+        self.inner
+            .next()
+            .ok_or_else(|| internal(self.parent, "missing child"))
+    }
+
+    fn expect(&mut self, rule: Rule) -> Result<Pair<'i, Rule>, ParseError> {
+        let p = self.next()?;
+        if p.as_rule() == rule {
+            Ok(p)
+        } else {
+            Err(internal(
+                span_of(&p),
+                &format!("expected {rule:?}, got {:?}", p.as_rule()),
+            ))
+        }
+    }
+
+    fn next_if(&mut self, rule: Rule) -> Option<Pair<'i, Rule>> {
+        self.inner.next_if(|p| p.as_rule() == rule)
+    }
+
+    fn peek_rule(&mut self) -> Option<Rule> {
+        self.inner.peek().map(|p| p.as_rule())
+    }
+
+    fn rest(self) -> std::iter::Peekable<Pairs<'i, Rule>> {
+        self.inner
+    }
+}
+
+// ------------------------------------------------------------------ items
+
+fn file(p: Pair<'_, Rule>) -> Result<ast::File, ParseError> {
+    let mut items = Vec::new();
+    for c in p.into_inner() {
+        if c.as_rule() == Rule::EOI {
+            break;
+        }
+        items.push(item(c)?);
+    }
+    Ok(ast::File { items })
+}
+
+fn item(p: Pair<'_, Rule>) -> Result<ast::Item, ParseError> {
+    let span = span_of(&p);
+    let kind = match p.as_rule() {
+        Rule::const_item => const_item(p)?,
+        Rule::data_item => data_item(p)?,
+        Rule::latent_item => latent_item(p)?,
+        Rule::param_item => param_item(p)?,
+        Rule::net_item => ast::ItemKind::Net(net_item(p)?),
+        Rule::set_item => set_item(p)?,
+        Rule::model_item => model_item(p)?,
+        Rule::guide_item => guide_item(p)?,
+        Rule::train_item => ast::ItemKind::Train(entries_of(p)?),
+        Rule::meta_item => ast::ItemKind::Meta(entries_of(p)?),
+        r => return Err(internal(span, &format!("unexpected item rule {r:?}"))),
+    };
+    Ok(ast::Item { kind, span })
+}
+
+fn const_item(p: Pair<'_, Rule>) -> Result<ast::ItemKind, ParseError> {
+    let mut c = Children::of(p);
+    c.expect(Rule::kw_const)?;
+    let name = ident(c.expect(Rule::ident)?);
+    let value = expr(c.expect(Rule::expr)?)?;
+    Ok(ast::ItemKind::Const { name, value })
+}
+
+fn data_item(p: Pair<'_, Rule>) -> Result<ast::ItemKind, ParseError> {
+    let mut c = Children::of(p);
+    c.expect(Rule::kw_data)?;
+    let name = ident(c.expect(Rule::ident)?);
+    let ty = type_expr(c.expect(Rule::type_expr)?)?;
+    let role = match c.next_if(Rule::data_role) {
+        Some(r) => data_role(r)?,
+        None => ast::DataRole::Observed,
+    };
+    Ok(ast::ItemKind::Data { name, ty, role })
+}
+
+fn data_role(p: Pair<'_, Rule>) -> Result<ast::DataRole, ParseError> {
+    let mut c = Children::of(p);
+    let kw = c.next()?;
+    match kw.as_rule() {
+        Rule::kw_given => Ok(ast::DataRole::Given),
+        Rule::kw_partial => Ok(ast::DataRole::Partial),
+        r => Err(internal(span_of(&kw), &format!("data role {r:?}"))),
+    }
+}
+
+fn latent_item(p: Pair<'_, Rule>) -> Result<ast::ItemKind, ParseError> {
+    let mut c = Children::of(p);
+    let global = c.next_if(Rule::kw_global).map(|g| span_of(&g));
+    c.expect(Rule::kw_latent)?;
+    let name = ident(c.expect(Rule::ident)?);
+    let ty = type_expr(c.expect(Rule::type_expr)?)?;
+    Ok(ast::ItemKind::Latent { name, ty, global })
+}
+
+fn param_item(p: Pair<'_, Rule>) -> Result<ast::ItemKind, ParseError> {
+    let mut c = Children::of(p);
+    c.expect(Rule::kw_param)?;
+    let name = ident(c.expect(Rule::ident)?);
+    let ty = type_expr(c.expect(Rule::type_expr)?)?;
+    let init = match c.next_if(Rule::expr) {
+        Some(e) => Some(expr(e)?),
+        None => None,
+    };
+    Ok(ast::ItemKind::Param { name, ty, init })
+}
+
+fn net_item(p: Pair<'_, Rule>) -> Result<ast::NetDecl, ParseError> {
+    let mut c = Children::of(p);
+    let mut annotations = Vec::new();
+    while let Some(a) = c.next_if(Rule::annotation) {
+        annotations.push(annotation(a)?);
+    }
+    c.expect(Rule::kw_net)?;
+    let name = ident(c.expect(Rule::ident)?);
+    let mut inputs = Vec::new();
+    while let Some(b) = c.next_if(Rule::binding) {
+        inputs.push(binding(b)?);
+    }
+    let output = match c.peek_rule() {
+        Some(Rule::heads) => ast::NetOutput::Heads(heads(c.next()?)?),
+        _ => ast::NetOutput::Single(type_expr(c.expect(Rule::type_expr)?)?),
+    };
+    let arch = call(c.expect(Rule::call)?)?;
+    Ok(ast::NetDecl {
+        annotations,
+        name,
+        inputs,
+        output,
+        arch,
+    })
+}
+
+fn annotation(p: Pair<'_, Rule>) -> Result<Ident, ParseError> {
+    let mut c = Children::of(p);
+    Ok(ident(c.expect(Rule::ident)?))
+}
+
+fn binding(p: Pair<'_, Rule>) -> Result<ast::Binding, ParseError> {
+    let span = span_of(&p);
+    let mut c = Children::of(p);
+    let name = ident(c.expect(Rule::ident)?);
+    let ty = type_expr(c.expect(Rule::type_expr)?)?;
+    Ok(ast::Binding { name, ty, span })
+}
+
+fn heads(p: Pair<'_, Rule>) -> Result<Vec<ast::Binding>, ParseError> {
+    p.into_inner().map(binding).collect()
+}
+
+fn set_item(p: Pair<'_, Rule>) -> Result<ast::ItemKind, ParseError> {
+    let mut c = Children::of(p);
+    c.expect(Rule::kw_set)?;
+    let name = ident(c.expect(Rule::ident)?);
+    let ty = type_expr(c.expect(Rule::type_expr)?)?;
+    c.expect(Rule::kw_size)?;
+    let size = expr(c.expect(Rule::expr)?)?;
+    Ok(ast::ItemKind::Set { name, ty, size })
+}
+
+fn model_item(p: Pair<'_, Rule>) -> Result<ast::ItemKind, ParseError> {
+    let mut c = Children::of(p);
+    c.expect(Rule::kw_model)?;
+    Ok(ast::ItemKind::Model(block(c.expect(Rule::block)?)?))
+}
+
+fn guide_item(p: Pair<'_, Rule>) -> Result<ast::ItemKind, ParseError> {
+    let mut c = Children::of(p);
+    c.expect(Rule::kw_guide)?;
+    let body = c.next()?;
+    match body.as_rule() {
+        Rule::kw_exact => Ok(ast::ItemKind::Guide(ast::GuideBody::Exact(span_of(&body)))),
+        _ => {
+            let b = block(body)?;
+            Ok(ast::ItemKind::Guide(ast::GuideBody::Block(b)))
+        }
+    }
+}
+
+/// The entries of `train { }` or `meta { }`.
+fn entries_of(p: Pair<'_, Rule>) -> Result<Vec<ast::Entry>, ParseError> {
+    let mut c = Children::of(p);
+    c.next()?; // the keyword
+    entries(c.expect(Rule::entries)?)
+}
+
+fn entries(p: Pair<'_, Rule>) -> Result<Vec<ast::Entry>, ParseError> {
+    p.into_inner().map(entry).collect()
+}
+
+fn entry(p: Pair<'_, Rule>) -> Result<ast::Entry, ParseError> {
+    let span = span_of(&p);
+    let mut c = Children::of(p);
+    let key = ident(c.expect(Rule::key)?);
+    let value = value(c.expect(Rule::value)?)?;
+    Ok(ast::Entry { key, value, span })
+}
+
+// ------------------------------------------------------------------ types
+
+fn type_expr(p: Pair<'_, Rule>) -> Result<ast::TypeExpr, ParseError> {
+    let mut c = Children::of(p);
+    let inner = c.next()?;
+    match inner.as_rule() {
+        Rule::set_type => set_type(inner),
+        _ => domain_type(inner),
+    }
+}
+
+fn set_type(p: Pair<'_, Rule>) -> Result<ast::TypeExpr, ParseError> {
+    let span = span_of(&p);
+    let mut c = Children::of(p);
+    c.expect(Rule::set_domain)?;
+    let elem = type_expr(c.expect(Rule::type_expr)?)?;
+    Ok(ast::TypeExpr {
+        kind: ast::TypeExprKind::Set(Box::new(elem)),
+        span,
+    })
+}
+
+fn domain_type(p: Pair<'_, Rule>) -> Result<ast::TypeExpr, ParseError> {
+    let span = span_of(&p);
+    let mut c = Children::of(p);
+    let name = ident(c.expect(Rule::ident)?);
+    let arg = match c.next_if(Rule::domain_arg) {
+        Some(a) => Some(Box::new(domain_arg(a)?)),
+        None => None,
+    };
+    let shape = match c.next_if(Rule::shape) {
+        Some(s) => Some(shape(s)?),
+        None => None,
+    };
+    Ok(ast::TypeExpr {
+        kind: ast::TypeExprKind::Domain { name, arg, shape },
+        span,
+    })
+}
+
+fn domain_arg(p: Pair<'_, Rule>) -> Result<Expr, ParseError> {
+    let mut c = Children::of(p);
+    expr(c.expect(Rule::expr)?)
+}
+
+fn shape(p: Pair<'_, Rule>) -> Result<Vec<Expr>, ParseError> {
+    p.into_inner().map(expr).collect()
+}
+
+// ------------------------------------------------------------------ statements
+
+fn block(p: Pair<'_, Rule>) -> Result<ast::Block, ParseError> {
+    let span = span_of(&p);
+    let stmts = p.into_inner().map(stmt).collect::<Result<_, _>>()?;
+    Ok(ast::Block { stmts, span })
+}
+
+fn stmt(p: Pair<'_, Rule>) -> Result<ast::Stmt, ParseError> {
+    let span = span_of(&p);
+    let kind = match p.as_rule() {
+        Rule::let_stmt => let_stmt(p)?,
+        Rule::sample_stmt => sample_stmt(p)?,
+        Rule::for_stmt => for_stmt(p)?,
+        r => return Err(internal(span, &format!("unexpected statement rule {r:?}"))),
+    };
+    Ok(ast::Stmt { kind, span })
+}
+
+fn let_stmt(p: Pair<'_, Rule>) -> Result<ast::StmtKind, ParseError> {
+    let mut c = Children::of(p);
+    c.expect(Rule::kw_let)?;
+    let lhs = c.next()?;
+    let (targets, tuple) = match lhs.as_rule() {
+        Rule::let_tuple => (let_tuple(lhs)?, true),
+        _ => (vec![target(lhs)?], false),
+    };
+    let value = expr(c.expect(Rule::expr)?)?;
+    Ok(ast::StmtKind::Let {
+        targets,
+        tuple,
+        value,
+    })
+}
+
+fn let_tuple(p: Pair<'_, Rule>) -> Result<Vec<ast::Target>, ParseError> {
+    p.into_inner().map(target).collect()
+}
+
+fn target(p: Pair<'_, Rule>) -> Result<ast::Target, ParseError> {
+    let span = span_of(&p);
+    if p.as_rule() != Rule::target {
+        return Err(internal(span, "expected a target"));
+    }
+    let mut c = Children::of(p);
+    let name = ident(c.expect(Rule::ident)?);
+    let index = match c.next_if(Rule::expr) {
+        Some(e) => Some(expr(e)?),
+        None => None,
+    };
+    Ok(ast::Target { name, index, span })
+}
+
+fn sample_stmt(p: Pair<'_, Rule>) -> Result<ast::StmtKind, ParseError> {
+    let mut c = Children::of(p);
+    let target = target(c.expect(Rule::target)?)?;
+    let dist = call(c.expect(Rule::call)?)?;
+    let mut flows = Vec::new();
+    while let Some(f) = c.next_if(Rule::flow) {
+        flows.push(flow(f)?);
+    }
+    let strategy = match c.next_if(Rule::strategy) {
+        Some(s) => Some(strategy(s)?),
+        None => None,
+    };
+    Ok(ast::StmtKind::Sample {
+        target,
+        dist,
+        flows,
+        strategy,
+    })
+}
+
+fn flow(p: Pair<'_, Rule>) -> Result<ast::Call, ParseError> {
+    let mut c = Children::of(p);
+    call(c.expect(Rule::call)?)
+}
+
+fn strategy(p: Pair<'_, Rule>) -> Result<ast::Strategy, ParseError> {
+    let span = span_of(&p);
+    let mut c = Children::of(p);
+    let inner = c.next()?;
+    match inner.as_rule() {
+        Rule::call => {
+            let call = call(inner)?;
+            Ok(ast::Strategy {
+                name: call.callee,
+                args: Some(call.args),
+                span,
+            })
+        }
+        _ => Ok(ast::Strategy {
+            name: ident(inner),
+            args: None,
+            span,
+        }),
+    }
+}
+
+fn for_stmt(p: Pair<'_, Rule>) -> Result<ast::StmtKind, ParseError> {
+    let mut c = Children::of(p);
+    c.expect(Rule::kw_for)?;
+    let var = ident(c.expect(Rule::ident)?);
+    c.expect(Rule::kw_in)?;
+    let from = expr(c.expect(Rule::expr)?)?;
+    let to = expr(c.expect(Rule::expr)?)?;
+    let body = block(c.expect(Rule::block)?)?;
+    Ok(ast::StmtKind::For {
+        var,
+        from,
+        to,
+        body,
+    })
+}
+
+// ------------------------------------------------------------------ expressions
+
+fn pratt() -> &'static PrattParser<Rule> {
+    static PRATT: OnceLock<PrattParser<Rule>> = OnceLock::new();
+    PRATT.get_or_init(|| {
+        PrattParser::new()
+            .op(Op::infix(Rule::add, Assoc::Left) | Op::infix(Rule::sub, Assoc::Left))
+            .op(Op::infix(Rule::mul, Assoc::Left) | Op::infix(Rule::div, Assoc::Left))
+            .op(Op::prefix(Rule::neg))
+            .op(Op::postfix(Rule::field) | Op::postfix(Rule::index))
+    })
+}
+
+fn expr(p: Pair<'_, Rule>) -> Result<Expr, ParseError> {
+    let span = span_of(&p);
+    if p.as_rule() != Rule::expr {
+        return Err(internal(span, "expected an expression"));
+    }
+    pratt()
+        .map_primary(primary)
+        .map_prefix(|op, rhs| {
+            let rhs = rhs?;
+            Ok(Expr {
+                span: span_of(&op).to(rhs.span),
+                kind: ExprKind::Neg(Box::new(rhs)),
+            })
+        })
+        .map_postfix(|lhs, op| {
+            let lhs = lhs?;
+            let span = lhs.span.to(span_of(&op));
+            let kind = match op.as_rule() {
+                Rule::field => {
+                    let mut c = Children::of(op);
+                    ExprKind::Field {
+                        base: Box::new(lhs),
+                        field: ident(c.expect(Rule::ident)?),
+                    }
+                }
+                _ => ExprKind::Index {
+                    base: Box::new(lhs),
+                    indices: op.into_inner().map(expr).collect::<Result<_, _>>()?,
+                },
+            };
+            Ok(Expr { kind, span })
+        })
+        .map_infix(|lhs, op, rhs| {
+            let (lhs, rhs) = (lhs?, rhs?);
+            let op = match op.as_rule() {
+                Rule::add => ast::BinOp::Add,
+                Rule::sub => ast::BinOp::Sub,
+                Rule::mul => ast::BinOp::Mul,
+                Rule::div => ast::BinOp::Div,
+                r => return Err(internal(span_of(&op), &format!("operator {r:?}"))),
+            };
+            Ok(Expr {
+                span: lhs.span.to(rhs.span),
+                kind: ExprKind::Binary {
+                    op,
+                    lhs: Box::new(lhs),
+                    rhs: Box::new(rhs),
+                },
+            })
+        })
+        .parse(p.into_inner())
+}
+
+fn primary(p: Pair<'_, Rule>) -> Result<Expr, ParseError> {
+    let span = span_of(&p);
+    let kind = match p.as_rule() {
+        Rule::number => return number(p),
+        Rule::string => return string(p),
+        Rule::call => ExprKind::Call(call(p)?),
+        Rule::list => list(p)?,
+        Rule::paren => return paren(p),
+        Rule::ident => ExprKind::Name(ident(p)),
+        r => return Err(internal(span, &format!("unexpected primary {r:?}"))),
+    };
+    Ok(Expr { kind, span })
+}
+
+/// `(e)`: the parentheses are not kept, but the span covers them.
+fn paren(p: Pair<'_, Rule>) -> Result<Expr, ParseError> {
+    let span = span_of(&p);
+    let mut c = Children::of(p);
+    let inner = expr(c.expect(Rule::expr)?)?;
+    Ok(Expr { span, ..inner })
+}
+
+fn list(p: Pair<'_, Rule>) -> Result<ExprKind, ParseError> {
+    Ok(ExprKind::List(
+        p.into_inner().map(expr).collect::<Result<_, _>>()?,
+    ))
+}
+
+fn call(p: Pair<'_, Rule>) -> Result<ast::Call, ParseError> {
+    let span = span_of(&p);
+    let mut c = Children::of(p);
+    let callee = ident(c.expect(Rule::callee)?);
+    let args = c.rest().map(arg).collect::<Result<_, _>>()?;
+    Ok(ast::Call { callee, args, span })
+}
+
+fn arg(p: Pair<'_, Rule>) -> Result<ast::Arg, ParseError> {
+    let span = span_of(&p);
+    let mut c = Children::of(p);
+    let name = c.next_if(Rule::key).map(ident);
+    let value = value(c.expect(Rule::value)?)?;
+    Ok(ast::Arg { name, value, span })
+}
+
+/// An expression, or a range `a:b` / `a:b:step`.
+fn value(p: Pair<'_, Rule>) -> Result<Expr, ParseError> {
+    let span = span_of(&p);
+    let mut parts = p
+        .into_inner()
+        .map(expr)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter();
+    let first = parts.next().ok_or_else(|| internal(span, "empty value"))?;
+    let Some(to) = parts.next() else {
+        return Ok(first);
+    };
+    let step = parts.next().map(Box::new);
+    Ok(Expr {
+        kind: ExprKind::Range {
+            from: Box::new(first),
+            to: Box::new(to),
+            step,
+        },
+        span,
+    })
+}
+
+fn number(p: Pair<'_, Rule>) -> Result<Expr, ParseError> {
+    let span = span_of(&p);
+    let text = p.as_str().to_string();
+    let value = match text.parse::<f64>() {
+        Ok(v) if v.is_finite() => v,
+        _ => return Err(ParseError::NumberOutOfRange { span, text }),
+    };
+    Ok(Expr {
+        kind: ExprKind::Number { value, text },
+        span,
+    })
+}
+
+fn string(p: Pair<'_, Rule>) -> Result<Expr, ParseError> {
+    let span = span_of(&p);
+    let mut c = Children::of(p);
+    let raw = c.expect(Rule::string_raw)?;
+    let start = raw.as_span().start();
+    let mut out = String::new();
+    let mut chars = raw.as_str().char_indices();
+    while let Some((i, ch)) = chars.next() {
+        if ch != '\\' {
+            out.push(ch);
+            continue;
+        }
+        match chars.next() {
+            Some((_, '"')) => out.push('"'),
+            Some((_, '\\')) => out.push('\\'),
+            Some((_, 'n')) => out.push('\n'),
+            Some((_, 't')) => out.push('\t'),
+            Some((j, other)) => {
+                let end = start + j + other.len_utf8();
+                return Err(ParseError::InvalidEscape {
+                    span: Span::new(start + i, end),
+                    text: format!("\\{other}"),
+                });
+            }
+            None => return Err(internal(span, "string ends in a backslash")),
+        }
+    }
+    Ok(Expr {
+        kind: ExprKind::Str(out),
+        span,
+    })
+}
+
+fn ident(p: Pair<'_, Rule>) -> Ident {
+    Ident {
+        name: p.as_str().to_string(),
+        span: span_of(&p),
+    }
 }
