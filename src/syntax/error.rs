@@ -23,6 +23,8 @@ pub enum ParseError {
     ReservedWord { span: Span, word: String },
     /// White space between a call's name and its `(`.
     SpaceBeforeParen { span: Span, name: String },
+    /// White space between `@` and the name of an annotation or strategy.
+    SpaceAfterAt { span: Span, name: String },
     /// `name = Dist(...)` in a block, where a sample `name ~ Dist(...)` or a `let` was meant.
     EqualsForTilde { span: Span, target: String },
     /// `let name ~ Dist(...)`: `let` binds with `=`.
@@ -67,6 +69,7 @@ impl ParseError {
             ParseError::Unexpected { span, .. }
             | ParseError::ReservedWord { span, .. }
             | ParseError::SpaceBeforeParen { span, .. }
+            | ParseError::SpaceAfterAt { span, .. }
             | ParseError::EqualsForTilde { span, .. }
             | ParseError::TildeInLet { span }
             | ParseError::Unclosed { span, .. }
@@ -137,6 +140,11 @@ impl From<ParseError> for Diagnostic {
                 d(format!("a call's `(` must follow `{name}` with no space"))
                     .with_label("space before `(`")
                     .with_hint(format!("write `{name}(` with no space"))
+            }
+            ParseError::SpaceAfterAt { name, .. } => {
+                d(format!("`{name}` must follow `@` with no space"))
+                    .with_label("space after `@`")
+                    .with_hint(format!("write `@{name}`"))
             }
             ParseError::EqualsForTilde { target, .. } => d("expected `~`, found `=`".to_string())
                 .with_label("expected `~`")
@@ -211,6 +219,9 @@ fn opener_of(c: char) -> char {
     }
 }
 
+/// How messages name "any item".
+pub const ITEM_WORDS: &str = "an item (`const`, `data`, `latent`, `net`, `model`, ...)";
+
 /// The human words for what a grammar rule stands for.
 pub fn rule_words(rule: Rule) -> Option<&'static str> {
     Some(match rule {
@@ -247,7 +258,7 @@ pub fn rule_words(rule: Rule) -> Option<&'static str> {
         | Rule::guide_item
         | Rule::train_item
         | Rule::meta_item
-        | Rule::annotation => "an item (`const`, `data`, `latent`, `net`, `model`, ...)",
+        | Rule::annotation => ITEM_WORDS,
         Rule::let_stmt | Rule::for_stmt | Rule::sample_stmt | Rule::kw_let | Rule::kw_for => {
             "a statement"
         }

@@ -1,7 +1,7 @@
 //! Parsing: one function per grammar rule turns pest `Pair`s into AST nodes.
 
 use super::ast::{self, Expr, ExprKind, Ident};
-use super::error::{rule_words, ParseError};
+use super::error::{rule_words, ParseError, ITEM_WORDS};
 use super::scan;
 use crate::span::Span;
 use pest::iterators::{Pair, Pairs};
@@ -74,12 +74,73 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
         pest::error::InputLocation::Span((s, _)) => s,
     }
     .min(src.len());
+    let positives = match &err.variant {
+        pest::error::ErrorVariant::ParsingError { positives, .. } => positives.clone(),
+        pest::error::ErrorVariant::CustomError { .. } => {
+            return ParseError::TooComplex {
+                span: Span::new(pos, pos),
+            }
+        }
+    };
+    // pest's own position counts rules only; its parse attempts also see the punctuation
+    // (`:` after `data x`), which usually gets farther.
+    let (pos, rules, literals) = match err.parse_attempts() {
+        Some(a) if a.max_position >= pos && a.max_position <= src.len() => {
+            // Where pest's own rule list is for the same place, it is the more precise one.
+            let same_place = a.max_position == pos;
+            let mut rules: Vec<Rule> = a
+                .call_stacks()
+                .iter()
+                .filter_map(|cs| {
+                    let deepest = format!("{:?}", cs.deepest);
+                    NAMED_RULES
+                        .iter()
+                        .find(|r| deepest == format!("Rule({r:?})"))
+                        .copied()
+                })
+                .filter(|_| !same_place)
+                .collect();
+            if same_place {
+                rules.extend(positives.iter().copied());
+            }
+            let tokens: Vec<String> = a.expected_tokens().iter().map(|t| t.to_string()).collect();
+            for t in &tokens {
+                // Keywords tried as plain strings stand for the construct they start.
+                match t.as_str() {
+                    "const" | "data" | "latent" | "param" | "net" | "set" | "model" | "guide"
+                    | "train" | "meta" | "global" => rules.push(Rule::kw_const),
+                    "let" | "for" => rules.push(Rule::kw_let),
+                    "in" => rules.push(Rule::kw_in),
+                    "exact" => rules.push(Rule::kw_exact),
+                    "size" => rules.push(Rule::kw_size),
+                    "given" | "partial" => rules.push(Rule::kw_given),
+                    _ => {}
+                }
+            }
+            let literals = tokens
+                .into_iter()
+                .filter(|t| is_punctuation(t))
+                .collect::<Vec<_>>();
+            let skipped = src.get(pos..a.max_position).unwrap_or("").trim();
+            if (rules.is_empty() && literals.is_empty()) || is_keyword(skipped) {
+                // Only lookahead noise (the end of a reserved word) got that far.
+                (pos, positives, Vec::new())
+            } else {
+                (a.max_position, rules, literals)
+            }
+        }
+        _ => (pos, positives, Vec::new()),
+    };
     // A lexical error at or before the place pest stopped explains it better.
     if let Some((at, e)) = &scanned.error {
         if *at <= pos {
             return e.clone();
         }
     }
+    if !src.is_char_boundary(pos) {
+        return internal(Span::new(0, 0), "error position inside a character");
+    }
+    let pos = skip_space(src, pos);
     if pos >= src.len() {
         if let Some(&(at, c)) = scanned.unclosed.last() {
             return ParseError::Unclosed {
@@ -89,25 +150,9 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
             };
         }
     }
-    let positives = match &err.variant {
-        pest::error::ErrorVariant::ParsingError { positives, .. } => positives.clone(),
-        pest::error::ErrorVariant::CustomError { .. } => {
-            return ParseError::TooComplex {
-                span: Span::new(pos, pos),
-            }
-        }
-    };
-    let mut literals: Vec<String> = Vec::new();
-    if let Some(attempts) = err.parse_attempts() {
-        for t in attempts.expected_tokens() {
-            // Only punctuation is worth naming; words come from the rules tried.
-            let token = t.to_string();
-            if !token.is_empty() && token.chars().all(|c| !c.is_alphanumeric() && c != '_') {
-                literals.push(token);
-            }
-        }
-    }
+    let positives = rules;
     let (found_span, found) = token_at(src, pos);
+    let pos = found_span.range().map_or(pos, |r| r.start);
     let wants_name = positives
         .iter()
         .any(|r| matches!(r, Rule::ident | Rule::callee | Rule::target | Rule::binding));
@@ -123,6 +168,20 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     // `foo (x)`: a name, white space, then `(`.
     if let Some(e) = space_before_paren(src, pos, found_text) {
         return e;
+    }
+    // `@ enumerate`: the name must follow `@` directly.
+    if found_text == "@" && src[pos + 1..].starts_with(|c: char| c.is_whitespace()) {
+        let rest = src[pos + 1..].trim_start();
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if name_len > 0 {
+            let end = src.len() - rest.len() + name_len;
+            return ParseError::SpaceAfterAt {
+                span: Span::new(pos, end),
+                name: rest[..name_len].to_string(),
+            };
+        }
     }
     // `z = Normal(0, 1)` in a block.
     if found_text == "=" && literals.iter().any(|l| l == "~") {
@@ -158,6 +217,38 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
             _ => push(format!("`{l}`")),
         }
     }
+    // `mlp` with no `(`: the name was read, only its `(` is missing.
+    let glued_to_name = src[..pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && expected.iter().any(|e| e == "`(`");
+    if glued_to_name {
+        expected.retain(|e| e == "`(`");
+    }
+    // Say "an expression" once rather than every way one can start, and likewise for
+    // items and statements.
+    let subsumes: [(&str, &[&str]); 3] = [
+        (
+            "an expression",
+            &[
+                "a name",
+                "a call such as `f(x)`",
+                "a number",
+                "a string",
+                "`(`",
+                "`[`",
+                "an operator",
+            ],
+        ),
+        (ITEM_WORDS, &["the end of the file", "`@`"]),
+        ("a statement", &["a name"]),
+    ];
+    for (general, specific) in subsumes {
+        if expected.iter().any(|e| e == general) {
+            expected.retain(|e| !specific.contains(&e.as_str()));
+        }
+    }
+    if expected.iter().any(|e| e == "an operator") {
+        expected.retain(|e| e != "`[`");
+    }
     // Operators are seldom what was meant; mention them last.
     expected.sort_by_key(|e| e == "an operator");
     let unclosed = scanned
@@ -174,6 +265,55 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     }
 }
 
+/// Punctuation worth naming in a message (not white space, comments or a string's quote).
+fn is_punctuation(t: &str) -> bool {
+    !t.is_empty()
+        && t.chars().all(|c| {
+            !c.is_alphanumeric() && !c.is_whitespace() && !matches!(c, '_' | ';' | '#' | '"')
+        })
+}
+
+/// The rules `rule_words` can name, to read pest's parse attempts back.
+const NAMED_RULES: &[Rule] = &[
+    Rule::ident,
+    Rule::key,
+    Rule::callee,
+    Rule::call,
+    Rule::number,
+    Rule::string,
+    Rule::expr,
+    Rule::value,
+    Rule::type_expr,
+    Rule::kw_const,
+    Rule::kw_data,
+    Rule::kw_latent,
+    Rule::kw_param,
+    Rule::kw_net,
+    Rule::kw_set,
+    Rule::kw_model,
+    Rule::kw_guide,
+    Rule::kw_train,
+    Rule::kw_meta,
+    Rule::kw_global,
+    Rule::kw_let,
+    Rule::kw_for,
+    Rule::kw_in,
+    Rule::kw_exact,
+    Rule::kw_size,
+    Rule::kw_given,
+    Rule::kw_partial,
+    Rule::target,
+    Rule::entry,
+    Rule::block,
+    Rule::entries,
+    Rule::heads,
+    Rule::binding,
+    Rule::annotation,
+    Rule::strategy,
+    Rule::flow,
+    Rule::EOI,
+];
+
 /// Punctuation in the order it reads best in a list of alternatives.
 fn literal_rank(l: &str) -> usize {
     [
@@ -187,9 +327,7 @@ fn literal_rank(l: &str) -> usize {
 /// Whether the statement around `pos` starts with `let`.
 fn in_let(src: &str, pos: usize) -> bool {
     let before = &src[..pos];
-    let line_start = before
-        .rfind(['\n', ';', '{', '}'])
-        .map_or(0, |i| i + 1);
+    let line_start = before.rfind(['\n', ';', '{', '}']).map_or(0, |i| i + 1);
     let stmt = before[line_start..].trim_start();
     stmt.starts_with("let")
         && !stmt[3..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
@@ -232,8 +370,22 @@ fn space_before_paren(src: &str, pos: usize, found: &str) -> Option<ParseError> 
     None
 }
 
+/// The first offset at or after `pos` that is not white space or a comment.
+fn skip_space(src: &str, mut pos: usize) -> usize {
+    let bytes = src.as_bytes();
+    while pos < bytes.len() {
+        match bytes[pos] {
+            b' ' | b'\t' | b'\r' | b'\n' | b';' => pos += 1,
+            b'#' => pos = src[pos..].find('\n').map_or(src.len(), |n| pos + n),
+            _ => break,
+        }
+    }
+    pos
+}
+
 /// The token at `pos` and how to name it in a message.
 fn token_at(src: &str, pos: usize) -> (Span, String) {
+    let pos = skip_space(src, pos);
     let rest = &src[pos..];
     let Some(c) = rest.chars().next() else {
         return (Span::new(pos, pos), "the end of the file".to_string());
@@ -429,6 +581,7 @@ fn net_item(p: Pair<'_, Rule>) -> Result<ast::NetDecl, ParseError> {
 
 fn annotation(p: Pair<'_, Rule>) -> Result<Ident, ParseError> {
     let mut c = Children::of(p);
+    c.expect(Rule::at_sign)?;
     Ok(ident(c.expect(Rule::ident)?))
 }
 
@@ -622,6 +775,7 @@ fn flow(p: Pair<'_, Rule>) -> Result<ast::Call, ParseError> {
 fn strategy(p: Pair<'_, Rule>) -> Result<ast::Strategy, ParseError> {
     let span = span_of(&p);
     let mut c = Children::of(p);
+    c.expect(Rule::at_sign)?;
     let inner = c.next()?;
     match inner.as_rule() {
         Rule::call => {
