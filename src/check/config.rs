@@ -1380,3 +1380,258 @@ pub fn resolve(
     let meta = meta.and_then(|(entries, span)| resolve_meta(entries, span, consts, &mut errors));
     (train, meta, errors)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Device;
+
+    fn run(src: &str) -> (TrainConfig, Option<MetaConfig>, Vec<Diagnostic>) {
+        let file = crate::syntax::parse(src).expect("parses");
+        let mut consts = Consts::default();
+        consts.values.insert("B".into(), 64);
+        consts.values.insert("E".into(), 5);
+        let (t, m, errs) = resolve(&file, &consts);
+        (t, m, errs.into_iter().map(Diagnostic::from).collect())
+    }
+
+    /// The one diagnostic of `src`: its code and the text it points at.
+    fn one(src: &str) -> (Code, String, Diagnostic) {
+        let (_, _, d) = run(src);
+        assert_eq!(d.len(), 1, "expected one diagnostic, got {d:#?}");
+        let r = d[0].span.range().expect("a source span");
+        (d[0].code, src[r].to_string(), d[0].clone())
+    }
+
+    #[test]
+    fn defaults_without_blocks() {
+        let (t, m, d) = run("model { }");
+        assert!(d.is_empty());
+        assert_eq!(t, TrainConfig::default());
+        assert!(m.is_none());
+    }
+
+    #[test]
+    fn every_train_key_resolves() {
+        let src = r#"train {
+            dataset = "data/x.idx.gz"; binarize = threshold(0.3); objective = iwae(samples = 5)
+            kl = analytic; beta = 0.5; anneal = linear(epochs = E); free_bits = 0.25
+            optimizer = adam(lr = 3e-4, betas = [0.5, 0.9], weight_decay = 1e-5); clip = 5
+            schedule = alternate(e_steps = 1000, m_steps = 10); batch = B * 2; epochs = 3
+            seed = 0; labels = 1000; supervised_weight = 0.2; eval = iwae(100)
+            device = cuda:1; split = 0.2
+        }"#;
+        let (t, _, d) = run(src);
+        assert!(d.is_empty(), "{d:#?}");
+        assert_eq!(t.dataset, Dataset::Path("data/x.idx.gz".into()));
+        assert_eq!(t.binarize, Binarize::Threshold(0.3));
+        assert_eq!(t.objective, Objective::Iwae { samples: 5 });
+        assert_eq!(t.kl, KlMode::Analytic);
+        assert_eq!(t.beta, 0.5);
+        assert_eq!(t.anneal, Some(Anneal { epochs: 5 }));
+        assert_eq!(t.free_bits, 0.25);
+        assert_eq!(
+            t.optimizer,
+            Optimizer::Adam {
+                lr: 3e-4,
+                betas: [0.5, 0.9],
+                eps: 1e-8,
+                weight_decay: 1e-5
+            }
+        );
+        assert_eq!(t.clip, Some(5.0));
+        assert_eq!(
+            t.schedule,
+            Schedule::Alternate {
+                e_steps: 1000,
+                m_steps: 10
+            }
+        );
+        assert_eq!(t.batch, 128);
+        assert_eq!(t.epochs, 3);
+        assert_eq!(t.labels, Some(1000));
+        assert_eq!(t.supervised_weight, 0.2);
+        assert_eq!(t.eval, Objective::Iwae { samples: 100 });
+        assert_eq!(t.device, Device::Cuda(1));
+        assert_eq!(t.split, 0.2);
+    }
+
+    #[test]
+    fn other_forms() {
+        let (t, _, d) = run(
+            r#"train { dataset = "mnist"; device = "cuda:2"; optimizer = sgd(0.1, momentum = 0.9); binarize = none }"#,
+        );
+        assert!(d.is_empty(), "{d:#?}");
+        assert_eq!(t.dataset, Dataset::Builtin("mnist".into()));
+        assert_eq!(t.device, Device::Cuda(2));
+        assert_eq!(
+            t.optimizer,
+            Optimizer::Sgd {
+                lr: 0.1,
+                momentum: 0.9
+            }
+        );
+        assert_eq!(t.binarize, Binarize::None);
+        let (t, _, d) = run("train { device = cuda; optimizer = adamax(); kl = mc }");
+        assert!(d.is_empty(), "{d:#?}");
+        assert_eq!(t.device, Device::Cuda(0));
+        assert_eq!(
+            t.optimizer,
+            Optimizer::Adamax {
+                lr: 2e-3,
+                betas: [0.9, 0.999],
+                eps: 1e-8
+            }
+        );
+        let (t, _, d) = run(r#"train { device = "cpu" }"#);
+        assert!(d.is_empty());
+        assert_eq!(t.device, Device::Cpu);
+    }
+
+    #[test]
+    fn unknown_key_suggests() {
+        let (code, text, d) = one("train { epoch = 3 }");
+        assert_eq!((code, text.as_str()), (Code::E012, "epoch"));
+        assert_eq!(d.hint.as_deref(), Some("did you mean `epochs`?"));
+        let (code, text, _) = one("train { frobnicate = 3 }");
+        assert_eq!((code, text.as_str()), (Code::E012, "frobnicate"));
+    }
+
+    #[test]
+    fn duplicate_key() {
+        let (code, text, d) = one("train { batch = 1\n batch = 2 }");
+        assert_eq!((code, text.as_str()), (Code::E003, "batch"));
+        assert_eq!(d.secondary.len(), 1);
+    }
+
+    #[test]
+    fn wrong_kinds_and_ranges() {
+        let cases: &[(&str, &str)] = &[
+            (r#"train { batch = "big" }"#, r#""big""#),
+            ("train { batch = 0 }", "0"),
+            ("train { batch = 1.5 }", "1.5"),
+            ("train { seed = -1 }", "-1"),
+            ("train { beta = -0.5 }", "-0.5"),
+            ("train { split = 1 }", "1"),
+            ("train { clip = 0 }", "0"),
+            ("train { kl = exakt }", "exakt"),
+            ("train { kl = auto() }", "auto()"),
+            ("train { optimizer = adagrad(lr = 1) }", "adagrad"),
+            ("train { optimizer = adam(rate = 1) }", "rate"),
+            ("train { optimizer = adam(lr = 1, lr = 2) }", "lr = 2"),
+            (
+                "train { optimizer = sgd(momentum = 0.9) }",
+                "sgd(momentum = 0.9)",
+            ),
+            (
+                "train { optimizer = adam(1, [0.9, 0.99], 1e-8, 0, 5) }",
+                "5",
+            ),
+            ("train { optimizer = adam(betas = [0.9]) }", "[0.9]"),
+            ("train { objective = iwae() }", "iwae()"),
+            ("train { objective = iwae(samples = 0) }", "0"),
+            (
+                "train { schedule = alternate(e_steps = 3) }",
+                "alternate(e_steps = 3)",
+            ),
+            ("train { anneal = linear(epochs = x) }", "x"),
+            ("train { device = tpu }", "tpu"),
+            (r#"train { device = "cuda:x" }"#, r#""cuda:x""#),
+            ("train { dataset = mnist }", "mnist"),
+            (r#"train { dataset = "mnsit" }"#, r#""mnsit""#),
+            (r#"train { dataset = "data/x.txt" }"#, r#""data/x.txt""#),
+            ("train { binarize = threshold(2) }", "2"),
+        ];
+        for (src, want) in cases {
+            let (code, text, d) = one(src);
+            assert_eq!(code, Code::E012, "{src}: {d:#?}");
+            assert_eq!(&text, want, "{src}");
+            assert!(d.hint.is_some(), "{src}");
+        }
+    }
+
+    #[test]
+    fn dataset_did_you_mean() {
+        let (_, _, d) = one(r#"train { dataset = "fashion_mnist" }"#);
+        assert_eq!(d.hint.as_deref(), Some("did you mean `\"fashion-mnist\"`?"));
+    }
+
+    #[test]
+    fn all_errors_collected_and_defaults_kept() {
+        let (t, _, d) = run("train { batch = 0; epochs = -2; epochz = 1; seed = 7 }");
+        assert_eq!(d.len(), 3, "{d:#?}");
+        assert_eq!(t.batch, 128);
+        assert_eq!(t.seed, 7);
+    }
+
+    #[test]
+    fn meta_resolves() {
+        let (_, m, d) = run("meta { family = rotate(-180:160:20); train = even; test = odd }");
+        assert!(d.is_empty(), "{d:#?}");
+        let m = m.expect("meta");
+        let Family::Rotate(angles) = &m.family else {
+            panic!("{m:?}")
+        };
+        assert_eq!(angles.len(), 18);
+        assert_eq!(angles[0], -180.0);
+        assert_eq!(angles[17], 160.0);
+        assert_eq!((m.train, m.test), (Members::Even, Members::Odd));
+        let (_, m, d) = run("meta { family = scale([0.5, 1, 2]); train = [0, 1]; test = [2] }");
+        assert!(d.is_empty(), "{d:#?}");
+        let m = m.expect("meta");
+        assert_eq!(m.family, Family::Scale(vec![0.5, 1.0, 2.0]));
+        assert_eq!(m.test, Members::List(vec![2]));
+        let (_, m, d) = run(r#"meta { family = datasets("a.npz", "b.npz") }"#);
+        assert!(d.is_empty(), "{d:#?}");
+        let m = m.expect("meta");
+        assert_eq!(m.train, Members::All);
+        assert_eq!(m.test, Members::List(vec![]));
+        let (_, m, d) = run("meta { family = classes() }");
+        assert!(d.is_empty());
+        assert_eq!(m.expect("meta").family, Family::Classes);
+        let (_, m, _) = run("meta { family = shear(0:10:4) }");
+        assert_eq!(m.expect("meta").family, Family::Shear(vec![0.0, 4.0, 8.0]));
+    }
+
+    #[test]
+    fn meta_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("meta { family = rotate(0:90:30); tset = odd }", "tset"),
+            ("meta { family = spin(0:90:30) }", "spin"),
+            ("meta { family = rotate(90:0:30) }", "90:0:30"),
+            ("meta { family = rotate(0:90:0) }", "0:90:0"),
+            ("meta { family = rotate(0:90:30); train = [0, 4] }", "4"),
+            (
+                "meta { family = rotate(0:90:30); train = all; test = [1] }",
+                "[1]",
+            ),
+            (
+                "meta { family = classes(); train = even; test = [1, 2] }",
+                "[1, 2]",
+            ),
+            ("meta { family = classes(3) }", "3"),
+            (
+                "meta { family = rotate(0:90:30); test = sometimes }",
+                "sometimes",
+            ),
+            ("meta { family = rotate }", "rotate"),
+            ("meta { train = all }", "meta { train = all }"),
+        ];
+        for (src, want) in cases {
+            let (code, text, d) = one(src);
+            assert_eq!(code, Code::E013, "{src}: {d:#?}");
+            assert_eq!(&text, want, "{src}");
+        }
+        let (_, _, d) = one("meta { family = rotate(0:90:30); train = all; test = [1, 3] }");
+        assert!(d.message.contains("members 1, 3"), "{}", d.message);
+        let (_, _, d) = one("meta { family = rotate(0:90:30); train = [0, 1]; test = [1, 2, 0] }");
+        assert!(d.message.contains("members 0, 1"), "{}", d.message);
+    }
+
+    #[test]
+    fn only_first_blocks_read() {
+        let (t, _, d) = run("train { batch = 3 } train { batch = 0 }");
+        assert!(d.is_empty());
+        assert_eq!(t.batch, 3);
+    }
+}

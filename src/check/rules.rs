@@ -1668,3 +1668,557 @@ fn unused_rules(program: &Program, file: &ast::File, errors: &mut Vec<RuleError>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::check::{check, CheckOptions};
+    use crate::diag::{Code, Diagnostic, Severity};
+    use crate::ir::{ExactPosterior, Guide};
+
+    fn run(src: &str) -> crate::check::Checked {
+        let file = crate::syntax::parse(src).expect("parses");
+        check(&file, &CheckOptions::default())
+    }
+
+    fn text<'a>(src: &'a str, d: &Diagnostic) -> &'a str {
+        &src[d.span.range().expect("a source span")]
+    }
+
+    /// One diagnostic of `src` has `code` and points at `want`; every error has `code`
+    /// (warnings of other codes are allowed when `code` is an error).
+    #[track_caller]
+    fn expect(src: &str, code: Code, want: &str) -> Diagnostic {
+        let ds = run(src).diagnostics;
+        let is_error = code.severity() == Severity::Error;
+        assert!(
+            ds.iter()
+                .all(|d| d.code == code || (is_error && !d.is_error())),
+            "expected only {code} in\n{src}\ngot {ds:#?}"
+        );
+        ds.iter()
+            .find(|d| d.code == code && text(src, d) == want)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {code} at `{want}` in\n{src}\ngot {ds:#?}"))
+    }
+
+    #[track_caller]
+    fn clean(src: &str) -> crate::ir::Program {
+        let c = run(src);
+        assert!(c.diagnostics.is_empty(), "{src}\n{:#?}", c.diagnostics);
+        c.program.expect("a program")
+    }
+
+    const HEAD: &str = "const D = 4\nconst Z = 2\nconst H = 8\n";
+
+    fn vae(decls: &str, model: &str, guide: &str) -> String {
+        format!(
+            "{HEAD}data x : Binary[D]\nlatent z : Real[Z]\n\
+             net enc(x: Binary[D]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H])\n\
+             net dec(z: Real[Z]) -> Real[D] = mlp(hidden = [H])\n{decls}\n\
+             model {{ {model} }}\n{guide}\n"
+        )
+    }
+
+    const MODEL: &str = "z ~ Normal(0, 1)\n x ~ Bernoulli(logits = dec(z))";
+    const GUIDE: &str = "guide { let (m, s) = enc(x)\n z ~ Normal(m, s) }";
+
+    const SECTION1_VAE: &str = r#"
+# Variational autoencoder (Kingma & Welling 2013) on binarized images.
+const D = 784          # pixels
+const Z = 32           # latent size
+const H = 512          # hidden width
+
+data   x : Binary[D]
+latent z : Real[Z]
+
+net encoder(x: Binary[D]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H, H], act = relu)
+net decoder(z: Real[Z]) -> Real[D] = mlp(hidden = [H, H], act = relu)
+
+model {                              # p(x, z) = p(z) p(x | z)
+  z ~ Normal(0, 1)
+  x ~ Bernoulli(logits = decoder(z))
+}
+
+guide {                              # q(z | x), amortized by `encoder`
+  let (loc, scale) = encoder(x)
+  z ~ Normal(loc, scale)
+}
+
+train {
+  dataset   = "fashion-mnist"
+  objective = elbo(samples = 1)
+  optimizer = adam(lr = 1e-3)
+  batch     = 128
+  epochs    = 30
+}
+"#;
+
+    #[test]
+    fn section1_vae_passes() {
+        let p = clean(SECTION1_VAE);
+        assert!(matches!(p.guide, Guide::Amortized(_)));
+    }
+
+    #[test]
+    fn appendix_sketches_pass() {
+        let m2 = r#"const D = 784; const K = 10; const Z = 16; const H = 256
+data x : Binary[D]
+data y : Cat(K) partial
+latent z : Real[Z]
+net classify(x: Binary[D]) -> Real[K] = mlp(hidden = [H], act = softplus)
+net encode(x: Binary[D], y: Cat(K)) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H])
+net decode(z: Real[Z], y: Cat(K)) -> Real[D] = mlp(hidden = [H])
+model { y ~ Categorical(logits = zeros(K)); z ~ Normal(0, 1); x ~ Bernoulli(logits = decode(z, y)) }
+guide { y ~ Categorical(logits = classify(x)); let (m, s) = encode(x, y); z ~ Normal(m, s) }
+train { labels = 1000; supervised_weight = 0.1 }
+"#;
+        let gmvae = r#"const D = 784; const K = 10; const Z = 16; const H = 256
+data x : Binary[D]
+latent c : Cat(K)
+latent z : Real[Z]
+net prior_z(c: Cat(K)) -> (loc: Real[Z], scale: Positive[Z]) = linear()
+net dec(z: Real[Z]) -> Real[D] = mlp(hidden = [H])
+net q_c(x: Binary[D]) -> Real[K] = mlp(hidden = [H])
+net q_z(x: Binary[D], c: Cat(K)) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H])
+model { c ~ Categorical(logits = zeros(K)); let (m, s) = prior_z(c); z ~ Normal(m, s); x ~ Bernoulli(logits = dec(z)) }
+guide { c ~ Categorical(logits = q_c(x)) @enumerate; let (m, s) = q_z(x, c); z ~ Normal(m, s) }
+"#;
+        let fa_amortized = r#"const D = 10; const L = 3; const H = 32
+data x : Real[D]
+latent z : Real[L]
+param noise : Positive[D] = 1.0
+net load(z: Real[L]) -> Real[D] = linear()
+net enc(x: Real[D]) -> (loc: Real[L], scale: Positive[L]) = mlp(hidden = [H])
+model { z ~ Normal(0, 1); x ~ Normal(load(z), noise) }
+guide { let (m, s) = enc(x); z ~ Normal(m, s) }
+train { schedule = alternate(e_steps = 1000, m_steps = 1000) }
+"#;
+        let cvae = r#"const D = 784; const Z = 16; const H = 256
+data x : Binary[D]
+data c : Cat(10) given
+latent z : Real[Z]
+net prior(c: Cat(10)) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H])
+net enc(x: Binary[D], c: Cat(10)) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H])
+net dec(z: Real[Z], c: Cat(10)) -> Real[D] = mlp(hidden = [H])
+model { let (pm, ps) = prior(c); z ~ Normal(pm, ps); x ~ Bernoulli(logits = dec(z, c)) }
+guide { let (m, s) = enc(x, c); z ~ Normal(m, s) }
+"#;
+        let iaf = r#"const D = 784; const Z = 32; const C = 64; const H = 256
+data x : Binary[D]
+latent z : Real[Z]
+net enc(x: Binary[D]) -> (loc: Real[Z], scale: Positive[Z], h: Real[C]) = mlp(hidden = [H, H], act = elu)
+net ar(z: Real[Z], h: Real[C]) -> (m: Real[Z], s: Real[Z]) = made(hidden = [320, 320], act = elu)
+net dec(z: Real[Z]) -> Real[D] = mlp(hidden = [H])
+model { z ~ Normal(0, 1); x ~ Bernoulli(logits = dec(z)) }
+guide { let (m, s, h) = enc(x); z ~ Normal(m, s) |> iaf(ar, h, steps = 2) }
+train { free_bits = 0.25 }
+"#;
+        let vdrop = r#"const D = 784
+data x : Real[D] given
+data y : Cat(10)
+net clf(x: Real[D]) -> Real[10] = mlp(hidden = [1024, 1024], weights = vdrop(kind = "B"))
+model { y ~ Categorical(logits = clf(x)) }
+"#;
+        let vrnn = r#"const T = 28; const W = 28; const Z = 16; const H = 64
+data x : Binary[T, W]
+latent z : Real[T, Z]
+net cell(h: Real[H], x: Binary[W], z: Real[Z]) -> Real[H] = gru()
+net prior(h: Real[H]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H])
+net post(h: Real[H], x: Binary[W]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H])
+net emit(h: Real[H], z: Real[Z]) -> Real[W] = mlp(hidden = [H])
+model {
+  let h[0] = zeros(H)
+  for t in 1:T {
+    let (pm, ps) = prior(h[t-1])
+    z[t] ~ Normal(pm, ps)
+    x[t] ~ Bernoulli(logits = emit(h[t-1], z[t]))
+    let h[t] = cell(h[t-1], x[t], z[t])
+  }
+}
+guide {
+  let h[0] = zeros(H)
+  for t in 1:T {
+    let (qm, qs) = post(h[t-1], x[t])
+    z[t] ~ Normal(qm, qs)
+    let h[t] = cell(h[t-1], x[t], z[t])
+  }
+}
+"#;
+        let draw = r#"const T = 4; const Z = 10; const H = 64; const N = 5
+data x : Binary[1, 28, 28]
+latent z : Real[T, Z]
+net dec_cell(h: Real[H], z: Real[Z]) -> Real[H] = gru()
+net enc_cell(e: Real[H], r: Real[2*N*N], h: Real[H]) -> Real[H] = gru()
+net read(img: Real[2, 28, 28], h: Real[H]) -> Real[2*N*N] = attend_read(grid = N)
+net write(h: Real[H]) -> Real[1, 28, 28] = attend_write(grid = N)
+net q(e: Real[H]) -> (loc: Real[Z], scale: Positive[Z]) = linear()
+model {
+  let h[0] = zeros(H); let c[0] = zeros(1, 28, 28)
+  for t in 1:T { z[t] ~ Normal(0, 1); let h[t] = dec_cell(h[t-1], z[t]); let c[t] = c[t-1] + write(h[t]) }
+  x ~ Bernoulli(logits = c[T])
+}
+guide {
+  let h[0] = zeros(H); let e[0] = zeros(H); let c[0] = zeros(1, 28, 28)
+  for t in 1:T {
+    let e[t] = enc_cell(e[t-1], read(concat(x, x - sigmoid(c[t-1])), h[t-1]), h[t-1])
+    let (m, s) = q(e[t])
+    z[t] ~ Normal(m, s)
+    let h[t] = dec_cell(h[t-1], z[t]); let c[t] = c[t-1] + write(h[t])
+  }
+}
+"#;
+        let metavae = r#"const D = 784; const H = 128; const Z = 16
+data x : Binary[D]
+latent z : Real[Z]
+set S : Binary[D] size 10
+net summary(S: Set[Binary[D]]) -> Real[H] = deepsets(phi = [H, H], act = leaky_relu)
+net enc(x: Binary[D], s: Real[H]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H, H])
+@per_member net dec(z: Real[Z]) -> Real[D] = mlp(hidden = [H, H])
+model { z ~ Normal(0, 1); x ~ Bernoulli(logits = dec(z)) }
+guide { let (m, s) = enc(x, summary(S)); z ~ Normal(m, s) }
+meta { family = rotate(-180:160:20); train = even; test = odd }
+"#;
+        let savae = SECTION1_VAE.replace(
+            "z ~ Normal(loc, scale)",
+            "z ~ Normal(loc, scale) @refine(steps = 20, lr = 1.0)",
+        );
+        let rf = SECTION1_VAE.replace(
+            "z ~ Normal(loc, scale)",
+            "z ~ Normal(loc, scale) @random_function(inducing = 64)",
+        );
+        for src in [
+            m2,
+            gmvae,
+            fa_amortized,
+            cvae,
+            iaf,
+            vdrop,
+            vrnn,
+            draw,
+            metavae,
+            &savae,
+            &rf,
+        ] {
+            clean(src);
+        }
+    }
+
+    #[test]
+    fn factor_analysis_is_linear_gaussian() {
+        let src = r#"const D = 10; const L = 3
+data x : Real[D]
+latent z : Real[L]
+param noise : Positive[D] = 1.0
+net load(z: Real[L]) -> Real[D] = linear()
+model { z ~ Normal(0, 1); x ~ Normal(load(z), noise) }
+guide exact
+"#;
+        let p = clean(src);
+        assert!(
+            matches!(
+                p.guide,
+                Guide::Exact {
+                    posterior: ExactPosterior::LinearGaussian,
+                    ..
+                }
+            ),
+            "{:?}",
+            p.guide
+        );
+    }
+
+    #[test]
+    fn gmm_is_enumerate() {
+        let src = r#"const K = 3; const D = 2
+data x : Real[D]
+latent c : Cat(K)
+param mu : Real[K, D] = normal(0, 1)
+param sigma : Positive[K, D] = 1.0
+model { c ~ Categorical(logits = zeros(K)); x ~ Normal(mu[c], sigma[c]) }
+guide exact
+"#;
+        let p = clean(src);
+        assert!(
+            matches!(
+                p.guide,
+                Guide::Exact {
+                    posterior: ExactPosterior::Enumerate,
+                    ..
+                }
+            ),
+            "{:?}",
+            p.guide
+        );
+    }
+
+    #[test]
+    fn mixture_of_factor_analysers_is_enumerate_linear_gaussian() {
+        let src = r#"const K = 3; const D = 4; const L = 2
+data x : Real[D]
+latent c : Cat(K)
+latent z : Real[L]
+param mu : Real[K, D]
+param noise : Positive[D] = 1.0
+net load(z: Real[L]) -> Real[D] = linear()
+model { c ~ Categorical(logits = zeros(K)); z ~ Normal(0, 1); x ~ Normal(mu[c] + 2 * load(z), noise) }
+guide exact
+"#;
+        let p = clean(src);
+        assert!(
+            matches!(
+                p.guide,
+                Guide::Exact {
+                    posterior: ExactPosterior::EnumerateLinearGaussian,
+                    ..
+                }
+            ),
+            "{:?}",
+            p.guide
+        );
+    }
+
+    #[test]
+    fn e007_latent_not_sampled_or_twice() {
+        let src = vae("latent w : Real[Z]", MODEL, GUIDE);
+        let d = expect(&src, Code::E007, "w");
+        assert!(d.message.contains("`w`"));
+        let src = vae("", &format!("{MODEL}\n z ~ Normal(1, 1)"), GUIDE);
+        let d = expect(&src, Code::E007, "z ~ Normal(1, 1)");
+        let first = d.secondary[0].span.range().expect("a source span");
+        assert_eq!(&src[first], "z ~ Normal(0, 1)");
+        let seq = format!(
+            "const T = 3\n{HEAD}data x : Real[T]\nlatent z : Real[T]\n\
+             model {{ z ~ Normal(0, 1)\n for t in 1:T {{ z[t] ~ Normal(0, 1) }}\n x ~ Normal(z, 1) }}\n\
+             guide {{ z ~ Normal(x, 1) }}\n"
+        );
+        expect(&seq, Code::E007, "z[t] ~ Normal(0, 1)");
+        let in_loop = format!(
+            "const T = 3\n{HEAD}data x : Real[T]\nlatent z : Real[T]\n\
+             model {{ for t in 1:T {{ z ~ Normal(0, 1) }}\n x ~ Normal(z, 1) }}\n\
+             guide {{ z ~ Normal(x, 1) }}\n"
+        );
+        expect(&in_loop, Code::E007, "z ~ Normal(0, 1)");
+    }
+
+    #[test]
+    fn e007_stepped_pieces_pass() {
+        let src = format!(
+            "const T = 3\n{HEAD}data x : Real[T]\nlatent z : Real[T]\n\
+             model {{ z[1] ~ Normal(0, 1)\n for t in 2:T {{ z[t] ~ Normal(z[t-1], 1) }}\n x ~ Normal(z, 1) }}\n\
+             guide {{ z ~ Normal(x, 1) }}\n"
+        );
+        clean(&src);
+    }
+
+    #[test]
+    fn e008_guide_mismatches() {
+        let src = vae(
+            "latent w : Real[Z]",
+            &format!("{MODEL}\n w ~ Normal(0, 1)"),
+            GUIDE,
+        );
+        expect(&src, Code::E008, "w ~ Normal(0, 1)");
+        let src = vae(
+            "",
+            MODEL,
+            "guide { let (m, s) = enc(x)\n z ~ Normal(m, s)\n x ~ Bernoulli(logits = zeros(D)) }",
+        );
+        expect(&src, Code::E008, "x ~ Bernoulli(logits = zeros(D))");
+        let src = vae(
+            "",
+            MODEL,
+            "guide { let (m, s) = enc(x)\n z ~ LogNormal(m, s) }",
+        );
+        let d = expect(&src, Code::E008, "LogNormal(m, s)");
+        assert!(
+            d.message.contains("Positive") && d.message.contains("Real"),
+            "{}",
+            d.message
+        );
+        let src = vae("", MODEL, "");
+        expect(&src, Code::E008, "z ~ Normal(0, 1)");
+        let src = vae(
+            "",
+            MODEL,
+            "guide { let (m, s) = enc(x)\n z ~ Normal(m, s)\n z ~ Normal(m, 1) }",
+        );
+        expect(&src, Code::E008, "z ~ Normal(m, 1)");
+        let partial = format!(
+            "{HEAD}data x : Real[D]\ndata y : Cat(3) partial\nlatent z : Real[Z]\n\
+             net enc(x: Real[D]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H])\n\
+             net dec(z: Real[Z], y: Cat(3)) -> Real[D] = mlp(hidden = [H])\n\
+             model {{ y ~ Categorical(logits = zeros(3))\n z ~ Normal(0, 1)\n x ~ Normal(dec(z, y), 1) }}\n\
+             guide {{ let (m, s) = enc(x)\n z ~ Normal(m, s) }}\n"
+        );
+        expect(&partial, Code::E008, "y ~ Categorical(logits = zeros(3))");
+    }
+
+    #[test]
+    fn e009_data_observation() {
+        let src = vae("data u : Real[D]", MODEL, GUIDE);
+        expect(&src, Code::E009, "u");
+        let src = vae(
+            "",
+            &format!("{MODEL}\n x ~ Bernoulli(logits = zeros(D))"),
+            GUIDE,
+        );
+        expect(&src, Code::E009, "x ~ Bernoulli(logits = zeros(D))");
+        let src = vae(
+            "data c : Real[D] given",
+            &format!("{MODEL}\n c ~ Normal(0, 1)"),
+            GUIDE,
+        );
+        let d = expect(&src, Code::E009, "c ~ Normal(0, 1)");
+        assert_eq!(d.secondary.len(), 1);
+    }
+
+    #[test]
+    fn e011_strategies() {
+        let src = vae(
+            "",
+            MODEL,
+            "guide { let (m, s) = enc(x)\n z ~ Normal(m, s) @enumerate }",
+        );
+        expect(&src, Code::E011, "@enumerate");
+        let gamma = format!(
+            "{HEAD}data x : Binary[D]\nlatent z : Positive[Z]\n\
+             net enc(x: Binary[D]) -> (a: Positive[Z], b: Positive[Z]) = mlp(hidden = [H])\n\
+             net dec(z: Positive[Z]) -> Real[D] = mlp(hidden = [H])\n\
+             model {{ z ~ Gamma(1, 1)\n x ~ Bernoulli(logits = dec(z)) }}\n\
+             guide {{ let (a, b) = enc(x)\n z ~ Gamma(a, b) }}\n"
+        );
+        expect(&gamma, Code::E011, "Gamma(a, b)");
+        clean(&gamma.replace("z ~ Gamma(a, b)", "z ~ Gamma(a, b) @reinforce"));
+        let src = vae(
+            "",
+            MODEL,
+            "guide { let (m, s) = enc(x)\n z ~ Laplace(m, s) }",
+        ) + "train { kl = analytic }\n";
+        let d = expect(&src, Code::E011, "z ~ Laplace(m, s)");
+        assert_eq!(d.secondary.len(), 1);
+        let ok = vae("", MODEL, GUIDE) + "train { kl = analytic }\n";
+        clean(&ok);
+        let src = vae(
+            "",
+            MODEL,
+            "guide { let (m, s) = enc(x)\n z ~ Laplace(m, s) @refine(steps = 5) }",
+        );
+        expect(&src, Code::E011, "@refine(steps = 5)");
+        let src = vae(
+            "",
+            MODEL,
+            "guide { let (m, s) = enc(x)\n z ~ Normal(m, s) @relax(temperature = 0.5) }",
+        );
+        expect(&src, Code::E011, "@relax(temperature = 0.5)");
+    }
+
+    #[test]
+    fn e011_flow_on_discrete() {
+        let src = format!(
+            "{HEAD}data x : Real[D]\nlatent c : Cat(3)\n\
+             net q(x: Real[D]) -> (l: Real[3], h: Real[H]) = mlp(hidden = [H])\n\
+             net ar(z: Real[3], h: Real[H]) -> (m: Real[3], s: Real[3]) = made(hidden = [H])\n\
+             param mu : Real[3, D]\n\
+             model {{ c ~ Categorical(logits = zeros(3))\n x ~ Normal(mu[c], 1) }}\n\
+             guide {{ let (l, h) = q(x)\n c ~ Categorical(logits = l) |> iaf(ar, h, steps = 1) }}\n"
+        );
+        let ds = run(&src).diagnostics;
+        assert!(
+            ds.iter()
+                .any(|d| d.code == Code::E011 && text(&src, d) == "iaf(ar, h, steps = 1)"),
+            "{ds:#?}"
+        );
+    }
+
+    #[test]
+    fn e013_without_meta() {
+        let src = vae("set S : Binary[D] size 5\nnet summ(S: Set[Binary[D]]) -> Real[H] = deepsets(phi = [H])",
+            MODEL, "guide { let (m, s) = enc(x)\n z ~ Normal(m + 0 * sum(summ(S)), s) }");
+        expect(&src, Code::E013, "S");
+        let src = vae("", MODEL, GUIDE).replace("net dec(", "@per_member net dec(");
+        expect(&src, Code::E013, "per_member");
+        clean(
+            &(vae("", MODEL, GUIDE).replace("net dec(", "@per_member net dec(")
+                + "meta { family = classes() }\n"),
+        );
+    }
+
+    #[test]
+    fn e014_no_closed_form() {
+        let exact = |model: &str| {
+            vae("", model, "guide exact").replace(
+                "net enc(x: Binary[D]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H])\n",
+                "",
+            )
+        };
+        let src = exact(MODEL);
+        let d = expect(&src, Code::E014, "x ~ Bernoulli(logits = dec(z))");
+        assert!(d.message.contains("`z`"), "{}", d.message);
+        let fa = |model: &str| {
+            format!(
+                "const D = 4; const L = 2\ndata x : Real[D]\nlatent z : Real[L]\n\
+                 param noise : Positive[D] = 1.0\n\
+                 net load(z: Real[L]) -> Real[D] = linear()\n\
+                 net curve(z: Real[L]) -> Real[D] = mlp(hidden = [8])\n\
+                 model {{ {model} }}\nguide exact\n"
+            )
+        };
+        let src = fa("z ~ Normal(0, 1); let m = curve(z) + load(z); x ~ Normal(m, noise)");
+        expect(&src, Code::E014, "x ~ Normal(m, noise)");
+        let src = fa("z ~ Normal(0, 1); x ~ Normal(load(z) + 0 * curve(z), exp(load(z)))");
+        expect(
+            &src,
+            Code::E014,
+            "x ~ Normal(load(z) + 0 * curve(z), exp(load(z)))",
+        );
+        let src = fa("z ~ Laplace(0, 1); x ~ Normal(load(z) + 0 * sum(curve(z)), noise)");
+        expect(&src, Code::E014, "z ~ Laplace(0, 1)");
+    }
+
+    #[test]
+    fn e016_global_depends_on_example() {
+        let src = format!(
+            "{HEAD}data x : Real[D]\nglobal latent w : Real[D]\nlatent z : Real[Z]\n\
+             param wm : Real[D]\n\
+             net enc(x: Real[D]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H])\n\
+             net dec(z: Real[Z]) -> Real[D] = mlp(hidden = [H])\n\
+             model {{ w ~ Normal(0, 1)\n z ~ Normal(0, 1)\n x ~ Normal(dec(z) + w, 1) }}\n\
+             guide {{ let (m, s) = enc(x)\n z ~ Normal(m, s)\n W_SITE }}\n"
+        );
+        clean(&src.replace("W_SITE", "w ~ Normal(wm, 1)"));
+        let bad = src.replace("W_SITE", "w ~ Normal(wm + x, 1)");
+        let d = expect(&bad, Code::E016, "w ~ Normal(wm + x, 1)");
+        assert!(d.message.contains("`x`"));
+        let bad = src.replace("W_SITE", "let u = wm + sum(z)\n w ~ Normal(u, 1)");
+        let d = expect(&bad, Code::E016, "w ~ Normal(u, 1)");
+        assert!(d.message.contains("`z`"), "{}", d.message);
+    }
+
+    #[test]
+    fn w001_unused() {
+        let src = vae("const Q = 3", MODEL, GUIDE);
+        expect(&src, Code::W001, "Q");
+        let src = vae("param p : Real[D]", MODEL, GUIDE);
+        expect(&src, Code::W001, "p");
+        let src = vae("net other(z: Real[Z]) -> Real[D] = linear()", MODEL, GUIDE);
+        expect(&src, Code::W001, "other");
+        let src = vae(
+            "",
+            "z ~ Normal(0, 1)\n let k = dec(z)\n x ~ Bernoulli(logits = dec(z))",
+            GUIDE,
+        );
+        expect(&src, Code::W001, "k");
+    }
+
+    #[test]
+    fn w002_unused_heads() {
+        let src = vae(
+            "net enc3(x: Binary[D]) -> (loc: Real[Z], scale: Positive[Z], h: Real[H]) = mlp(hidden = [H])",
+            MODEL,
+            "guide { let (m, s, h) = enc3(x)\n z ~ Normal(m + 0 * sum(enc(x).loc) + 0 * sum(enc(x).scale), s) }",
+        );
+        expect(&src, Code::W002, "h");
+        let src = vae("", MODEL, "guide { z ~ Normal(enc(x).loc, 1) }");
+        expect(&src, Code::W002, "scale");
+    }
+}
