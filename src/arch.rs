@@ -800,7 +800,7 @@ impl Cardinality {
     pub fn of(n: u64) -> Cardinality {
         Cardinality {
             exact: Some(n),
-            log10: (n as f64).log10(),
+            log10: round9((n as f64).log10()),
         }
     }
 
@@ -810,7 +810,7 @@ impl Cardinality {
                 .exact
                 .zip(other.exact)
                 .and_then(|(a, b)| a.checked_mul(b)),
-            log10: self.log10 + other.log10,
+            log10: round9(self.log10 + other.log10),
         }
     }
 
@@ -822,7 +822,7 @@ impl Cardinality {
         });
         Cardinality {
             exact,
-            log10: self.log10 * n as f64,
+            log10: round9(self.log10 * n as f64),
         }
     }
 
@@ -844,6 +844,11 @@ impl Cardinality {
             }
         }
     }
+}
+
+/// Logarithms are kept to 9 decimals, so that plans print and read back (RON) exactly.
+fn round9(x: f64) -> f64 {
+    (x * 1e9).round() / 1e9
 }
 
 /// The number of values a discrete value of type `ty` can take: `K^n` for `Cat(K)` of
