@@ -48,9 +48,9 @@ fn main() {
     let src = generate(124);
     let lines = src.lines().count();
     let front = driver::front_end(&src, &CheckOptions::default());
-    if front.has_errors() {
+    if !front.diagnostics.is_empty() {
         let text = vic::render::human("generated.vi", &src, &front.diagnostics);
-        eprintln!("the generated spec does not check:\n{text}");
+        eprintln!("the generated spec does not check cleanly:\n{text}");
         std::process::exit(1);
     }
 
