@@ -110,6 +110,13 @@ fn span_problems(src: &str, diags: &[Diagnostic]) -> Vec<String> {
                     "{} {which} span {r:?} covers the whole file",
                     d.code
                 ));
+            } else if src[r.clone()].trim() != &src[r.clone()] {
+                // White space (or a trailing comment's newline) is never the offending text.
+                out.push(format!(
+                    "{} {which} span {r:?} starts or ends with white space: {:?}",
+                    d.code,
+                    &src[r.clone()]
+                ));
             }
         }
     }
@@ -250,8 +257,9 @@ fn judge_rejects_wrong_outcomes() {
     // a warning alongside is fine
     let warn = Diagnostic::new(Code::W001, Span::new(30, 35), "unused");
     assert!(judge(path, src, &[good.clone(), warn]).is_empty());
-    // empty, out-of-range and whole-file spans
+    // empty, out-of-range, whole-file and white-space-padded spans
     for span in [
+        Span::new(30, 34),
         Span::new(30, 30),
         Span::new(30, 999),
         Span::new(0, src.len()),
