@@ -24,7 +24,11 @@ pub struct Consts {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConstError {
     /// A const whose value is zero or negative.
-    NotPositive { name: String, value: i64, span: Span },
+    NotPositive {
+        name: String,
+        value: i64,
+        span: Span,
+    },
     /// An integer expression that needs a positive value evaluated to zero or less.
     NotPositiveValue { value: i64, span: Span },
     /// A number literal that is not an integer where an integer is needed.
@@ -71,13 +75,11 @@ impl From<ConstError> for Diagnostic {
                 format!("this evaluates to {value}, but a positive integer is needed"),
             )
             .with_label("not positive"),
-            ConstError::NotInteger { text, span } => Diagnostic::new(
-                Code::E015,
-                span,
-                format!("`{text}` is not an integer"),
-            )
-            .with_label("an integer is needed here")
-            .with_hint("dimensions and consts are whole numbers"),
+            ConstError::NotInteger { text, span } => {
+                Diagnostic::new(Code::E015, span, format!("`{text}` is not an integer"))
+                    .with_label("an integer is needed here")
+                    .with_hint("dimensions and consts are whole numbers")
+            }
             ConstError::InexactDivision { lhs, rhs, span } => Diagnostic::new(
                 Code::E015,
                 span,
@@ -88,12 +90,10 @@ impl From<ConstError> for Diagnostic {
             ConstError::DivisionByZero { span } => {
                 Diagnostic::new(Code::E015, span, "this divides by zero").with_label("zero divisor")
             }
-            ConstError::Overflow { span } => Diagnostic::new(
-                Code::E015,
-                span,
-                "this integer arithmetic overflows",
-            )
-            .with_label("too large"),
+            ConstError::Overflow { span } => {
+                Diagnostic::new(Code::E015, span, "this integer arithmetic overflows")
+                    .with_label("too large")
+            }
             ConstError::NotIntExpr { span } => Diagnostic::new(
                 Code::E015,
                 span,
@@ -174,15 +174,18 @@ impl From<ConstError> for EvalError {
 /// divide exactly), unary minus and parentheses. The result may be zero or negative;
 /// use [`eval_positive`] for dimensions and sizes.
 pub fn eval_int(expr: &ast::Expr, consts: &Consts) -> Result<i64, EvalError> {
-    eval_with(expr, &mut |id: &ast::Ident| match consts.values.get(&id.name) {
-        Some(&v) => Ok(v as i64),
-        None if consts.failed.contains(&id.name) => Err(EvalError::AlreadyReported),
-        None => Err(EvalError::Error(ConstError::UnknownName {
-            name: id.name.clone(),
-            span: id.span,
-            suggestion: suggest(&id.name, consts.declared.iter().map(String::as_str)),
-        })),
-    })
+    eval_with(
+        expr,
+        &mut |id: &ast::Ident| match consts.values.get(&id.name) {
+            Some(&v) => Ok(v as i64),
+            None if consts.failed.contains(&id.name) => Err(EvalError::AlreadyReported),
+            None => Err(EvalError::Error(ConstError::UnknownName {
+                name: id.name.clone(),
+                span: id.span,
+                suggestion: suggest(&id.name, consts.declared.iter().map(String::as_str)),
+            })),
+        },
+    )
 }
 
 /// [`eval_int`] for a dimension, size or count: the value must be at least 1.
@@ -262,24 +265,32 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c.to_string())
 }
 
-/// Levenshtein distance, ignoring ASCII case differences at half cost rounded down.
+/// Edit distance with adjacent transpositions (optimal string alignment); letters that
+/// differ only in ASCII case count as equal.
 pub fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = if ca == cb || ca.eq_ignore_ascii_case(cb) {
-                0
-            } else {
-                1
-            };
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let a: Vec<char> = a.chars().map(|c| c.to_ascii_lowercase()).collect();
+    let b: Vec<char> = b.chars().map(|c| c.to_ascii_lowercase()).collect();
+    let (n, m) = (a.len(), b.len());
+    let mut d = vec![vec![0usize; m + 1]; n + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for j in 0..=m {
+        d[0][j] = j;
+    }
+    for i in 1..=n {
+        for j in 1..=m {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[n][m]
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -449,7 +460,9 @@ mod tests {
     }
 
     fn codes(errs: &[ConstError]) -> Vec<Code> {
-        errs.iter().map(|e| Diagnostic::from(e.clone()).code).collect()
+        errs.iter()
+            .map(|e| Diagnostic::from(e.clone()).code)
+            .collect()
     }
 
     fn text<'a>(src: &'a str, e: &ConstError) -> &'a str {
@@ -540,7 +553,10 @@ mod tests {
         assert_eq!(eval_int(value, &c), Ok(-7));
         assert!(matches!(
             eval_positive(value, &c),
-            Err(EvalError::Error(ConstError::NotPositiveValue { value: -7, .. }))
+            Err(EvalError::Error(ConstError::NotPositiveValue {
+                value: -7,
+                ..
+            }))
         ));
     }
 }

@@ -407,7 +407,12 @@ impl Builder<'_> {
                 span: e.span,
             });
         };
-        let pos_num = |this: &mut Self, i: usize, kw: &str, dflt: f64, bad: &mut dyn FnMut(&mut Self, &str, &str, &ast::Expr)| -> Option<f64> {
+        let pos_num = |this: &mut Self,
+                       i: usize,
+                       kw: &str,
+                       dflt: f64,
+                       bad: &mut dyn FnMut(&mut Self, &str, &str, &ast::Expr)|
+         -> Option<f64> {
             match b[i] {
                 None => Some(dflt),
                 Some(e) => match literal(e).filter(|v| *v > 0.0) {
@@ -419,7 +424,12 @@ impl Builder<'_> {
                 },
             }
         };
-        let count = |this: &mut Self, i: usize, kw: &str, dflt: usize, bad: &mut dyn FnMut(&mut Self, &str, &str, &ast::Expr)| -> Option<usize> {
+        let count = |this: &mut Self,
+                     i: usize,
+                     kw: &str,
+                     dflt: usize,
+                     bad: &mut dyn FnMut(&mut Self, &str, &str, &ast::Expr)|
+         -> Option<usize> {
             match b[i] {
                 None => Some(dflt),
                 Some(e) => match literal(e).filter(|v| *v >= 1.0 && v.fract() == 0.0) {
@@ -478,7 +488,12 @@ impl Builder<'_> {
                             None
                         }
                         _ => {
-                            bad(self, "kernel", "`\"rbf\"`, `\"matern32\"` or `\"matern52\"`", e);
+                            bad(
+                                self,
+                                "kernel",
+                                "`\"rbf\"`, `\"matern32\"` or `\"matern52\"`",
+                                e,
+                            );
                             None
                         }
                     },

@@ -133,10 +133,7 @@ impl Builder<'_> {
                 let (a, b) = (l.ty.domain, r.ty.domain);
                 let domain = if a == Domain::Unknown || b == Domain::Unknown {
                     Domain::Unknown
-                } else if a == Domain::Positive
-                    && b == Domain::Positive
-                    && *op != ast::BinOp::Sub
-                {
+                } else if a == Domain::Positive && b == Domain::Positive && *op != ast::BinOp::Sub {
                     Domain::Positive
                 } else {
                     Domain::Real
@@ -189,7 +186,10 @@ impl Builder<'_> {
                     ExprKind::Invalid => invalid(span),
                     _ => {
                         self.errors.push(BuildError::BadIndex {
-                            what: format!("`.{}` picks a head of a network call, but this is not one", field.name),
+                            what: format!(
+                                "`.{}` picks a head of a network call, but this is not one",
+                                field.name
+                            ),
                             span: field.span,
                         });
                         invalid(span)
@@ -238,7 +238,10 @@ impl Builder<'_> {
             let ty = cx.locals[local].ty.clone();
             if st.seq {
                 self.errors.push(BuildError::BadIndex {
-                    what: format!("`{}` is a sequence; read one step such as `{0}[t]`", id.name),
+                    what: format!(
+                        "`{}` is a sequence; read one step such as `{0}[t]`",
+                        id.name
+                    ),
                     span,
                 });
                 return invalid(span);
@@ -843,7 +846,10 @@ impl Builder<'_> {
                     Some(d) => {
                         // A param or other declaration indexed by a number: not a sequence.
                         self.errors.push(BuildError::BadIndex {
-                            what: format!("the {} `{name}` is not a sequence, so it has no steps", d.kind()),
+                            what: format!(
+                                "the {} `{name}` is not a sequence, so it has no steps",
+                                d.kind()
+                            ),
                             span,
                         });
                         return invalid(span);
@@ -858,7 +864,10 @@ impl Builder<'_> {
                 }
                 let Some(&t) = vty.shape.first() else {
                     self.errors.push(BuildError::BadIndex {
-                        what: format!("`{name}` is `{}`, which has no time axis to index", vty.display()),
+                        what: format!(
+                            "`{name}` is `{}`, which has no time axis to index",
+                            vty.display()
+                        ),
                         span,
                     });
                     return invalid(span);
@@ -878,8 +887,8 @@ impl Builder<'_> {
         // Range of constant steps: locals 0.., data and latents 1..=T.
         if step.loop_id.is_none() {
             let first: i64 = if steps.is_some() { 1 } else { 0 };
-            let last = steps.unwrap_or(usize::MAX);
-            if step.offset < first || step.offset > last as i64 {
+            let last = steps.unwrap_or(0);
+            if step.offset < first || (steps.is_some() && step.offset > last as i64) {
                 self.errors.push(BuildError::StepOutOfRange {
                     name: name.clone(),
                     step: step.offset,

@@ -208,8 +208,9 @@ pub fn build(file: &ast::File, consts: &Consts) -> (Program, Vec<BuildError>) {
                 .map(|r| r.end)
                 .max()
                 .unwrap_or(0);
-            b.errors
-                .push(BuildError::MissingModel { span: Span::new(end, end) });
+            b.errors.push(BuildError::MissingModel {
+                span: Span::new(end, end),
+            });
         }
     }
     if let Some((body, span)) = guide {

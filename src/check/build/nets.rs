@@ -19,8 +19,8 @@ use super::types::count_text;
 use super::{bare_name, boolean, literal, BuildError, Builder};
 use crate::check::consts::suggest;
 use crate::ir::{
-    Activation, Arch, Domain, Head, HeadActivation, NetDef, NetInput, Norm, Pool, Type,
-    VdropKind, Weights,
+    Activation, Arch, Domain, Head, HeadActivation, NetDef, NetInput, Norm, Pool, Type, VdropKind,
+    Weights,
 };
 use crate::span::Span;
 use crate::syntax::ast;
@@ -231,7 +231,8 @@ impl Builder<'_> {
                 },
             },
             "mlp" => {
-                let hidden = need!(self.required_list(arch, "hidden", get("hidden"), call.span, true));
+                let hidden =
+                    need!(self.required_list(arch, "hidden", get("hidden"), call.span, true));
                 let act = act(self, &mut ok);
                 let dropout = match get("dropout") {
                     Some(e) => match literal(e).filter(|v| (0.0..1.0).contains(v)) {
@@ -428,7 +429,12 @@ impl Builder<'_> {
         allow_empty: bool,
     ) -> Option<Vec<usize>> {
         let ast::ExprKind::List(items) = &e.kind else {
-            self.bad(callee, kw, "a list of positive integers such as `[H, H]`", e.span);
+            self.bad(
+                callee,
+                kw,
+                "a list of positive integers such as `[H, H]`",
+                e.span,
+            );
             return None;
         };
         if items.is_empty() && !allow_empty {
@@ -473,7 +479,12 @@ impl Builder<'_> {
             ast::ExprKind::Name(id) => (id, None),
             ast::ExprKind::Call(c) => (&c.callee, Some(c)),
             _ => {
-                self.bad(callee, "weights", "`point`, `bayes(...)` or `vdrop(...)`", e.span);
+                self.bad(
+                    callee,
+                    "weights",
+                    "`point`, `bayes(...)` or `vdrop(...)`",
+                    e.span,
+                );
                 return None;
             }
         };
@@ -537,7 +548,14 @@ impl Builder<'_> {
         }
     }
 
-    fn arch_err(&mut self, code: u8, net: &NetDef, span: Span, problem: String, hint: Option<String>) {
+    fn arch_err(
+        &mut self,
+        code: u8,
+        net: &NetDef,
+        span: Span,
+        problem: String,
+        hint: Option<String>,
+    ) {
         let net = net.name.clone();
         self.errors.push(match code {
             4 => BuildError::ArchShape {
@@ -595,7 +613,11 @@ impl Builder<'_> {
                 b.arch_err(
                     6,
                     net,
-                    if net.inputs.is_empty() { decl.name.span } else { sig_span },
+                    if net.inputs.is_empty() {
+                        decl.name.span
+                    } else {
+                        sig_span
+                    },
                     format!("`{arch}` needs {what}"),
                     None,
                 );
@@ -722,7 +744,11 @@ impl Builder<'_> {
                 }
             }
             Arch::Lstm => {
-                if need_inputs(self, 2, "the states `h: Real[H]` and `c: Real[H]` as its first two inputs") {
+                if need_inputs(
+                    self,
+                    2,
+                    "the states `h: Real[H]` and `c: Real[H]` as its first two inputs",
+                ) {
                     let (h, c) = (&net.inputs[0], &net.inputs[1]);
                     self.state_input(net, h);
                     self.state_input(net, c);
@@ -731,7 +757,10 @@ impl Builder<'_> {
                             4,
                             net,
                             c.span,
-                            format!("`lstm` needs `{}` and `{}` of the same type", h.name, c.name),
+                            format!(
+                                "`lstm` needs `{}` and `{}` of the same type",
+                                h.name, c.name
+                            ),
                             None,
                         );
                     }
@@ -761,7 +790,11 @@ impl Builder<'_> {
                                 4,
                                 net,
                                 f.span,
-                                format!("`made` needs a vector `Real[Z]` first, but `{}` is `{}`", f.name, f.ty.display()),
+                                format!(
+                                    "`made` needs a vector `Real[Z]` first, but `{}` is `{}`",
+                                    f.name,
+                                    f.ty.display()
+                                ),
                                 None,
                             );
                         } else if f.ty.domain != Domain::Real && f.ty.domain != Domain::Unknown {
@@ -769,7 +802,11 @@ impl Builder<'_> {
                                 5,
                                 net,
                                 f.span,
-                                format!("`made` needs a Real first input, but `{}` is `{}`", f.name, f.ty.display()),
+                                format!(
+                                    "`made` needs a Real first input, but `{}` is `{}`",
+                                    f.name,
+                                    f.ty.display()
+                                ),
                                 None,
                             );
                         }
@@ -779,15 +816,24 @@ impl Builder<'_> {
                                     4,
                                     net,
                                     hd.span,
-                                    format!("every head of `made` must be `Real{:?}` like `{}`", f.ty.shape, f.name),
+                                    format!(
+                                        "every head of `made` must be `Real{:?}` like `{}`",
+                                        f.ty.shape, f.name
+                                    ),
                                     None,
                                 );
-                            } else if hd.ty.domain != Domain::Real && hd.ty.domain != Domain::Unknown {
+                            } else if hd.ty.domain != Domain::Real
+                                && hd.ty.domain != Domain::Unknown
+                            {
                                 self.arch_err(
                                     5,
                                     net,
                                     hd.span,
-                                    format!("every head of `made` must be Real, but `{}` is {}", hd.name, hd.ty.domain.name()),
+                                    format!(
+                                        "every head of `made` must be Real, but `{}` is {}",
+                                        hd.name,
+                                        hd.ty.domain.name()
+                                    ),
                                     None,
                                 );
                             }
@@ -803,7 +849,11 @@ impl Builder<'_> {
                                 5,
                                 net,
                                 f.span,
-                                format!("`deepsets` needs a `Set[...]` first input, but `{}` is `{}`", f.name, f.ty.display()),
+                                format!(
+                                    "`deepsets` needs a `Set[...]` first input, but `{}` is `{}`",
+                                    f.name,
+                                    f.ty.display()
+                                ),
                                 Some(format!("write `{}: Set[{}]`", f.name, f.ty.display())),
                             );
                         }
@@ -826,7 +876,11 @@ impl Builder<'_> {
                             4,
                             net,
                             img.span,
-                            format!("`attend_read` reads an image `[C, H, W]`, but `{}` is `{}`", img.name, img.ty.display()),
+                            format!(
+                                "`attend_read` reads an image `[C, H, W]`, but `{}` is `{}`",
+                                img.name,
+                                img.ty.display()
+                            ),
                             None,
                         );
                     } else {
@@ -887,7 +941,11 @@ impl Builder<'_> {
                 4,
                 net,
                 inp.span,
-                format!("`{arch}` needs the state `{}` to be a vector `Real[H]`, not `{}`", inp.name, inp.ty.display()),
+                format!(
+                    "`{arch}` needs the state `{}` to be a vector `Real[H]`, not `{}`",
+                    inp.name,
+                    inp.ty.display()
+                ),
                 None,
             );
         } else if inp.ty.domain != Domain::Real {
@@ -895,7 +953,11 @@ impl Builder<'_> {
                 5,
                 net,
                 inp.span,
-                format!("`{arch}` needs the state `{}` to be Real, not {}", inp.name, inp.ty.domain.name()),
+                format!(
+                    "`{arch}` needs the state `{}` to be Real, not {}",
+                    inp.name,
+                    inp.ty.domain.name()
+                ),
                 Some(format!("write `{}: Real[{}]`", inp.name, inp.ty.shape[0])),
             );
         }

@@ -31,8 +31,7 @@ pub(super) struct Seq {
 impl Seq {
     /// Whether the whole value can be read (all `steps` defined, when it has a time axis).
     pub fn whole_defined(&self, steps: Option<usize>) -> bool {
-        self.whole
-            || matches!((steps, self.upto), (Some(t), Some(u)) if u >= t as i64 && !self.seq)
+        self.whole || matches!((steps, self.upto), (Some(t), Some(u)) if u >= t as i64 && !self.seq)
     }
 }
 
@@ -93,7 +92,9 @@ impl Cx<'_> {
             } else if c == 0 {
                 Err(format!("define `let {name}[0] = ...` before reading it"))
             } else {
-                Err(format!("define `{name}[{c}]` (in a loop over its steps) before reading it"))
+                Err(format!(
+                    "define `{name}[{c}]` (in a loop over its steps) before reading it"
+                ))
             };
         };
         let Some(def) = self.loops.get(l) else {
@@ -113,7 +114,9 @@ impl Cx<'_> {
             return if upto >= to + k {
                 Ok(())
             } else {
-                Err(format!("a step can only read steps defined before it, such as `{name}[{v}-1]`"))
+                Err(format!(
+                    "a step can only read steps defined before it, such as `{name}[{v}-1]`"
+                ))
             };
         }
         let first = from + k;
@@ -400,11 +403,17 @@ impl Builder<'_> {
             });
             // A detached local keeps the IR consistent; reads still see the declaration.
             let seq = t.index.is_some();
-            let id = self.new_local(cx, name, ty, t.span, Seq {
-                seq,
-                whole: true,
-                ..Seq::default()
-            });
+            let id = self.new_local(
+                cx,
+                name,
+                ty,
+                t.span,
+                Seq {
+                    seq,
+                    whole: true,
+                    ..Seq::default()
+                },
+            );
             return (id, None);
         }
         let Some(ix) = &t.index else {
@@ -415,16 +424,28 @@ impl Builder<'_> {
                     span: t.name.span,
                     first: cx.locals[prev].span,
                 });
-                let id = self.new_local(cx, name, ty, t.span, Seq {
-                    whole: true,
-                    ..Seq::default()
-                });
+                let id = self.new_local(
+                    cx,
+                    name,
+                    ty,
+                    t.span,
+                    Seq {
+                        whole: true,
+                        ..Seq::default()
+                    },
+                );
                 return (id, None);
             }
-            let id = self.new_local(cx, name, ty, t.span, Seq {
-                whole: true,
-                ..Seq::default()
-            });
+            let id = self.new_local(
+                cx,
+                name,
+                ty,
+                t.span,
+                Seq {
+                    whole: true,
+                    ..Seq::default()
+                },
+            );
             cx.scope.insert(name.clone(), id);
             if let Some(f) = cx.stack.last_mut() {
                 f.scoped.push(name.clone());
@@ -447,7 +468,10 @@ impl Builder<'_> {
                     span: t.name.span,
                     first: cx.locals[prev].span,
                 });
-                return (self.new_local(cx, name, ty, t.span, Seq::default()), Some(step));
+                return (
+                    self.new_local(cx, name, ty, t.span, Seq::default()),
+                    Some(step),
+                );
             }
             Some(prev) => {
                 let old = cx.locals[prev].ty.clone();
@@ -468,11 +492,17 @@ impl Builder<'_> {
                 prev
             }
             None => {
-                let id = self.new_local(cx, name, ty, t.span, Seq {
-                    seq: true,
-                    min: 0,
-                    ..Seq::default()
-                });
+                let id = self.new_local(
+                    cx,
+                    name,
+                    ty,
+                    t.span,
+                    Seq {
+                        seq: true,
+                        min: 0,
+                        ..Seq::default()
+                    },
+                );
                 cx.scope.insert(name.clone(), id);
                 id
             }
@@ -512,7 +542,10 @@ impl Builder<'_> {
                 self.errors.push(BuildError::BadIndex {
                     what: format!(
                         "a loop defines the current step `{name}[{}]`, not `{name}[{}]`",
-                        cx.loops.get(step.loop_id.unwrap_or(0)).map(|d| d.var.clone()).unwrap_or_default(),
+                        cx.loops
+                            .get(step.loop_id.unwrap_or(0))
+                            .map(|d| d.var.clone())
+                            .unwrap_or_default(),
                         step_text(step, cx)
                     ),
                     span: ix.span,
@@ -573,10 +606,12 @@ impl Builder<'_> {
         let mut site_step = None;
         if let Some(ix) = &target.index {
             match self.time_index(ix, cx) {
-                Some(step @ Step {
-                    loop_id: Some(l),
-                    offset: 0,
-                }) => {
+                Some(
+                    step @ Step {
+                        loop_id: Some(l),
+                        offset: 0,
+                    },
+                ) => {
                     site_step = Some(step);
                     match var_ty.shape.first() {
                         Some(&t) => {
@@ -611,7 +646,10 @@ impl Builder<'_> {
                         name: name.clone(),
                         span: target.span,
                     });
-                    site_ty = Type::new(var_ty.domain, var_ty.shape.iter().skip(1).copied().collect());
+                    site_ty = Type::new(
+                        var_ty.domain,
+                        var_ty.shape.iter().skip(1).copied().collect(),
+                    );
                 }
             }
         }
@@ -625,7 +663,8 @@ impl Builder<'_> {
             Some(self.strategy(strategy, &d))
         } else {
             if let Some(s) = strategy {
-                self.errors.push(BuildError::StrategyInModel { span: s.span });
+                self.errors
+                    .push(BuildError::StrategyInModel { span: s.span });
             }
             None
         };
@@ -713,7 +752,10 @@ impl Builder<'_> {
                     "use a continuous distribution such as Normal, or declare the data discrete"
                         .to_string()
                 } else {
-                    format!("use a distribution whose support contains {} values", dec.name())
+                    format!(
+                        "use a distribution whose support contains {} values",
+                        dec.name()
+                    )
                 };
                 self.errors.push(BuildError::DataSupport {
                     name,

@@ -92,7 +92,7 @@ impl Builder<'_> {
         }
         if domain == Domain::Simplex && dims.is_empty() {
             self.errors
-                .push(BuildError::SimplexWithoutShape { span });
+                .push(BuildError::SimplexWithoutShape { span: name.span });
         }
         Type::new(domain, dims)
     }
@@ -167,9 +167,15 @@ impl Builder<'_> {
         match &e.kind {
             ast::ExprKind::Name(id) if id.name == "zeros" => Some(Init::Zeros),
             ast::ExprKind::Name(id) if id.name == "ones" => Some(Init::Ones),
-            ast::ExprKind::Call(call) if matches!(call.callee.name.as_str(), "normal" | "uniform") => {
+            ast::ExprKind::Call(call)
+                if matches!(call.callee.name.as_str(), "normal" | "uniform") =>
+            {
                 let normal = call.callee.name == "normal";
-                let names: &[&str] = if normal { &["mean", "std"] } else { &["low", "high"] };
+                let names: &[&str] = if normal {
+                    &["mean", "std"]
+                } else {
+                    &["low", "high"]
+                };
                 let args = self.bind_args(&call.callee.name, call, names, true)?;
                 let mut vals = [0.0f64; 2];
                 let mut ok = true;
@@ -241,8 +247,7 @@ impl Builder<'_> {
                 self.errors.push(BuildError::BadValue {
                     callee: "param".into(),
                     keyword: "init".into(),
-                    expected: "`zeros`, `ones`, a number, `normal(m, s)` or `uniform(a, b)`"
-                        .into(),
+                    expected: "`zeros`, `ones`, a number, `normal(m, s)` or `uniform(a, b)`".into(),
                     span: e.span,
                 });
                 None
