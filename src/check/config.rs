@@ -360,14 +360,21 @@ impl From<ConfigError> for Diagnostic {
                 shared,
                 train,
                 test,
-            } => Diagnostic::new(
-                Code::E013,
-                test,
-                format!("`train` and `test` share {shared}."),
-            )
-            .with_label("overlaps the training members")
-            .with_secondary(train, "training members chosen here")
-            .with_hint("held-out members must be disjoint from the training ones, e.g. `train = even` and `test = odd`"),
+            } => {
+                let d = Diagnostic::new(
+                    Code::E013,
+                    test,
+                    format!("`train` and `test` share {shared}."),
+                )
+                .with_label("overlaps the training members")
+                .with_hint("held-out members must be disjoint from the training ones, e.g. `train = even` and `test = odd`");
+                if train.is_artificial() {
+                    // `train` omitted: all members train.
+                    d.with_label("overlaps the training members (`train` defaults to `all`)")
+                } else {
+                    d.with_secondary(train, "training members chosen here")
+                }
+            }
         }
     }
 }
