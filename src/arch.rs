@@ -1720,3 +1720,119 @@ mod tests {
         );
     }
 }
+
+/// End-to-end helpers: a program from `.vi` source through the parser and the IR builder.
+#[cfg(test)]
+pub(crate) mod e2e {
+    use crate::diag::Diagnostic;
+    use crate::ir::Program;
+
+    /// Parse, resolve consts and build the IR; `Err` with the diagnostics on any error.
+    pub fn program(src: &str) -> Result<Program, Vec<Diagnostic>> {
+        let file = crate::syntax::parse(src).map_err(|e| vec![Diagnostic::from(e)])?;
+        let (consts, ce) = crate::check::consts::resolve(&file, &[]);
+        let (p, be) = crate::check::build::build(&file, &consts);
+        let mut d: Vec<Diagnostic> = ce.into_iter().map(Diagnostic::from).collect();
+        d.extend(be.into_iter().map(Diagnostic::from));
+        if d.iter().any(|d| d.is_error()) {
+            Err(d)
+        } else {
+            Ok(p)
+        }
+    }
+
+    /// The VAE of LANGUAGE.md section 1.
+    pub const VAE: &str = r#"
+const D = 784
+const Z = 32
+const H = 512
+data   x : Binary[D]
+latent z : Real[Z]
+net encoder(x: Binary[D]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H, H], act = relu)
+net decoder(z: Real[Z]) -> Real[D] = mlp(hidden = [H, H], act = relu)
+model {
+  z ~ Normal(0, 1)
+  x ~ Bernoulli(logits = decoder(z))
+}
+guide {
+  let (loc, scale) = encoder(x)
+  z ~ Normal(loc, scale)
+}
+"#;
+
+    /// The variational RNN of the appendix, small.
+    pub const VRNN: &str = r#"
+const T = 4
+const W = 8
+const Z = 2
+const H = 16
+data x : Binary[T, W]
+latent z : Real[T, Z]
+net cell(h: Real[H], x: Binary[W], z: Real[Z]) -> Real[H] = gru()
+net prior(h: Real[H]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H])
+net post(h: Real[H], x: Binary[W]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H])
+net emit(h: Real[H], z: Real[Z]) -> Real[W] = mlp(hidden = [H])
+model {
+  let h[0] = zeros(H)
+  for t in 1:T {
+    let (pm, ps) = prior(h[t-1])
+    z[t] ~ Normal(pm, ps)
+    x[t] ~ Bernoulli(logits = emit(h[t-1], z[t]))
+    let h[t] = cell(h[t-1], x[t], z[t])
+  }
+}
+guide {
+  let h[0] = zeros(H)
+  for t in 1:T {
+    let (qm, qs) = post(h[t-1], x[t])
+    z[t] ~ Normal(qm, qs)
+    let h[t] = cell(h[t-1], x[t], z[t])
+  }
+}
+"#;
+
+    /// Semi-supervised M2 of the appendix.
+    pub const M2: &str = r#"
+const D = 784
+const K = 10
+const Z = 16
+const H = 128
+data x : Binary[D]
+data y : Cat(K) partial
+latent z : Real[Z]
+net classify(x: Binary[D]) -> Real[K] = mlp(hidden = [H], act = softplus)
+net encode(x: Binary[D], y: Cat(K)) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H])
+net decode(z: Real[Z], y: Cat(K)) -> Real[D] = mlp(hidden = [H])
+model { y ~ Categorical(logits = zeros(K)); z ~ Normal(0, 1); x ~ Bernoulli(logits = decode(z, y)) }
+guide { y ~ Categorical(logits = classify(x)); let (m, s) = encode(x, y); z ~ Normal(m, s) }
+"#;
+
+    /// DRAW of the appendix, small.
+    pub const DRAW: &str = r#"
+const T = 3
+const Z = 4
+const H = 32
+const N = 5
+data x : Binary[1, 28, 28]
+latent z : Real[T, Z]
+net dec_cell(h: Real[H], z: Real[Z]) -> Real[H] = gru()
+net enc_cell(e: Real[H], r: Real[2*N*N], h: Real[H]) -> Real[H] = gru()
+net read(img: Real[2, 28, 28], h: Real[H]) -> Real[2*N*N] = attend_read(grid = N)
+net write(h: Real[H]) -> Real[1, 28, 28] = attend_write(grid = N)
+net q(e: Real[H]) -> (loc: Real[Z], scale: Positive[Z]) = linear()
+model {
+  let h[0] = zeros(H); let c[0] = zeros(1, 28, 28)
+  for t in 1:T { z[t] ~ Normal(0, 1); let h[t] = dec_cell(h[t-1], z[t]); let c[t] = c[t-1] + write(h[t]) }
+  x ~ Bernoulli(logits = c[T])
+}
+guide {
+  let h[0] = zeros(H); let e[0] = zeros(H); let c[0] = zeros(1, 28, 28)
+  for t in 1:T {
+    let e[t] = enc_cell(e[t-1], read(concat(x, x - sigmoid(c[t-1])), h[t-1]), h[t-1])
+    let (m, s) = q(e[t])
+    z[t] ~ Normal(m, s)
+    let h[t] = dec_cell(h[t-1], z[t]); let c[t] = c[t-1] + write(h[t])
+  }
+}
+"#;
+}

@@ -1363,3 +1363,61 @@ mod tests {
         assert_eq!(back, p);
     }
 }
+
+#[cfg(test)]
+mod e2e_tests {
+    use super::*;
+    use crate::arch::e2e;
+
+    fn program(src: &str) -> Program {
+        match e2e::program(src) {
+            Ok(p) => p,
+            Err(d) => panic!("{d:#?}"),
+        }
+    }
+
+    #[test]
+    fn vae_from_source() {
+        let p = plan(&program(e2e::VAE));
+        assert_eq!(p.nets[0].params, 784 * 512 + 512 + 512 * 512 + 512 + 512 * 64 + 64);
+        assert_eq!(p.nets[1].params, 32 * 512 + 512 + 512 * 512 + 512 + 512 * 784 + 784);
+        assert_eq!(p.sites[0].reason, "continuous Normal: reparameterized sampling");
+        assert_eq!(p.kl[0].reason, "closed form KL(Normal ‖ Normal)");
+    }
+
+    #[test]
+    fn vrnn_from_source() {
+        let p = plan(&program(e2e::VRNN));
+        let calls: Vec<(&str, u64)> = p.nets.iter().map(|n| (n.name.as_str(), n.calls)).collect();
+        // Every call sits in a loop of 4 steps; the cell is called from model and guide.
+        assert_eq!(calls, vec![("cell", 8), ("prior", 4), ("post", 4), ("emit", 4)]);
+        // GRUCell(I = 8 + 2, H = 16).
+        assert_eq!(p.nets[0].params, 3 * 16 * (10 + 16) + 6 * 16);
+        assert_eq!(p.sites[0].steps, 4);
+    }
+
+    #[test]
+    fn m2_from_source() {
+        let p = plan(&program(e2e::M2));
+        assert_eq!(p.sites[0].name, "y");
+        assert_eq!(p.sites[0].estimator, Estimator::Enumerate);
+        assert_eq!(
+            p.sites[0].reason,
+            "Cat(10): summed exactly over 10 values (default for finite supports) (used where the value is missing)"
+        );
+        let calls: Vec<u64> = p.nets.iter().map(|n| n.calls).collect();
+        // classify sees x; encode sees y (×10); decode sees z and y (×10).
+        assert_eq!(calls, vec![1, 10, 10]);
+        let y = p.kl.iter().find(|k| k.subject == KlSubject::Partial(1));
+        assert!(y.is_some_and(|k| k.method == KlMethod::Analytic));
+    }
+
+    #[test]
+    fn draw_from_source() {
+        let p = plan(&program(e2e::DRAW));
+        let write = p.nets.iter().find(|n| n.name == "write");
+        // 32 → 5 and 32 → 1·5·5, called once per step in model and guide.
+        assert!(write.is_some_and(|w| w.params == (32 * 5 + 5) + (32 * 25 + 25) && w.calls == 6));
+        assert!(p.cost.flops_per_example > 0);
+    }
+}
