@@ -38,18 +38,45 @@ pub fn parse(src: &str) -> Result<ast::File, ParseError> {
     {
         return Err(e.clone());
     }
+    if scanned.max_depth <= SHALLOW && scanned.max_operators <= SHALLOW_OPERATORS {
+        return parse_scanned(src, &scanned);
+    }
+    // Deep nesting recurses deeply (pest, then the tree builder): give it a stack of its own
+    // rather than risk the caller's, which may be a small one.
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("vic-parse".to_string())
+            .stack_size(DEEP_STACK)
+            .spawn_scoped(scope, || parse_scanned(src, &scanned));
+        match worker.map(|w| w.join()) {
+            Ok(Ok(result)) => result,
+            _ => Err(ParseError::TooComplex {
+                span: Span::new(0, 0),
+            }),
+        }
+    })
+}
+
+/// Bracket depth that any caller's stack can take.
+const SHALLOW: usize = 32;
+/// Operators on one path that any caller's stack can take.
+const SHALLOW_OPERATORS: usize = 200;
+/// The stack for parsing deeply nested input (reserved, touched only as needed).
+const DEEP_STACK: usize = 256 << 20;
+
+fn parse_scanned(src: &str, scanned: &scan::Scan) -> Result<ast::File, ParseError> {
     pest::set_error_detail(true);
     match ViParser::parse(Rule::file, src) {
         Ok(mut pairs) => {
-            if let Some((_, e)) = scanned.error {
-                return Err(e);
+            if let Some((_, e)) = &scanned.error {
+                return Err(e.clone());
             }
             match pairs.next() {
                 Some(p) => file(p),
                 None => Err(internal(Span::new(0, 0), "no file rule")),
             }
         }
-        Err(err) => Err(translate(src, &scanned, err)),
+        Err(err) => Err(translate(src, scanned, err)),
     }
 }
 
@@ -420,9 +447,46 @@ fn token_at(src: &str, pos: usize) -> (Span, String) {
 
 // ------------------------------------------------------------------ pairs
 
+/// The span of a pair, without the white space and comments pest lets a rule that ends
+/// in an optional or repeated part swallow.
 fn span_of(p: &Pair<'_, Rule>) -> Span {
     let s = p.as_span();
-    Span::new(s.start(), s.end())
+    Span::new(s.start(), trimmed_end(s.get_input(), s.start(), s.end()))
+}
+
+/// `end` moved back over trailing white space, `;` and comments, but not before `start`.
+fn trimmed_end(src: &str, start: usize, mut end: usize) -> usize {
+    let bytes = src.as_bytes();
+    loop {
+        while end > start && matches!(bytes[end - 1], b' ' | b'\t' | b'\r' | b'\n' | b';') {
+            end -= 1;
+        }
+        if end <= start {
+            return start;
+        }
+        // Is `end` inside a comment? Only a `#` outside a string on this line can start one.
+        let line_start = src[..end].rfind('\n').map_or(0, |i| i + 1);
+        match comment_start(&src[line_start..end]) {
+            Some(hash) if line_start + hash >= start => end = line_start + hash,
+            _ => return end,
+        }
+    }
+}
+
+/// The offset of the `#` that starts a comment in one line of text, if any.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '#' if !in_string => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The children of one pair, taken in order, each checked against the grammar.
