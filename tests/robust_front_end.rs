@@ -191,6 +191,9 @@ enum Mutation {
     DeleteChar(usize),
     InsertChar(usize, char),
     Truncate(usize),
+    /// Replace the i-th word with the j-th word of the same text: keeps the file parsing
+    /// far more often, so the checker sees swapped names, numbers and keywords.
+    Rename(usize, usize),
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -202,6 +205,8 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         any::<usize>().prop_map(Mutation::DeleteChar),
         (any::<usize>(), any::<char>()).prop_map(|(i, c)| Mutation::InsertChar(i, c)),
         any::<usize>().prop_map(Mutation::Truncate),
+        (any::<usize>(), any::<usize>()).prop_map(|(i, j)| Mutation::Rename(i, j)),
+        (any::<usize>(), any::<usize>()).prop_map(|(i, j)| Mutation::Rename(i, j)),
     ]
 }
 
@@ -219,6 +224,21 @@ fn apply(src: &str, muts: &[Mutation]) -> String {
                 toks.insert(i % n, t);
             }
             Mutation::Swap(i, j) if !toks.is_empty() => toks.swap(i % n, j % n),
+            Mutation::Rename(i, j) => {
+                let words: Vec<usize> = (0..toks.len())
+                    .filter(|&k| {
+                        toks[k]
+                            .chars()
+                            .next()
+                            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    })
+                    .collect();
+                if !words.is_empty() {
+                    let from = words[j % words.len()];
+                    let to = words[i % words.len()];
+                    toks[to] = toks[from].clone();
+                }
+            }
             Mutation::DeleteChar(i) | Mutation::InsertChar(i, _) | Mutation::Truncate(i) => {
                 let mut text: String = toks.concat();
                 let bounds: Vec<usize> = text
