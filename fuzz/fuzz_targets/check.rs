@@ -6,7 +6,10 @@ use libfuzzer_sys::fuzz_target;
 use vic::check::CheckOptions;
 use vic::driver;
 
-fuzz_target!(|src: &str| {
+fuzz_target!(|data: &[u8]| {
+    let Ok(src) = std::str::from_utf8(data) else {
+        return;
+    };
     let front = driver::front_end(src, &CheckOptions::default());
     for d in &front.diagnostics {
         if let Some(r) = d.span.range() {
