@@ -208,6 +208,21 @@ fn specs_format() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Every spec is already in canonical form (CI runs `vic fmt --check specs/*.vi`).
+#[test]
+fn specs_are_canonical() {
+    for path in spec_files() {
+        let src = std::fs::read_to_string(&path).unwrap();
+        let formatted = driver::format(&src).map_err(|d| d.message);
+        assert_eq!(
+            formatted.as_deref(),
+            Ok(src.as_str()),
+            "{} is not formatted; run `vic fmt` on it",
+            name_of(&path)
+        );
+    }
+}
+
 /// `--emit plan` and `--emit dot` print something for every spec.
 #[test]
 fn specs_plan_and_dot() {
