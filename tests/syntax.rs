@@ -44,7 +44,6 @@ fn err(src: &str) -> Diagnostic {
     }
 }
 
-
 fn text(src: &str, span: vic::span::Span) -> &str {
     &src[span.range().expect("a source span")]
 }
@@ -566,4 +565,28 @@ fn spans_are_byte_offsets_in_utf8_text() {
     let src = "model { 漢 ~ Normal(0, 1) }";
     let d = err(src);
     assert_eq!(text(src, d.span), "漢");
+}
+
+#[test]
+fn a_missing_brace_before_the_next_item_is_named() {
+    let src = "model {\n  z ~ Normal(0, 1)\n\nguide {\n  z ~ Normal(0, 1)\n}\n";
+    let d = err(src);
+    assert_eq!(text(src, d.span), "guide");
+    assert_eq!(d.message, "expected `}`, found `guide`");
+    assert_eq!(d.secondary[0].span.range(), Some(6..7));
+    assert!(d
+        .hint
+        .as_deref()
+        .is_some_and(|h| h.contains("before `guide`")));
+}
+
+#[test]
+fn commas_between_entries_get_a_hint() {
+    let src = "train { batch = 128, epochs = 3 }";
+    let d = err(src);
+    assert_eq!(text(src, d.span), ",");
+    assert!(d
+        .hint
+        .as_deref()
+        .is_some_and(|h| h.contains("no separator")));
 }
