@@ -351,9 +351,13 @@ pub enum VdropKind {
 pub enum Weights {
     Point,
     /// Factorized Gaussian posterior over weights, local reparameterization trick.
-    Bayes { prior_scale: f64 },
+    Bayes {
+        prior_scale: f64,
+    },
     /// Variational dropout with the log-uniform prior.
-    Vdrop { kind: VdropKind },
+    Vdrop {
+        kind: VdropKind,
+    },
 }
 
 // ---------------------------------------------------------------------------------
@@ -374,7 +378,10 @@ pub enum Guide {
     /// No `guide` item (allowed when there are no latents and no `partial` data).
     None,
     /// `guide exact`: the compiler derives the posterior (see `ExactPosterior`).
-    Exact { posterior: ExactPosterior, span: Span },
+    Exact {
+        posterior: ExactPosterior,
+        span: Span,
+    },
     Amortized(Body),
 }
 
@@ -601,7 +608,11 @@ pub enum Strategy {
     /// Score function with a learned baseline.
     Reinforce,
     /// Semi-amortized refinement (SA-VAE).
-    Refine { steps: usize, lr: f64, through: bool },
+    Refine {
+        steps: usize,
+        lr: f64,
+        through: bool,
+    },
     /// Gaussian-process random-function guide.
     RandomFunction { inducing: usize, kernel: Kernel },
 }
@@ -679,9 +690,15 @@ pub enum ExprKind {
     Ref(Ref),
     /// `h[t-1]`, `z[t]`, `c[T]`: one step of a sequence local or a `[T, ...]` variable.
     /// Data and latents are 1-based along their leading axis (`z[1]` is the first row).
-    Step { base: Box<Expr>, step: Step },
+    Step {
+        base: Box<Expr>,
+        step: Step,
+    },
     /// `mu[c]`: selects along a leading `K` axis with a `Cat(K)` value.
-    Select { base: Box<Expr>, index: Box<Expr> },
+    Select {
+        base: Box<Expr>,
+        index: Box<Expr>,
+    },
     /// `net(args)` (all heads; only as the value of a tuple `let`) or `net(args).head`
     /// / a single-output network (`head = Some(i)`).
     NetCall {
@@ -689,14 +706,20 @@ pub enum ExprKind {
         args: Vec<Expr>,
         head: Option<usize>,
     },
-    Unary { op: UnaryFn, arg: Box<Expr> },
+    Unary {
+        op: UnaryFn,
+        arg: Box<Expr>,
+    },
     Binary {
         op: BinaryOp,
         lhs: Box<Expr>,
         rhs: Box<Expr>,
     },
     /// `sum(e)` / `mean(e)` over all axes of one example.
-    Reduce { op: Reduce, arg: Box<Expr> },
+    Reduce {
+        op: Reduce,
+        arg: Box<Expr>,
+    },
     /// `concat(a, b, ...)` along the first axis.
     Concat(Vec<Expr>),
     /// `zeros(dims)` / `ones(dims)`: a constant filled tensor of `ty.shape`.

@@ -236,15 +236,24 @@ impl BinOp {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ExprKind {
     /// A numeric literal: its value and its text as written (`1e-3`), kept for `fmt`.
-    Number { value: f64, text: String },
+    Number {
+        value: f64,
+        text: String,
+    },
     /// A string literal, unescaped.
     Str(String),
     Name(Ident),
     Call(Call),
     /// `e.head`
-    Field { base: Box<Expr>, field: Ident },
+    Field {
+        base: Box<Expr>,
+        field: Ident,
+    },
     /// `e[i]` (or `e[i, j]`)
-    Index { base: Box<Expr>, indices: Vec<Expr> },
+    Index {
+        base: Box<Expr>,
+        indices: Vec<Expr>,
+    },
     /// `-e`
     Neg(Box<Expr>),
     Binary {
