@@ -495,13 +495,17 @@ fn trimmed_end(src: &str, start: usize, mut end: usize) -> usize {
         while end > start && matches!(bytes[end - 1], b' ' | b'\t' | b'\r' | b'\n' | b';') {
             end -= 1;
         }
-        if end <= start {
-            return start;
+        // Only a `#` on the last line of the text can start a comment that ends it.
+        let Some(hash) = src[start..end].rfind('#').map(|h| start + h) else {
+            return end;
+        };
+        if src[hash..end].contains('\n') {
+            return end;
         }
-        // Is `end` inside a comment? Only a `#` outside a string on this line can start one.
-        let line_start = src[..end].rfind('\n').map_or(0, |i| i + 1);
+        // The `#` may sit in a string: look at the whole line to tell.
+        let line_start = src[..hash].rfind('\n').map_or(0, |i| i + 1);
         match comment_start(&src[line_start..end]) {
-            Some(hash) if line_start + hash >= start => end = line_start + hash,
+            Some(c) if line_start + c >= start => end = line_start + c,
             _ => return end,
         }
     }
