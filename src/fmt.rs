@@ -421,6 +421,10 @@ fn expr_at(e: &Expr, min: u8) -> String {
         ExprKind::Str(s) => string(s),
         ExprKind::Name(n) => n.name.clone(),
         ExprKind::Call(c) => call(c),
+        // `(1).x`, not `1.x`, which would read as a malformed number.
+        ExprKind::Field { base, field } if matches!(base.kind, ExprKind::Number { .. }) => {
+            format!("({}).{}", expr(base), field.name)
+        }
         ExprKind::Field { base, field } => format!("{}.{}", expr_at(base, POSTFIX), field.name),
         ExprKind::Index { base, indices } => {
             format!("{}[{}]", expr_at(base, POSTFIX), exprs(indices))

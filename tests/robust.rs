@@ -113,3 +113,16 @@ fn odd_characters_are_survived() {
         survive(src);
     }
 }
+
+#[test]
+fn large_inputs_parse_in_linear_time() {
+    // A quadratic pass would make this test take minutes rather than seconds.
+    // One long line: spans must not rescan it for every node.
+    let list = vec!["1.5"; 20_000].join(", ");
+    let src = format!("train {{ a = [{list}] }} # done\n");
+    survive(&src);
+    // Many statements.
+    let body = "  z ~ Normal(f(x)[t - 1].loc, 1) # c\n".repeat(5_000);
+    let src = format!("model {{\n{body}}}\n");
+    survive(&src);
+}

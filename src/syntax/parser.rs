@@ -25,6 +25,24 @@ const KEYWORDS: [&str; 18] = [
     "for", "in", "exact", "global", "given", "partial", "size",
 ];
 
+/// Whether `word` starts an item.
+fn is_item_keyword(word: &str) -> bool {
+    matches!(
+        word,
+        "const"
+            | "data"
+            | "latent"
+            | "param"
+            | "net"
+            | "set"
+            | "model"
+            | "guide"
+            | "train"
+            | "meta"
+            | "global"
+    )
+}
+
 /// Whether `word` is one of the reserved words.
 pub fn is_keyword(word: &str) -> bool {
     KEYWORDS.contains(&word)
@@ -140,7 +158,8 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
                     "in" => rules.push(Rule::kw_in),
                     "exact" => rules.push(Rule::kw_exact),
                     "size" => rules.push(Rule::kw_size),
-                    "given" | "partial" => rules.push(Rule::kw_given),
+                    "given" => rules.push(Rule::kw_given),
+                    "partial" => rules.push(Rule::kw_partial),
                     _ => {}
                 }
             }
@@ -185,6 +204,22 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
         .any(|r| matches!(r, Rule::ident | Rule::callee | Rule::target | Rule::binding));
     let found_text = &src[found_span.range().unwrap_or(pos..pos)];
 
+    let unclosed = scanned
+        .unclosed
+        .iter()
+        .rev()
+        .find(|(at, _)| *at < pos)
+        .map(|&(at, c)| (Span::new(at, at + 1), c));
+    // An item keyword inside a block that never closed: the `}` is missing, not a name.
+    if is_item_keyword(found_text) && unclosed.is_some() {
+        return ParseError::Unexpected {
+            span: found_span,
+            found,
+            expected: vec!["`}`".to_string()],
+            unclosed,
+            hint: Some(format!("close the block with `}}` before `{found_text}`")),
+        };
+    }
     // A reserved word where a name was wanted.
     if wants_name && is_keyword(found_text) {
         return ParseError::ReservedWord {
@@ -278,17 +313,16 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     }
     // Operators are seldom what was meant; mention them last.
     expected.sort_by_key(|e| e == "an operator");
-    let unclosed = scanned
-        .unclosed
-        .iter()
-        .rev()
-        .find(|(at, _)| *at < pos)
-        .map(|&(at, c)| (Span::new(at, at + 1), c));
+    // `a = 1, b = 2` in `train { }`, `f(x) z ~ ...`: no separators between entries.
+    let hint = (found_text == "," && !expected.iter().any(|e| e == "`,`")).then(|| {
+        "entries and statements need no separator; start a new line or use `;`".to_string()
+    });
     ParseError::Unexpected {
         span: found_span,
         found,
         expected,
         unclosed,
+        hint,
     }
 }
 
@@ -344,7 +378,7 @@ const NAMED_RULES: &[Rule] = &[
 /// Punctuation in the order it reads best in a list of alternatives.
 fn literal_rank(l: &str) -> usize {
     [
-        "=", "~", ":", ",", ")", "]", "}", "->", "|>", "(", "[", "{", "@",
+        ",", ")", "]", "}", "=", "~", ":", "->", "|>", "(", "[", "{", "@",
     ]
     .iter()
     .position(|x| *x == l)
@@ -461,13 +495,17 @@ fn trimmed_end(src: &str, start: usize, mut end: usize) -> usize {
         while end > start && matches!(bytes[end - 1], b' ' | b'\t' | b'\r' | b'\n' | b';') {
             end -= 1;
         }
-        if end <= start {
-            return start;
+        // Only a `#` on the last line of the text can start a comment that ends it.
+        let Some(hash) = src[start..end].rfind('#').map(|h| start + h) else {
+            return end;
+        };
+        if src[hash..end].contains('\n') {
+            return end;
         }
-        // Is `end` inside a comment? Only a `#` outside a string on this line can start one.
-        let line_start = src[..end].rfind('\n').map_or(0, |i| i + 1);
+        // The `#` may sit in a string: look at the whole line to tell.
+        let line_start = src[..hash].rfind('\n').map_or(0, |i| i + 1);
         match comment_start(&src[line_start..end]) {
-            Some(hash) if line_start + hash >= start => end = line_start + hash,
+            Some(c) if line_start + c >= start => end = line_start + c,
             _ => return end,
         }
     }
