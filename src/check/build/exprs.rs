@@ -531,7 +531,7 @@ impl Builder<'_> {
                         });
                         ok = false;
                     }
-                    first_axis += x.ty.shape[0];
+                    first_axis = first_axis.saturating_add(x.ty.shape[0]);
                     match join(domain, x.ty.domain) {
                         Some(d) => domain = d,
                         None => {
@@ -819,7 +819,11 @@ impl Builder<'_> {
                 if let ast::ExprKind::Name(id) = &lhs.kind {
                     if let Some((l, _)) = cx.loop_var(&id.name) {
                         let k = self.int(rhs)?;
-                        let offset = if *op == ast::BinOp::Sub { -k } else { k };
+                        let offset = if *op == ast::BinOp::Sub {
+                            k.saturating_neg()
+                        } else {
+                            k
+                        };
                         return Some(Step {
                             loop_id: Some(l),
                             offset,
@@ -1004,7 +1008,7 @@ pub(super) fn step_text(step: Step, cx: &Cx) -> String {
             let v = cx.loops.get(l).map(|d| d.var.clone()).unwrap_or_default();
             match step.offset {
                 0 => v,
-                k if k < 0 => format!("{v}-{}", -k),
+                k if k < 0 => format!("{v}-{}", k.unsigned_abs()),
                 k => format!("{v}+{k}"),
             }
         }

@@ -117,7 +117,7 @@ impl Cx<'_> {
             };
         }
         if k > 0 {
-            return if upto >= to + k {
+            return if upto >= to.saturating_add(k) {
                 Ok(())
             } else {
                 Err(format!(
@@ -125,7 +125,7 @@ impl Cx<'_> {
                 ))
             };
         }
-        let first = from + k;
+        let first = from.saturating_add(k);
         if first < st.min {
             return Err(format!(
                 "at `{v} = {from}` this reads step {first}, which does not exist; start the loop later or read a later step"
@@ -138,7 +138,7 @@ impl Cx<'_> {
                 format!("step {first} of `{name}` is not defined before the loop")
             });
         }
-        if !(self.loop_defines(l, name) || upto >= to + k) {
+        if !(self.loop_defines(l, name) || upto >= to.saturating_add(k)) {
             return Err(format!(
                 "the loop never defines `{name}[{v}]`, so later iterations have no earlier step"
             ));
@@ -310,7 +310,7 @@ impl Builder<'_> {
             if let Some(pos) = st.cur.iter().position(|&l| l == id) {
                 st.cur.remove(pos);
                 let contiguous = match st.upto {
-                    Some(u) => u + 1 >= a as i64,
+                    Some(u) => u.saturating_add(1) >= a as i64,
                     None => a as i64 == st.min,
                 };
                 if contiguous {
@@ -535,7 +535,7 @@ impl Builder<'_> {
             None => {
                 let c = step.offset;
                 let st = &mut cx.local_st[id];
-                let next = st.upto.map(|u| u + 1).unwrap_or(0);
+                let next = st.upto.map(|u| u.saturating_add(1)).unwrap_or(0);
                 if c == next {
                     st.upto = Some(c);
                     let steps = cx.locals[id].steps.unwrap_or(0).max(c.max(0) as usize);
@@ -552,7 +552,7 @@ impl Builder<'_> {
                         cx,
                         BuildError::StepNotDefined {
                             name: name.clone(),
-                            step: (c - 1).to_string(),
+                            step: c.saturating_sub(1).to_string(),
                             span: t.span,
                             hint: "define the steps of a sequence in order, starting at 0".into(),
                         },

@@ -1554,3 +1554,23 @@ fn errors_are_all_collected_and_never_panic() {
         let _ = run(s);
     }
 }
+
+#[test]
+fn no_panic_on_mangled_specs() {
+    let bases = [
+        vae(VAE_MODEL, VAE_GUIDE),
+        seq("let h[0] = zeros(H)\n for t in 1:T { z[t] ~ Normal(h[t-1], 1)\n x[t] ~ Normal(z[t], 1)\n let h[t] = cell(h[t-1], z[t]) }\n let last = h[T]"),
+    ];
+    for base in &bases {
+        let chars: Vec<char> = base.chars().collect();
+        for len in [1usize, 2, 5] {
+            for start in 0..chars.len().saturating_sub(len) {
+                let s: String = chars[..start].iter().chain(&chars[start + len..]).collect();
+                if let Ok(file) = parse(&s) {
+                    let (c, _) = consts::resolve(&file, &[]);
+                    let _ = build(&file, &c);
+                }
+            }
+        }
+    }
+}
