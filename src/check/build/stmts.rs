@@ -58,6 +58,8 @@ pub(super) struct Cx<'a> {
     pub ended: HashSet<String>,
     /// Names already reported under E010 in this block.
     pub reported: HashSet<String>,
+    /// Loops whose bounds failed to resolve: no coverage or step checks on them.
+    pub bad_loops: HashSet<LoopId>,
 }
 
 impl Cx<'_> {
@@ -103,6 +105,9 @@ impl Cx<'_> {
                 ))
             };
         };
+        if self.bad_loops.contains(&l) {
+            return Ok(());
+        }
         let Some(def) = self.loops.get(l) else {
             return Err(String::new());
         };
@@ -207,6 +212,7 @@ impl Builder<'_> {
             lets: HashSet::new(),
             ended: HashSet::new(),
             reported: HashSet::new(),
+            bad_loops: HashSet::new(),
         };
         let_names(block, &mut cx.lets);
         let stmts = self.stmts(&block.stmts, &mut cx);
@@ -273,6 +279,7 @@ impl Builder<'_> {
         }
         let a = self.int(from);
         let b = self.int(to);
+        let id = cx.loops.len();
         let (a, b) = match (a, b) {
             (Some(a), Some(b)) if a >= 0 && a <= b => (a as usize, b as usize),
             (Some(_), Some(_)) => {
@@ -282,11 +289,14 @@ impl Builder<'_> {
                     expected: "`a:b` with 0 <= a <= b".into(),
                     span: from.span.to(to.span),
                 });
+                cx.bad_loops.insert(id);
                 (1, 1)
             }
-            _ => (1, 1),
+            _ => {
+                cx.bad_loops.insert(id);
+                (1, 1)
+            }
         };
-        let id = cx.loops.len();
         cx.loops.push(ir::LoopDef {
             var: var.name.clone(),
             from: a,
@@ -643,7 +653,8 @@ impl Builder<'_> {
                     match var_ty.shape.first() {
                         Some(&t) => {
                             site_ty = Type::new(var_ty.domain, var_ty.shape[1..].to_vec());
-                            if let Some(def) = cx.loops.get(l) {
+                            if let (Some(def), false) = (cx.loops.get(l), cx.bad_loops.contains(&l))
+                            {
                                 if def.from != 1 || def.to != t {
                                     self.errors.push(BuildError::LoopCoverage {
                                         name: name.clone(),
