@@ -96,6 +96,10 @@ pub enum BuildError {
         span: Span,
         hint: String,
     },
+    /// A keyword argument to a network or built-in, which take positional ones (E006).
+    KeywordNotAllowed { callee: String, span: Span },
+    /// A `|> flow` on a model site (E011).
+    FlowInModel { span: Span },
     /// `Bernoulli`/`Categorical` with both `probs` and `logits`, or neither (E006).
     ProbsOrLogits {
         dist: String,
@@ -503,6 +507,18 @@ impl From<BuildError> for Diagnostic {
                 format!("`{callee}` takes its arguments by keyword"),
             )
             .with_hint(hint),
+            B::KeywordNotAllowed { callee, span } => Diagnostic::new(
+                Code::E006,
+                span,
+                format!("`{callee}` takes positional arguments, not keywords"),
+            )
+            .with_hint("pass the arguments in order, without `name =`"),
+            B::FlowInModel { span } => Diagnostic::new(
+                Code::E011,
+                span,
+                "flows apply to guide sites, not model sites",
+            )
+            .with_hint("move the `|> ...` to the matching site in `guide`"),
             B::ProbsOrLogits { dist, both, span } => {
                 if both {
                     Diagnostic::new(

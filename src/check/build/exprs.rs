@@ -406,10 +406,9 @@ impl Builder<'_> {
             .collect();
         if let Some(a) = call.args.iter().find(|a| a.name.is_some()) {
             if BUILTINS.contains(&name) {
-                self.errors.push(BuildError::PositionalNotAllowed {
+                self.errors.push(BuildError::KeywordNotAllowed {
                     callee: name.into(),
                     span: a.span,
-                    hint: format!("`{name}` takes positional arguments only"),
                 });
                 return invalid(span);
             }
@@ -630,10 +629,9 @@ impl Builder<'_> {
         };
         let net = net.clone();
         if let Some(a) = call.args.iter().find(|a| a.name.is_some()) {
-            self.errors.push(BuildError::PositionalNotAllowed {
+            self.errors.push(BuildError::KeywordNotAllowed {
                 callee: net.name.clone(),
                 span: a.span,
-                hint: "networks take positional arguments, in the order of their inputs".into(),
             });
             return invalid(span);
         }

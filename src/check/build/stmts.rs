@@ -693,6 +693,11 @@ impl Builder<'_> {
         }
         let d = self.dist(dist, &site_ty, cx);
         self.check_support(var, &site_ty, &d);
+        if !cx.guide {
+            for f in flows {
+                self.errors.push(BuildError::FlowInModel { span: f.span });
+            }
+        }
         let flows: Vec<ir::Flow> = flows
             .iter()
             .filter_map(|f| self.flow(f, &site_ty, cx))

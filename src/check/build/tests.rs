@@ -1365,6 +1365,16 @@ fn flows() {
     one(&g("iaf(ar)"), Code::E006, "iaf(ar)");
     one(&g("iaf(ar, loc)"), Code::E004, "loc");
     one(&g("iaf(ar, zeros(H), step = 2)"), Code::E006, "step");
+    let m = format!("{decls}\nmodel {{ z ~ Normal(0, 1) |> iaf(ar, zeros(H))\n x ~ Bernoulli(logits = decoder(z)) }}");
+    one(&m, Code::E011, "iaf(ar, zeros(H))");
+    one(
+        &vae(
+            "z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decoder(z = z))",
+            VAE_GUIDE,
+        ),
+        Code::E006,
+        "z = z",
+    );
     let p = ok(&g("iaf(ar, zeros(H))"));
     assert_eq!(
         site(&guide_body(&p).stmts, 1).flows[0].kind,
