@@ -1,5 +1,334 @@
-//! The `vic` command line.
+//! The `vic` command line: argument parsing, files, the terminal and exit codes.
+//! Everything else is a call into the library's pure phases.
+#![allow(clippy::disallowed_methods)]
 
-fn main() {
-    println!("vic");
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use vic::check::CheckOptions;
+use vic::diag::{Code, Diagnostic, Severity};
+use vic::driver::{self, Emit};
+use vic::{io, render};
+
+#[derive(Parser)]
+#[command(
+    name = "vic",
+    version,
+    about = "Check, format, compile and train variational-inference model specs (.vi files)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check specs statically; exit 0 when no errors, 1 when any, 2 on a usage or I/O error.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Treat warnings as errors.
+        #[arg(long)]
+        deny_warnings: bool,
+        /// Override a const: `--set Z=16`.
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_override)]
+        overrides: Vec<(String, i64)>,
+    },
+    /// Rewrite specs in canonical form (comments kept).
+    Fmt {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Change nothing; exit 1 when a file would change.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Print the AST, the typed IR (RON), the inference plan, or a Graphviz picture.
+    Compile {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = EmitArg::Ir)]
+        emit: EmitArg,
+        /// Write to this file instead of standard output.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_override)]
+        overrides: Vec<(String, i64)>,
+    },
+    /// Explain an error or warning code, e.g. `vic explain E004`.
+    Explain { code: String },
+    /// Train a spec (not built yet).
+    Train {
+        file: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<String>,
+    },
+    /// Evaluate a trained run (not built yet).
+    Eval {
+        run: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<String>,
+    },
+    /// Draw samples from a trained model (not built yet).
+    Sample {
+        run: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<String>,
+    },
+    /// Posterior means of a trained run's latents (not built yet).
+    Encode {
+        run: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<String>,
+    },
+    /// Linear-probe accuracy of a `meta` run (not built yet).
+    Probe {
+        run: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        rest: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+    Github,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EmitArg {
+    Ast,
+    Ir,
+    Plan,
+    Dot,
+}
+
+fn parse_override(s: &str) -> Result<(String, i64), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, found `{s}`"))?;
+    let value: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` is not an integer (in `--set {s}`)"))?;
+    Ok((name.trim().to_string(), value))
+}
+
+/// Exit statuses of section 12.
+const OK: u8 = 0;
+const FAILED: u8 = 1;
+const USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Check {
+            files,
+            format,
+            deny_warnings,
+            overrides,
+        } => cmd_check(&files, format, deny_warnings, overrides),
+        Command::Fmt { files, check } => cmd_fmt(&files, check),
+        Command::Compile {
+            file,
+            emit,
+            output,
+            overrides,
+        } => cmd_compile(&file, emit, output.as_deref(), overrides),
+        Command::Explain { code } => cmd_explain(&code),
+        Command::Train { .. }
+        | Command::Eval { .. }
+        | Command::Sample { .. }
+        | Command::Encode { .. }
+        | Command::Probe { .. } => {
+            eprintln!(
+                "vic: training is not built yet: this release checks, formats and compiles \
+                 specs (`vic check`, `vic fmt`, `vic compile`); lowering to candle and the \
+                 trainer come in the next one"
+            );
+            USAGE
+        }
+    };
+    ExitCode::from(code)
+}
+
+fn use_color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Print diagnostics of one file in the chosen format.
+fn report(path: &Path, src: &str, diags: &[Diagnostic], format: Format) {
+    let name = path.display().to_string();
+    match format {
+        Format::Human => {
+            let text = if use_color() {
+                render::human_colored(&name, src, diags)
+            } else {
+                render::human(&name, src, diags)
+            };
+            eprint!("{text}");
+        }
+        Format::Json => print!("{}", render::json(&name, src, diags)),
+        Format::Github => print!("{}", render::github(&name, src, diags)),
+    }
+}
+
+fn cmd_check(
+    files: &[PathBuf],
+    format: Format,
+    deny_warnings: bool,
+    overrides: Vec<(String, i64)>,
+) -> u8 {
+    let opts = CheckOptions { overrides };
+    let (mut errors, mut warnings, mut io_failed) = (0usize, 0usize, false);
+    for path in files {
+        let src = match io::read_source(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("vic: {e}");
+                io_failed = true;
+                continue;
+            }
+        };
+        let front = driver::front_end(&src, &opts);
+        report(path, &src, &front.diagnostics, format);
+        errors += front
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
+        warnings += front
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .count();
+    }
+    if matches!(format, Format::Human) {
+        let files_word = if files.len() == 1 { "file" } else { "files" };
+        eprintln!(
+            "vic: checked {} {files_word}: {errors} error{}, {warnings} warning{}",
+            files.len(),
+            if errors == 1 { "" } else { "s" },
+            if warnings == 1 { "" } else { "s" },
+        );
+    }
+    if io_failed {
+        USAGE
+    } else if errors > 0 || (deny_warnings && warnings > 0) {
+        FAILED
+    } else {
+        OK
+    }
+}
+
+fn cmd_fmt(files: &[PathBuf], check: bool) -> u8 {
+    let mut status = OK;
+    for path in files {
+        let src = match io::read_source(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("vic: {e}");
+                return USAGE;
+            }
+        };
+        let formatted = match driver::format(&src) {
+            Ok(f) => f,
+            Err(d) => {
+                report(path, &src, &[d], Format::Human);
+                status = FAILED;
+                continue;
+            }
+        };
+        if formatted == src {
+            continue;
+        }
+        if check {
+            println!("{} would be reformatted", path.display());
+            status = FAILED;
+        } else if let Err(e) = io::write_atomic(path, formatted.as_bytes()) {
+            eprintln!("vic: {e}");
+            return USAGE;
+        } else {
+            eprintln!("vic: formatted {}", path.display());
+        }
+    }
+    status
+}
+
+fn cmd_compile(
+    file: &Path,
+    emit: EmitArg,
+    output: Option<&Path>,
+    overrides: Vec<(String, i64)>,
+) -> u8 {
+    let src = match io::read_source(file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    };
+    let front = driver::front_end(&src, &CheckOptions { overrides });
+    let what = match emit {
+        EmitArg::Ast => Emit::Ast,
+        EmitArg::Ir => Emit::Ir,
+        EmitArg::Plan => Emit::Plan,
+        EmitArg::Dot => Emit::Dot,
+    };
+    // `--emit ast` needs only a parse; every other form needs a checked program.
+    let blocking = if what == Emit::Ast {
+        front.ast.is_none()
+    } else {
+        front.has_errors()
+    };
+    if !front.diagnostics.is_empty() {
+        report(file, &src, &front.diagnostics, Format::Human);
+    }
+    if blocking {
+        return FAILED;
+    }
+    let Some(mut text) = driver::emit(&front, what) else {
+        eprintln!(
+            "vic: internal compiler error: could not serialize the output; please report this"
+        );
+        return FAILED;
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    match output {
+        Some(path) => match io::write_atomic(path, text.as_bytes()) {
+            Ok(()) => OK,
+            Err(e) => {
+                eprintln!("vic: {e}");
+                USAGE
+            }
+        },
+        None => {
+            let mut out = std::io::stdout().lock();
+            if out.write_all(text.as_bytes()).is_err() {
+                return USAGE;
+            }
+            OK
+        }
+    }
+}
+
+fn cmd_explain(code: &str) -> u8 {
+    match Code::parse(code) {
+        Some(c) => {
+            print!("{}", c.explain());
+            OK
+        }
+        None => {
+            let known: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+            eprintln!(
+                "vic: unknown code `{code}`; known codes: {}",
+                known.join(", ")
+            );
+            USAGE
+        }
+    }
 }

@@ -18,6 +18,7 @@ pub enum ParseError {
         expected: Vec<String>,
         /// An enclosing bracket that is never closed, when there is one.
         unclosed: Option<(Span, char)>,
+        hint: Option<String>,
     },
     /// A reserved word where a name is needed.
     ReservedWord { span: Span, word: String },
@@ -121,6 +122,7 @@ impl From<ParseError> for Diagnostic {
                 found,
                 expected,
                 unclosed,
+                hint,
                 ..
             } => {
                 let mut diag = d(format!("expected {}, found {found}", one_of(&expected)))
@@ -128,6 +130,9 @@ impl From<ParseError> for Diagnostic {
                 if let Some((open, c)) = unclosed {
                     diag = diag
                         .with_secondary(open, format!("this {} is never closed", opener_name(c)));
+                }
+                if let Some(h) = hint {
+                    diag = diag.with_hint(h);
                 }
                 diag
             }
@@ -267,7 +272,8 @@ pub fn rule_words(rule: Rule) -> Option<&'static str> {
         Rule::kw_exact => "`exact`",
         Rule::kw_in => "`in`",
         Rule::kw_size => "`size`",
-        Rule::data_role | Rule::kw_given | Rule::kw_partial => "`given` or `partial`",
+        Rule::kw_given => "`given`",
+        Rule::kw_partial => "`partial`",
         Rule::flow => "`|>`",
         Rule::strategy => "`@strategy`",
         Rule::block | Rule::entries => "`{`",

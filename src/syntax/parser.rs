@@ -25,6 +25,24 @@ const KEYWORDS: [&str; 18] = [
     "for", "in", "exact", "global", "given", "partial", "size",
 ];
 
+/// Whether `word` starts an item.
+fn is_item_keyword(word: &str) -> bool {
+    matches!(
+        word,
+        "const"
+            | "data"
+            | "latent"
+            | "param"
+            | "net"
+            | "set"
+            | "model"
+            | "guide"
+            | "train"
+            | "meta"
+            | "global"
+    )
+}
+
 /// Whether `word` is one of the reserved words.
 pub fn is_keyword(word: &str) -> bool {
     KEYWORDS.contains(&word)
@@ -38,18 +56,45 @@ pub fn parse(src: &str) -> Result<ast::File, ParseError> {
     {
         return Err(e.clone());
     }
+    if scanned.max_depth <= SHALLOW && scanned.max_operators <= SHALLOW_OPERATORS {
+        return parse_scanned(src, &scanned);
+    }
+    // Deep nesting recurses deeply (pest, then the tree builder): give it a stack of its own
+    // rather than risk the caller's, which may be a small one.
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("vic-parse".to_string())
+            .stack_size(DEEP_STACK)
+            .spawn_scoped(scope, || parse_scanned(src, &scanned));
+        match worker.map(|w| w.join()) {
+            Ok(Ok(result)) => result,
+            _ => Err(ParseError::TooComplex {
+                span: Span::new(0, 0),
+            }),
+        }
+    })
+}
+
+/// Bracket depth that any caller's stack can take.
+const SHALLOW: usize = 32;
+/// Operators on one path that any caller's stack can take.
+const SHALLOW_OPERATORS: usize = 200;
+/// The stack for parsing deeply nested input (reserved, touched only as needed).
+const DEEP_STACK: usize = 256 << 20;
+
+fn parse_scanned(src: &str, scanned: &scan::Scan) -> Result<ast::File, ParseError> {
     pest::set_error_detail(true);
     match ViParser::parse(Rule::file, src) {
         Ok(mut pairs) => {
-            if let Some((_, e)) = scanned.error {
-                return Err(e);
+            if let Some((_, e)) = &scanned.error {
+                return Err(e.clone());
             }
             match pairs.next() {
                 Some(p) => file(p),
                 None => Err(internal(Span::new(0, 0), "no file rule")),
             }
         }
-        Err(err) => Err(translate(src, &scanned, err)),
+        Err(err) => Err(translate(src, scanned, err)),
     }
 }
 
@@ -113,7 +158,8 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
                     "in" => rules.push(Rule::kw_in),
                     "exact" => rules.push(Rule::kw_exact),
                     "size" => rules.push(Rule::kw_size),
-                    "given" | "partial" => rules.push(Rule::kw_given),
+                    "given" => rules.push(Rule::kw_given),
+                    "partial" => rules.push(Rule::kw_partial),
                     _ => {}
                 }
             }
@@ -158,6 +204,22 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
         .any(|r| matches!(r, Rule::ident | Rule::callee | Rule::target | Rule::binding));
     let found_text = &src[found_span.range().unwrap_or(pos..pos)];
 
+    let unclosed = scanned
+        .unclosed
+        .iter()
+        .rev()
+        .find(|(at, _)| *at < pos)
+        .map(|&(at, c)| (Span::new(at, at + 1), c));
+    // An item keyword inside a block that never closed: the `}` is missing, not a name.
+    if is_item_keyword(found_text) && unclosed.is_some() {
+        return ParseError::Unexpected {
+            span: found_span,
+            found,
+            expected: vec!["`}`".to_string()],
+            unclosed,
+            hint: Some(format!("close the block with `}}` before `{found_text}`")),
+        };
+    }
     // A reserved word where a name was wanted.
     if wants_name && is_keyword(found_text) {
         return ParseError::ReservedWord {
@@ -251,17 +313,16 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     }
     // Operators are seldom what was meant; mention them last.
     expected.sort_by_key(|e| e == "an operator");
-    let unclosed = scanned
-        .unclosed
-        .iter()
-        .rev()
-        .find(|(at, _)| *at < pos)
-        .map(|&(at, c)| (Span::new(at, at + 1), c));
+    // `a = 1, b = 2` in `train { }`, `f(x) z ~ ...`: no separators between entries.
+    let hint = (found_text == "," && !expected.iter().any(|e| e == "`,`")).then(|| {
+        "entries and statements need no separator; start a new line or use `;`".to_string()
+    });
     ParseError::Unexpected {
         span: found_span,
         found,
         expected,
         unclosed,
+        hint,
     }
 }
 
@@ -317,7 +378,7 @@ const NAMED_RULES: &[Rule] = &[
 /// Punctuation in the order it reads best in a list of alternatives.
 fn literal_rank(l: &str) -> usize {
     [
-        "=", "~", ":", ",", ")", "]", "}", "->", "|>", "(", "[", "{", "@",
+        ",", ")", "]", "}", "=", "~", ":", "->", "|>", "(", "[", "{", "@",
     ]
     .iter()
     .position(|x| *x == l)
@@ -420,9 +481,50 @@ fn token_at(src: &str, pos: usize) -> (Span, String) {
 
 // ------------------------------------------------------------------ pairs
 
+/// The span of a pair, without the white space and comments pest lets a rule that ends
+/// in an optional or repeated part swallow.
 fn span_of(p: &Pair<'_, Rule>) -> Span {
     let s = p.as_span();
-    Span::new(s.start(), s.end())
+    Span::new(s.start(), trimmed_end(s.get_input(), s.start(), s.end()))
+}
+
+/// `end` moved back over trailing white space, `;` and comments, but not before `start`.
+fn trimmed_end(src: &str, start: usize, mut end: usize) -> usize {
+    let bytes = src.as_bytes();
+    loop {
+        while end > start && matches!(bytes[end - 1], b' ' | b'\t' | b'\r' | b'\n' | b';') {
+            end -= 1;
+        }
+        // Only a `#` on the last line of the text can start a comment that ends it.
+        let Some(hash) = src[start..end].rfind('#').map(|h| start + h) else {
+            return end;
+        };
+        if src[hash..end].contains('\n') {
+            return end;
+        }
+        // The `#` may sit in a string: look at the whole line to tell.
+        let line_start = src[..hash].rfind('\n').map_or(0, |i| i + 1);
+        match comment_start(&src[line_start..end]) {
+            Some(c) if line_start + c >= start => end = line_start + c,
+            _ => return end,
+        }
+    }
+}
+
+/// The offset of the `#` that starts a comment in one line of text, if any.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '#' if !in_string => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The children of one pair, taken in order, each checked against the grammar.

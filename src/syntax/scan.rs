@@ -22,6 +22,10 @@ pub struct Scan {
     pub error: Option<(usize, ParseError)>,
     /// Brackets opened and never closed, outermost first: (offset, bracket).
     pub unclosed: Vec<(usize, char)>,
+    /// The deepest bracket nesting seen.
+    pub max_depth: usize,
+    /// The most operators seen on one path of an expression.
+    pub max_operators: usize,
 }
 
 fn is_name_char(c: char) -> bool {
@@ -134,6 +138,7 @@ pub fn scan(src: &str) -> Scan {
                     outer_ops: level_ops,
                 });
                 level_ops = 0;
+                out.max_depth = out.max_depth.max(stack.len());
                 if stack.len() > MAX_DEPTH {
                     fail(
                         &mut out,
@@ -186,6 +191,7 @@ pub fn scan(src: &str) -> Scan {
             b'+' | b'-' | b'*' | b'/' | b'.' => {
                 level_ops += 1;
                 path_ops += 1;
+                out.max_operators = out.max_operators.max(path_ops);
                 if path_ops > MAX_OPERATORS {
                     fail(
                         &mut out,

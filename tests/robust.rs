@@ -1,0 +1,128 @@
+//! No input may panic, hang or overflow the stack in the syntax layer or the formatter.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod sources;
+
+use vic::diag::{Code, Diagnostic};
+use vic::syntax;
+
+fn e001(src: &str) -> Diagnostic {
+    let d = Diagnostic::from(syntax::parse(src).expect_err("should not parse"));
+    assert_eq!(d.code, Code::E001);
+    d
+}
+
+/// Parse and, when that works, format: neither may panic.
+fn survive(src: &str) {
+    if let Ok(f) = syntax::parse(src) {
+        let out = vic::fmt::format_file(&f, &syntax::comments(src), src);
+        assert!(
+            syntax::parse(&out).is_ok(),
+            "formatted output does not parse:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn deep_parentheses_are_refused_not_overflowed() {
+    let src = format!("const A = {}1{}", "(".repeat(100_000), ")".repeat(100_000));
+    let d = e001(&src);
+    assert!(d.message.contains("256"), "{}", d.message);
+    assert_eq!(d.span.range(), Some(10 + 256..10 + 257));
+    for open in ["[", "{"] {
+        let src = open.repeat(100_000);
+        assert!(e001(&src).message.contains("nested"));
+    }
+}
+
+#[test]
+fn nesting_at_the_limit_parses_and_formats() {
+    let depth = 250;
+    let src = format!("const A = {}1{}", "(".repeat(depth), ")".repeat(depth));
+    survive(&src);
+    let src = format!("const A = {}1{}", "f(".repeat(depth), ")".repeat(depth));
+    survive(&src);
+    let src = format!(
+        "train {{ a = {}1{} }}",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    survive(&src);
+    let src = format!(
+        "const A = {}1{}",
+        "(-".repeat(depth / 2),
+        ")".repeat(depth / 2)
+    );
+    survive(&src);
+}
+
+#[test]
+fn long_operator_chains_are_refused_not_overflowed() {
+    for op in ["-", "+a", "*a", ".a"] {
+        let src = format!("const A = a{}", op.repeat(100_000));
+        let _ = syntax::parse(&src);
+    }
+    let src = format!("const A = {}a", "-".repeat(100_000));
+    assert!(e001(&src).message.contains("operators"));
+    // A long but reasonable chain still parses.
+    let src = format!("const A = a{}", " + a".repeat(500));
+    survive(&src);
+}
+
+#[test]
+fn every_truncation_is_survived() {
+    for (_, src) in sources::ALL {
+        for (i, _) in src.char_indices() {
+            survive(&src[..i]);
+        }
+    }
+}
+
+#[test]
+fn odd_characters_are_survived() {
+    for src in [
+        "",
+        " ",
+        "\n",
+        "#",
+        "# only a comment",
+        "\"",
+        "é",
+        "model { é }",
+        "const A = \"é",
+        "\0",
+        "model {\u{1F600}}",
+        "train { a = \"\\",
+        "const A = 1e",
+        "const A = 1e999",
+        "latent z : Real[",
+        "@",
+        "@ ",
+        "net",
+        "guide",
+        "))))",
+        "}",
+        "{",
+        "\r\n\r\n",
+        "model { z ~ N(0, 1) @ }",
+        "const A = 0x",
+        "const A = 1.",
+        "train { a = \"x\\é\" }",
+    ] {
+        survive(src);
+    }
+}
+
+#[test]
+fn large_inputs_parse_in_linear_time() {
+    // A quadratic pass would make this test take minutes rather than seconds.
+    // One long line: spans must not rescan it for every node.
+    let list = vec!["1.5"; 20_000].join(", ");
+    let src = format!("train {{ a = [{list}] }} # done\n");
+    survive(&src);
+    // Many statements.
+    let body = "  z ~ Normal(f(x)[t - 1].loc, 1) # c\n".repeat(5_000);
+    let src = format!("model {{\n{body}}}\n");
+    survive(&src);
+}
