@@ -96,6 +96,10 @@ pub enum BuildError {
         span: Span,
         hint: String,
     },
+    /// A keyword argument to a network or built-in, which take positional ones (E006).
+    KeywordNotAllowed { callee: String, span: Span },
+    /// A `|> flow` on a model site (E011).
+    FlowInModel { span: Span },
     /// `Bernoulli`/`Categorical` with both `probs` and `logits`, or neither (E006).
     ProbsOrLogits {
         dist: String,
@@ -308,6 +312,23 @@ fn dym(d: Diagnostic, suggestion: Option<String>) -> Diagnostic {
     }
 }
 
+/// What exists, for an unknown name of a closed kind with no close match.
+fn known(what: &str) -> Option<String> {
+    let list = match what {
+        "domain" => "the domains are Real, Positive, Unit, Binary, Count, Simplex and Cat(K)",
+        "distribution" => "the distributions are Normal, LogNormal, Laplace, StudentT, Uniform, Exponential, Gamma, Beta, Bernoulli, ContinuousBernoulli, Categorical, Poisson, Dirichlet and Mixture",
+        "architecture" => "the architectures are linear, mlp, conv, deconv, gru, lstm, made, deepsets, attend_read and attend_write",
+        "inference strategy" => "the strategies are @enumerate, @relax, @reinforce, @refine and @random_function",
+        "flow" => "the only flow is `iaf(net, context..., steps = N)`",
+        "activation" => "the activations are relu, tanh, softplus, elu, leaky_relu, gelu and sigmoid",
+        "function" => "the built-ins are exp, log, sqrt, abs, softplus, sigmoid, tanh, relu, sum, mean, concat, zeros and ones",
+        "kernel" => "the kernels are \"rbf\", \"matern32\" and \"matern52\"",
+        "initializer" => "write `zeros`, `ones`, a number, `normal(m, s)` or `uniform(a, b)`",
+        _ => return None,
+    };
+    Some(list.to_string())
+}
+
 fn opt_hint(d: Diagnostic, hint: Option<String>) -> Diagnostic {
     match hint {
         Some(h) => d.with_hint(h),
@@ -350,11 +371,15 @@ impl From<BuildError> for Diagnostic {
                 name,
                 span,
                 suggestion,
-            } => dym(
-                Diagnostic::new(Code::E002, span, format!("unknown {what} `{name}`"))
-                    .with_label("not found"),
-                suggestion,
-            ),
+            } => {
+                let d = Diagnostic::new(Code::E002, span, format!("unknown {what} `{name}`"))
+                    .with_label("not found");
+                match (suggestion, known(what)) {
+                    (Some(s), _) => d.with_hint(format!("did you mean `{s}`?")),
+                    (None, Some(list)) => d.with_hint(list),
+                    (None, None) => d,
+                }
+            }
             B::UnknownHead {
                 net,
                 head,
@@ -482,6 +507,18 @@ impl From<BuildError> for Diagnostic {
                 format!("`{callee}` takes its arguments by keyword"),
             )
             .with_hint(hint),
+            B::KeywordNotAllowed { callee, span } => Diagnostic::new(
+                Code::E006,
+                span,
+                format!("`{callee}` takes positional arguments, not keywords"),
+            )
+            .with_hint("pass the arguments in order, without `name =`"),
+            B::FlowInModel { span } => Diagnostic::new(
+                Code::E011,
+                span,
+                "flows apply to guide sites, not model sites",
+            )
+            .with_hint("move the `|> ...` to the matching site in `guide`"),
             B::ProbsOrLogits { dist, both, span } => {
                 if both {
                     Diagnostic::new(

@@ -247,12 +247,15 @@ impl Builder<'_> {
                 return invalid(span);
             }
             if !st.whole {
-                self.errors.push(BuildError::UseBeforeDef {
-                    name: id.name.clone(),
-                    what: "local",
-                    span,
-                    hint: format!("move `let {}` above this use", id.name),
-                });
+                self.order_error(
+                    cx,
+                    BuildError::UseBeforeDef {
+                        name: id.name.clone(),
+                        what: "local",
+                        span,
+                        hint: format!("move `let {}` above this use", id.name),
+                    },
+                );
             }
             return Expr {
                 kind: ExprKind::Ref(Ref::Local(local)),
@@ -272,7 +275,7 @@ impl Builder<'_> {
                     let name = def.name.clone();
                     let steps = ty.shape.first().copied();
                     if !cx.data_st[d].whole_defined(steps) {
-                        self.errors.push(BuildError::UseBeforeDef {
+                        self.order_error(cx, BuildError::UseBeforeDef {
                             name: name.clone(),
                             what: "partial data",
                             span,
@@ -293,12 +296,15 @@ impl Builder<'_> {
                 let ty = def.ty.clone();
                 let steps = ty.shape.first().copied();
                 if !cx.latent_st[l].whole_defined(steps) {
-                    self.errors.push(BuildError::UseBeforeDef {
-                        name: def.name.clone(),
-                        what: "latent",
-                        span,
-                        hint: format!("sample it with `{} ~ ...` above this use", def.name),
-                    });
+                    self.order_error(
+                        cx,
+                        BuildError::UseBeforeDef {
+                            name: def.name.clone(),
+                            what: "latent",
+                            span,
+                            hint: format!("sample it with `{} ~ ...` above this use", def.name),
+                        },
+                    );
                 }
                 Expr {
                     kind: ExprKind::Ref(Ref::Latent(l)),
@@ -333,7 +339,47 @@ impl Builder<'_> {
         }
     }
 
-    pub(super) fn unknown_name(&mut self, id: &ast::Ident, cx: &Cx) {
+    /// Report an E010 error, once per name and block.
+    pub(super) fn order_error(&mut self, cx: &mut Cx, e: BuildError) {
+        let name = match &e {
+            BuildError::UseBeforeDef { name, .. } | BuildError::StepNotDefined { name, .. } => {
+                name.clone()
+            }
+            _ => String::new(),
+        };
+        if cx.reported.insert(name) {
+            self.errors.push(e);
+        }
+    }
+
+    pub(super) fn unknown_name(&mut self, id: &ast::Ident, cx: &mut Cx) {
+        if cx.ended.contains(&id.name) {
+            self.order_error(
+                cx,
+                BuildError::UseBeforeDef {
+                    name: id.name.clone(),
+                    what: "local",
+                    span: id.span,
+                    hint: format!(
+                        "`{}` is defined inside a loop and is not visible after it",
+                        id.name
+                    ),
+                },
+            );
+            return;
+        }
+        if cx.lets.contains(&id.name) {
+            self.order_error(
+                cx,
+                BuildError::UseBeforeDef {
+                    name: id.name.clone(),
+                    what: "local",
+                    span: id.span,
+                    hint: format!("move `let {}` above this use", id.name),
+                },
+            );
+            return;
+        }
         let mut cands = self.declared_names();
         cands.extend(cx.scope.keys().cloned());
         cands.extend(cx.loop_vars());
@@ -360,10 +406,9 @@ impl Builder<'_> {
             .collect();
         if let Some(a) = call.args.iter().find(|a| a.name.is_some()) {
             if BUILTINS.contains(&name) {
-                self.errors.push(BuildError::PositionalNotAllowed {
+                self.errors.push(BuildError::KeywordNotAllowed {
                     callee: name.into(),
                     span: a.span,
-                    hint: format!("`{name}` takes positional arguments only"),
                 });
                 return invalid(span);
             }
@@ -485,7 +530,7 @@ impl Builder<'_> {
                         });
                         ok = false;
                     }
-                    first_axis += x.ty.shape[0];
+                    first_axis = first_axis.saturating_add(x.ty.shape[0]);
                     match join(domain, x.ty.domain) {
                         Some(d) => domain = d,
                         None => {
@@ -584,10 +629,9 @@ impl Builder<'_> {
         };
         let net = net.clone();
         if let Some(a) = call.args.iter().find(|a| a.name.is_some()) {
-            self.errors.push(BuildError::PositionalNotAllowed {
+            self.errors.push(BuildError::KeywordNotAllowed {
                 callee: net.name.clone(),
                 span: a.span,
-                hint: "networks take positional arguments, in the order of their inputs".into(),
             });
             return invalid(span);
         }
@@ -685,7 +729,9 @@ impl Builder<'_> {
         if x.ty.domain == Domain::Unknown || input.ty.domain == Domain::Unknown {
             return x;
         }
-        if x.ty.shape != input.ty.shape {
+        let cat =
+            matches!(x.ty.domain, Domain::Cat(_)) || matches!(input.ty.domain, Domain::Cat(_));
+        if (!cat || fits(x.ty.domain, input.ty.domain)) && x.ty.shape != input.ty.shape {
             self.errors.push(BuildError::NetArgShape {
                 net: net.name.clone(),
                 input: input.name.clone(),
@@ -771,7 +817,11 @@ impl Builder<'_> {
                 if let ast::ExprKind::Name(id) = &lhs.kind {
                     if let Some((l, _)) = cx.loop_var(&id.name) {
                         let k = self.int(rhs)?;
-                        let offset = if *op == ast::BinOp::Sub { -k } else { k };
+                        let offset = if *op == ast::BinOp::Sub {
+                            k.saturating_neg()
+                        } else {
+                            k
+                        };
                         return Some(Step {
                             loop_id: Some(l),
                             offset,
@@ -854,6 +904,28 @@ impl Builder<'_> {
                         });
                         return invalid(span);
                     }
+                    None if cx.lets.contains(&name) && !cx.ended.contains(&name) => {
+                        let hint = match step {
+                            Step {
+                                loop_id: Some(_),
+                                offset,
+                            } if offset < 0 => {
+                                format!("define `let {name}[0] = ...` before the loop")
+                            }
+                            _ => format!("define `{name}` before reading it"),
+                        };
+                        let st = step_text(step, cx);
+                        self.order_error(
+                            cx,
+                            BuildError::StepNotDefined {
+                                name: name.clone(),
+                                step: st,
+                                span,
+                                hint,
+                            },
+                        );
+                        return invalid(span);
+                    }
                     None => {
                         self.unknown_name(id, cx);
                         return invalid(span);
@@ -905,12 +977,15 @@ impl Builder<'_> {
         }
         if let Some(st) = &state {
             if let Err(hint) = cx.step_defined(st, &name, step) {
-                self.errors.push(BuildError::StepNotDefined {
-                    name: name.clone(),
-                    step: step_text(step, cx),
-                    span,
-                    hint,
-                });
+                self.order_error(
+                    cx,
+                    BuildError::StepNotDefined {
+                        name: name.clone(),
+                        step: step_text(step, cx),
+                        span,
+                        hint,
+                    },
+                );
             }
         }
         Expr {
@@ -931,7 +1006,7 @@ pub(super) fn step_text(step: Step, cx: &Cx) -> String {
             let v = cx.loops.get(l).map(|d| d.var.clone()).unwrap_or_default();
             match step.offset {
                 0 => v,
-                k if k < 0 => format!("{v}-{}", -k),
+                k if k < 0 => format!("{v}-{}", k.unsigned_abs()),
                 k => format!("{v}+{k}"),
             }
         }

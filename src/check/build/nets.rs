@@ -653,7 +653,9 @@ impl Builder<'_> {
                             let pad = (kernel - 1) / 2;
                             let (mut h, mut w) = (f.ty.shape[1], f.ty.shape[2]);
                             for _ in channels {
-                                if h + 2 * pad < *kernel || w + 2 * pad < *kernel {
+                                if h.saturating_add(2 * pad) < *kernel
+                                    || w.saturating_add(2 * pad) < *kernel
+                                {
                                     self.arch_err(
                                         4,
                                         net,
@@ -666,8 +668,8 @@ impl Builder<'_> {
                                     );
                                     break;
                                 }
-                                h = (h + 2 * pad - kernel) / stride + 1;
-                                w = (w + 2 * pad - kernel) / stride + 1;
+                                h = (h.saturating_add(2 * pad) - kernel) / stride + 1;
+                                w = (w.saturating_add(2 * pad) - kernel) / stride + 1;
                             }
                         }
                     }
@@ -884,7 +886,7 @@ impl Builder<'_> {
                             None,
                         );
                     } else {
-                        let want = img.ty.shape[0] * grid * grid;
+                        let want = img.ty.shape[0].saturating_mul(grid.saturating_mul(*grid));
                         let ok = net.heads.len() == 1 && net.heads[0].ty.shape == vec![want];
                         if !ok {
                             self.arch_err(

@@ -11,7 +11,7 @@ use super::{BuildError, Builder, Decl};
 use crate::ir::{self, Domain, LocalId, LoopId, SiteVar, Step, Type};
 use crate::span::Span;
 use crate::syntax::ast;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Definedness of one local, latent or data variable in the current block.
 #[derive(Clone, Debug, Default)]
@@ -52,6 +52,14 @@ pub(super) struct Cx<'a> {
     pub latent_st: Vec<Seq>,
     pub data_st: Vec<Seq>,
     stack: Vec<Frame>,
+    /// Every name a `let` of this block defines (to tell "defined later" from "unknown").
+    pub lets: HashSet<String>,
+    /// Plain locals whose loop has ended.
+    pub ended: HashSet<String>,
+    /// Names already reported under E010 in this block.
+    pub reported: HashSet<String>,
+    /// Loops whose bounds failed to resolve: no coverage or step checks on them.
+    pub bad_loops: HashSet<LoopId>,
 }
 
 impl Cx<'_> {
@@ -97,6 +105,9 @@ impl Cx<'_> {
                 ))
             };
         };
+        if self.bad_loops.contains(&l) {
+            return Ok(());
+        }
         let Some(def) = self.loops.get(l) else {
             return Err(String::new());
         };
@@ -111,7 +122,7 @@ impl Cx<'_> {
             };
         }
         if k > 0 {
-            return if upto >= to + k {
+            return if upto >= to.saturating_add(k) {
                 Ok(())
             } else {
                 Err(format!(
@@ -119,7 +130,7 @@ impl Cx<'_> {
                 ))
             };
         }
-        let first = from + k;
+        let first = from.saturating_add(k);
         if first < st.min {
             return Err(format!(
                 "at `{v} = {from}` this reads step {first}, which does not exist; start the loop later or read a later step"
@@ -132,12 +143,25 @@ impl Cx<'_> {
                 format!("step {first} of `{name}` is not defined before the loop")
             });
         }
-        if !(self.loop_defines(l, name) || upto >= to + k) {
+        if !(self.loop_defines(l, name) || upto >= to.saturating_add(k)) {
             return Err(format!(
                 "the loop never defines `{name}[{v}]`, so later iterations have no earlier step"
             ));
         }
         Ok(())
+    }
+}
+
+/// Every name a `let` in `block` (or a loop nested in it) defines.
+fn let_names(block: &ast::Block, out: &mut HashSet<String>) {
+    for s in &block.stmts {
+        match &s.kind {
+            ast::StmtKind::Let { targets, .. } => {
+                out.extend(targets.iter().map(|t| t.name.name.clone()));
+            }
+            ast::StmtKind::Sample { .. } => {}
+            ast::StmtKind::For { body, .. } => let_names(body, out),
+        }
     }
 }
 
@@ -185,7 +209,12 @@ impl Builder<'_> {
             latent_st,
             data_st,
             stack: Vec::new(),
+            lets: HashSet::new(),
+            ended: HashSet::new(),
+            reported: HashSet::new(),
+            bad_loops: HashSet::new(),
         };
+        let_names(block, &mut cx.lets);
         let stmts = self.stmts(&block.stmts, &mut cx);
         ir::Body {
             stmts,
@@ -250,6 +279,7 @@ impl Builder<'_> {
         }
         let a = self.int(from);
         let b = self.int(to);
+        let id = cx.loops.len();
         let (a, b) = match (a, b) {
             (Some(a), Some(b)) if a >= 0 && a <= b => (a as usize, b as usize),
             (Some(_), Some(_)) => {
@@ -259,11 +289,14 @@ impl Builder<'_> {
                     expected: "`a:b` with 0 <= a <= b".into(),
                     span: from.span.to(to.span),
                 });
+                cx.bad_loops.insert(id);
                 (1, 1)
             }
-            _ => (1, 1),
+            _ => {
+                cx.bad_loops.insert(id);
+                (1, 1)
+            }
         };
-        let id = cx.loops.len();
         cx.loops.push(ir::LoopDef {
             var: var.name.clone(),
             from: a,
@@ -280,13 +313,14 @@ impl Builder<'_> {
         if let Some(frame) = frame {
             for name in frame.scoped {
                 cx.scope.remove(&name);
+                cx.ended.insert(name);
             }
         }
         let close = |st: &mut Seq| {
             if let Some(pos) = st.cur.iter().position(|&l| l == id) {
                 st.cur.remove(pos);
                 let contiguous = match st.upto {
-                    Some(u) => u + 1 >= a as i64,
+                    Some(u) => u.saturating_add(1) >= a as i64,
                     None => a as i64 == st.min,
                 };
                 if contiguous {
@@ -511,7 +545,7 @@ impl Builder<'_> {
             None => {
                 let c = step.offset;
                 let st = &mut cx.local_st[id];
-                let next = st.upto.map(|u| u + 1).unwrap_or(0);
+                let next = st.upto.map(|u| u.saturating_add(1)).unwrap_or(0);
                 if c == next {
                     st.upto = Some(c);
                     let steps = cx.locals[id].steps.unwrap_or(0).max(c.max(0) as usize);
@@ -524,12 +558,15 @@ impl Builder<'_> {
                         first: cx.locals[id].span,
                     });
                 } else {
-                    self.errors.push(BuildError::StepNotDefined {
-                        name: name.clone(),
-                        step: (c - 1).to_string(),
-                        span: t.span,
-                        hint: "define the steps of a sequence in order, starting at 0".into(),
-                    });
+                    self.order_error(
+                        cx,
+                        BuildError::StepNotDefined {
+                            name: name.clone(),
+                            step: c.saturating_sub(1).to_string(),
+                            span: t.span,
+                            hint: "define the steps of a sequence in order, starting at 0".into(),
+                        },
+                    );
                 }
             }
             Some(l) if step.offset == 0 => {
@@ -616,7 +653,8 @@ impl Builder<'_> {
                     match var_ty.shape.first() {
                         Some(&t) => {
                             site_ty = Type::new(var_ty.domain, var_ty.shape[1..].to_vec());
-                            if let Some(def) = cx.loops.get(l) {
+                            if let (Some(def), false) = (cx.loops.get(l), cx.bad_loops.contains(&l))
+                            {
                                 if def.from != 1 || def.to != t {
                                     self.errors.push(BuildError::LoopCoverage {
                                         name: name.clone(),
@@ -655,6 +693,11 @@ impl Builder<'_> {
         }
         let d = self.dist(dist, &site_ty, cx);
         self.check_support(var, &site_ty, &d);
+        if !cx.guide {
+            for f in flows {
+                self.errors.push(BuildError::FlowInModel { span: f.span });
+            }
+        }
         let flows: Vec<ir::Flow> = flows
             .iter()
             .filter_map(|f| self.flow(f, &site_ty, cx))

@@ -582,13 +582,10 @@ fn unknown_distribution_architecture_domain_e002() {
         "Normall",
     );
     assert_eq!(d.hint.as_deref(), Some("did you mean `Normal`?"));
-    let src = VAE_DECLS
-        .replace("act = relu)\nnet decoder", "act = relu)\nnet decoder")
-        .replace(
-            "-> Real[D] = mlp(hidden = [H, H], act = relu)",
-            "-> Real[D] = mpl(hidden = [H, H], act = relu)",
-        )
-        + &format!("model {{ {VAE_MODEL} }}");
+    let src = VAE_DECLS.replace(
+        "-> Real[D] = mlp(hidden = [H, H], act = relu)",
+        "-> Real[D] = mpl(hidden = [H, H], act = relu)",
+    ) + &format!("model {{ {VAE_MODEL} }}");
     let d = one(&src, Code::E002, "mpl");
     assert_eq!(d.hint.as_deref(), Some("did you mean `mlp`?"));
     let src = VAE_DECLS.replace("latent z : Real[Z]", "latent z : Reel[Z]")
@@ -786,4 +783,821 @@ fn set_declaration() {
         Code::E015,
         "0",
     );
+}
+
+// ---------------------------------------------------------------------------------
+// Networks (E004, E005, E006)
+
+fn with_net(net: &str) -> String {
+    format!("{VAE_DECLS}\n{net}\nmodel {{ {VAE_MODEL} }}")
+}
+
+#[test]
+fn mlp_keywords_e006() {
+    one(
+        &with_net("net f(a: Real[Z]) -> Real[Z] = mlp(act = relu)"),
+        Code::E006,
+        "mlp(act = relu)",
+    );
+    let d = one(
+        &with_net("net f(a: Real[Z]) -> Real[Z] = mlp(hidden = [H], acts = relu)"),
+        Code::E006,
+        "acts",
+    );
+    assert_eq!(d.hint.as_deref(), Some("did you mean `act`?"));
+    one(
+        &with_net("net f(a: Real[Z]) -> Real[Z] = mlp(hidden = [H], dropout = 1.0)"),
+        Code::E006,
+        "1.0",
+    );
+    one(
+        &with_net("net f(a: Real[Z]) -> Real[Z] = mlp(hidden = [H], hidden = [H])"),
+        Code::E006,
+        "hidden = [H]",
+    );
+    one(
+        &with_net("net f(a: Real[Z]) -> Real[Z] = mlp([H])"),
+        Code::E006,
+        "[H]",
+    );
+    one(
+        &with_net("net f(a: Real[Z]) -> Real[Z] = mlp(hidden = [H], norm = group)"),
+        Code::E002,
+        "group",
+    );
+    let p = ok(&with_net(
+        "net f(a: Real[Z], b: Cat(3)) -> (m: Unit[Z], p: Simplex[4], s: Binary[2]) = mlp(hidden = [H], act = gelu, dropout = 0.5, norm = layer, weights = bayes(prior_scale = 0.5))",
+    ));
+    let f = &p.nets[2];
+    assert_eq!(f.weights, Weights::Bayes { prior_scale: 0.5 });
+    let acts: Vec<HeadActivation> = f.heads.iter().map(|h| h.activation).collect();
+    assert_eq!(
+        acts,
+        vec![
+            HeadActivation::Sigmoid,
+            HeadActivation::Softmax,
+            HeadActivation::Sigmoid
+        ]
+    );
+}
+
+#[test]
+fn weights_keyword() {
+    one(
+        &with_net("net f(a: Real[Z]) -> Real[Z] = linear(weights = vdrop(kind = \"C\"))"),
+        Code::E006,
+        "\"C\"",
+    );
+    one(
+        &with_net("net f(a: Real[Z]) -> Real[Z] = linear(weights = bayse)"),
+        Code::E002,
+        "bayse",
+    );
+    one(
+        &with_net("net f(h: Real[Z]) -> Real[Z] = gru(weights = point)"),
+        Code::E006,
+        "weights",
+    );
+    let p = ok(&with_net(
+        "net f(a: Real[Z]) -> Real[Z] = linear(bias = false, weights = vdrop(kind = \"A\"))",
+    ));
+    assert_eq!(p.nets[2].weights, Weights::Vdrop { kind: VdropKind::A });
+    assert_eq!(p.nets[2].arch, Arch::Linear { bias: false });
+}
+
+#[test]
+fn cat_head_is_e005() {
+    one(
+        &with_net("net f(a: Real[Z]) -> (k: Cat(3)) = linear()"),
+        Code::E005,
+        "Cat(3)",
+    );
+}
+
+#[test]
+fn set_input_only_in_deepsets() {
+    one(
+        &with_net("net f(s: Set[Real[Z]]) -> Real[Z] = mlp(hidden = [H])"),
+        Code::E005,
+        "s: Set[Real[Z]]",
+    );
+    one(
+        &with_net("net f(s: Real[Z]) -> Real[Z] = deepsets(phi = [H])"),
+        Code::E005,
+        "s: Real[Z]",
+    );
+    one(
+        &with_net("net f(s: Set[Real[Z]]) -> Real[Z] = deepsets(rho = [H])"),
+        Code::E006,
+        "deepsets(rho = [H])",
+    );
+    let p = ok(&with_net("net f(s: Set[Real[Z]], c: Real[2]) -> Real[Z] = deepsets(phi = [H], rho = [H], pool = max, act = tanh)"));
+    assert!(p.nets[2].inputs[0].set);
+    assert_eq!(p.nets[2].inputs[0].ty, Type::new(Domain::Real, vec![32]));
+}
+
+#[test]
+fn conv_and_deconv_signatures() {
+    one(
+        &with_net("net f(img: Real[D]) -> Real[Z] = conv(channels = [8])"),
+        Code::E004,
+        "img: Real[D]",
+    );
+    one(
+        &with_net("net f(img: Real[1, 28, 28]) -> Real[Z] = conv(kernel = 3)"),
+        Code::E006,
+        "conv(kernel = 3)",
+    );
+    let p = ok(&with_net("net f(img: Binary[1, 28, 28], y: Cat(10)) -> Real[Z] = conv(channels = [32, 64], hidden = [H])"));
+    assert_eq!(
+        p.nets[2].arch,
+        Arch::Conv {
+            channels: vec![32, 64],
+            kernel: 3,
+            stride: 2,
+            act: Activation::Relu,
+            hidden: vec![512]
+        }
+    );
+    // 28 is divisible by 2^2 but not by 2^3.
+    one(
+        &with_net("net g(z: Real[Z]) -> Real[1, 28, 28] = deconv(channels = [64, 32, 16])"),
+        Code::E004,
+        "Real[1, 28, 28]",
+    );
+    one(
+        &with_net("net g(z: Real[Z]) -> Real[1, 28, 28] = deconv(channels = [64, 32], kernel = 3)"),
+        Code::E006,
+        "deconv(channels = [64, 32], kernel = 3)",
+    );
+    one(
+        &with_net("net g(z: Real[Z]) -> Real[D] = deconv(channels = [64])"),
+        Code::E004,
+        "Real[D]",
+    );
+    let p = ok(&with_net(
+        "net g(z: Real[Z]) -> Unit[1, 28, 28] = deconv(channels = [64, 32])",
+    ));
+    assert_eq!(p.nets[2].heads[0].activation, HeadActivation::Sigmoid);
+}
+
+#[test]
+fn recurrent_signatures() {
+    one(
+        &with_net("net f(h: Real[H], x: Real[Z]) -> Real[Z] = gru()"),
+        Code::E004,
+        "Real[Z]",
+    );
+    one(
+        &with_net("net f(h: Positive[H]) -> Positive[H] = gru()"),
+        Code::E005,
+        "h: Positive[H]",
+    );
+    one(
+        &with_net("net f(h: Real[H], c: Real[H]) -> Real[H] = lstm()"),
+        Code::E004,
+        "Real[H]",
+    );
+    ok(&with_net(
+        "net f(h: Real[H], c: Real[H], x: Binary[D]) -> (h: Real[H], c: Real[H]) = lstm()",
+    ));
+}
+
+#[test]
+fn made_and_attention_signatures() {
+    one(
+        &with_net("net f(z: Real[Z]) -> (m: Real[Z], s: Real[H]) = made(hidden = [H])"),
+        Code::E004,
+        "s: Real[H]",
+    );
+    one(
+        &with_net("net f(z: Real[Z]) -> Real[Z] = made()"),
+        Code::E006,
+        "made()",
+    );
+    one(
+        &with_net("net f(z: Binary[Z]) -> Real[Z] = made(hidden = [H])"),
+        Code::E005,
+        "z: Binary[Z]",
+    );
+    one(
+        &with_net("net r(img: Real[1, 28, 28], h: Real[H]) -> Real[10] = attend_read(grid = 3)"),
+        Code::E004,
+        "Real[10]",
+    );
+    ok(&with_net(
+        "net r(img: Real[1, 28, 28], h: Real[H]) -> Real[9] = attend_read(grid = 3)",
+    ));
+    one(
+        &with_net("net w(h: Real[H]) -> Real[D] = attend_write(grid = 3)"),
+        Code::E004,
+        "Real[D]",
+    );
+    one(
+        &with_net("net w(h: Real[H]) -> Real[1, 28, 28] = attend_write()"),
+        Code::E006,
+        "attend_write()",
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Expressions (E004, E005, E006)
+
+#[test]
+fn net_call_arity_shape_domain() {
+    let d = one(
+        &vae(
+            "z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decoder(z, z))",
+            VAE_GUIDE,
+        ),
+        Code::E006,
+        "decoder(z, z)",
+    );
+    assert_eq!(d.message, "`decoder` expects 1 argument, but 2 were given");
+    let d = one(
+        &vae(
+            "z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decoder(x))",
+            VAE_GUIDE,
+        ),
+        Code::E004,
+        "x",
+    );
+    assert!(d.message.contains("`z`"), "{}", d.message);
+    one(
+        &format!("{VAE_DECLS}\nparam p : Real[D]\nmodel {{ z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decoder(z))\n }}\nguide {{ let (loc, scale) = encoder(p)\n z ~ Normal(loc, scale) }}"),
+        Code::E005,
+        "p",
+    );
+    // Binary data into a Real input is fine.
+    ok(&format!("{VAE_DECLS}\nnet g(v: Real[D]) -> Real[Z] = linear()\nmodel {{ {VAE_MODEL} }}\nguide {{ z ~ Normal(g(x), 1) }}"));
+}
+
+#[test]
+fn cat_values_e005() {
+    let decls = format!("{VAE_DECLS}\ndata c : Cat(10) given\nnet g(c: Cat(10)) -> Real[Z] = linear()\nnet r(c: Real[10]) -> Real[Z] = linear()\nparam mu : Real[10, Z]\nparam bad : Real[9, Z]");
+    one(
+        &format!("{decls}\nmodel {{ z ~ Normal(c + 1, 1)\n x ~ Bernoulli(logits = decoder(z)) }}"),
+        Code::E005,
+        "c",
+    );
+    one(
+        &format!("{decls}\nmodel {{ z ~ Normal(r(c), 1)\n x ~ Bernoulli(logits = decoder(z)) }}"),
+        Code::E005,
+        "c",
+    );
+    one(
+        &format!("{decls}\nmodel {{ z ~ Normal(bad[c], 1)\n x ~ Bernoulli(logits = decoder(z)) }}"),
+        Code::E004,
+        "bad",
+    );
+    let p = ok(&format!(
+        "{decls}\nmodel {{ z ~ Normal(g(c) + mu[c], 1)\n x ~ Bernoulli(logits = decoder(z)) }}"
+    ));
+    let z = site(&p.model.stmts, 0);
+    let ExprKind::Binary { rhs, .. } = &z.dist.args[0].1.kind else {
+        panic!("binary")
+    };
+    assert!(matches!(rhs.kind, ExprKind::Select { .. }));
+    assert_eq!(rhs.ty, Type::new(Domain::Real, vec![32]));
+}
+
+#[test]
+fn broadcast_and_domains() {
+    one(
+        &vae(
+            "z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decoder(z) + z)",
+            VAE_GUIDE,
+        ),
+        Code::E004,
+        "decoder(z) + z",
+    );
+    let d = one(
+        &vae(
+            "z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decoder(log(z)))",
+            VAE_GUIDE,
+        ),
+        Code::E005,
+        "z",
+    );
+    assert!(d.message.contains("Positive"));
+    let p = ok(&vae(
+        "z ~ Normal(0, exp(sum(x * 0)) * 2)\n x ~ Bernoulli(logits = decoder(sqrt(softplus(z)) - relu(z) / 2))",
+        "let (loc, scale) = encoder(x)\n z ~ Normal(loc, scale)",
+    ));
+    let z = site(&p.model.stmts, 0);
+    assert_eq!(z.dist.args[1].1.ty, Type::scalar(Domain::Positive));
+}
+
+#[test]
+fn builtins_shapes() {
+    one(
+        &vae(
+            "z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decoder(concat(z, ones(2, 2))))",
+            VAE_GUIDE,
+        ),
+        Code::E004,
+        "ones(2, 2)",
+    );
+    one(
+        &vae(
+            "z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decoder(exp(z, z)))",
+            VAE_GUIDE,
+        ),
+        Code::E006,
+        "exp(z, z)",
+    );
+    let p = ok(&format!("{VAE_DECLS}\nnet g(v: Real[64]) -> Real[D] = linear()\nmodel {{ z ~ Normal(0, 1)\n x ~ Bernoulli(logits = g(concat(z, zeros(Z)))) }}"));
+    let x = site(&p.model.stmts, 1);
+    let ExprKind::NetCall { args, .. } = &x.dist.args[0].1.kind else {
+        panic!("call")
+    };
+    assert_eq!(args[0].ty, Type::new(Domain::Real, vec![64]));
+}
+
+#[test]
+fn multi_head_value_e004() {
+    let d = one(
+        &vae(VAE_MODEL, "let e = encoder(x)\n z ~ Normal(0, 1)"),
+        Code::E004,
+        "encoder(x)",
+    );
+    assert_eq!(
+        d.hint.as_deref(),
+        Some("destructure with `let (a, b) = ...` or pick a head with `.loc`")
+    );
+    one(
+        &vae(VAE_MODEL, "let (a, b, c) = encoder(x)\n z ~ Normal(a, b)"),
+        Code::E004,
+        "a, b, c",
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Distributions (E002, E004, E005, E006)
+
+#[test]
+fn dist_arguments_e006() {
+    one(
+        &vae(
+            "z ~ Normal(0)\n x ~ Bernoulli(logits = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E006,
+        "Normal(0)",
+    );
+    one(
+        &vae(
+            "z ~ Normal(0, 1, 2)\n x ~ Bernoulli(logits = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E006,
+        "2",
+    );
+    let d = one(
+        &vae(
+            "z ~ Normal(0, sigma = 1)\n x ~ Bernoulli(logits = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E006,
+        "sigma",
+    );
+    assert_eq!(d.hint.as_deref(), None);
+    one(
+        &vae(
+            "z ~ Normal(0, 1)\n x ~ Bernoulli(probs = 0.5, logits = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E006,
+        "Bernoulli(probs = 0.5, logits = decoder(z))",
+    );
+    ok(&vae(
+        "z ~ Normal(scale = 1, loc = 0)\n x ~ Bernoulli(probs = sigmoid(decoder(z)))",
+        VAE_GUIDE,
+    ));
+}
+
+#[test]
+fn dist_argument_domains_e005() {
+    let d = one(
+        &vae(
+            VAE_MODEL,
+            "let (loc, scale) = encoder(x)\n z ~ Normal(loc, loc)",
+        ),
+        Code::E005,
+        "loc",
+    );
+    assert_eq!(
+        d.hint.as_deref(),
+        Some("wrap it in softplus(...) or declare the head Positive")
+    );
+    one(
+        &vae(
+            "z ~ Normal(0, -1)\n x ~ Bernoulli(logits = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E005,
+        "-1",
+    );
+    one(
+        &vae(
+            "z ~ Normal(0, 1)\n x ~ Bernoulli(probs = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E005,
+        "decoder(z)",
+    );
+}
+
+#[test]
+fn dist_argument_shapes_e004() {
+    one(
+        &vae(
+            "z ~ Normal(zeros(3), 1)\n x ~ Bernoulli(logits = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E004,
+        "zeros(3)",
+    );
+    let decls = format!("{VAE_DECLS}\ndata y : Cat(4)\nlatent w : Simplex[4]");
+    one(&format!("{decls}\nmodel {{ {VAE_MODEL}\n w ~ Dirichlet(ones(4))\n y ~ Categorical(logits = zeros(5)) }}"), Code::E004, "zeros(5)");
+    one(&format!("{decls}\nmodel {{ {VAE_MODEL}\n w ~ Dirichlet(ones(3))\n y ~ Categorical(probs = w) }}"), Code::E004, "ones(3)");
+    let p = ok(&format!(
+        "{decls}\nmodel {{ {VAE_MODEL}\n w ~ Dirichlet(ones(4))\n y ~ Categorical(probs = w) }}"
+    ));
+    assert_eq!(
+        site(&p.model.stmts, 3).dist.support,
+        Type::scalar(Domain::Cat(4))
+    );
+    assert_eq!(
+        site(&p.model.stmts, 2).dist.support,
+        Type::new(Domain::Simplex, vec![4])
+    );
+}
+
+#[test]
+fn mixture() {
+    let decls = format!("{VAE_DECLS}\ndata v : Real[2]\nparam w : Real[3]\nparam mu : Real[3, 2]\nparam sd : Positive[3, 2]");
+    let p = ok(&format!(
+        "{decls}\nmodel {{ {VAE_MODEL}\n v ~ Mixture(logits = w, component = Normal(mu, sd)) }}"
+    ));
+    let v = site(&p.model.stmts, 2);
+    assert_eq!(v.dist.kind, DistKind::Mixture);
+    assert_eq!(v.dist.support, Type::new(Domain::Real, vec![2]));
+    let c = v.dist.component.as_ref().expect("component");
+    assert_eq!((c.kind, c.args.len()), (DistKind::Normal, 2));
+    one(&format!("{decls}\nmodel {{ {VAE_MODEL}\n v ~ Mixture(logits = w, component = Normal(mu, ones(2))) }}"), Code::E004, "ones(2)");
+}
+
+#[test]
+fn latent_support_e005() {
+    let src = VAE_DECLS.replace("latent z : Real[Z]", "latent z : Positive[Z]")
+        + &format!("model {{ {VAE_MODEL} }}");
+    let d = one(&src, Code::E005, "Normal(0, 1)");
+    assert_eq!(
+        d.hint.as_deref(),
+        Some("use LogNormal or declare `Real[32]`")
+    );
+    let src = VAE_DECLS.replace("latent z : Real[Z]", "latent z : Positive[Z]")
+        + "model { z ~ LogNormal(0, 1)\n x ~ Bernoulli(logits = decoder(log(z))) }";
+    ok(&src);
+}
+
+#[test]
+fn data_support_e005() {
+    let d = one(
+        &vae("z ~ Normal(0, 1)\n x ~ Normal(decoder(z), 1)", VAE_GUIDE),
+        Code::E005,
+        "Normal(decoder(z), 1)",
+    );
+    assert_eq!(
+        d.hint.as_deref(),
+        Some("use Bernoulli(logits = ...) or ContinuousBernoulli")
+    );
+    ok(&vae(
+        "z ~ Normal(0, 1)\n x ~ ContinuousBernoulli(logits = decoder(z))",
+        VAE_GUIDE,
+    ));
+    let src = VAE_DECLS.replace("data   x : Binary[D]", "data   x : Real[D]")
+        + "model { z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decoder(z)) }";
+    one(&src, Code::E005, "Bernoulli(logits = decoder(z))");
+    let src = VAE_DECLS.replace("data   x : Binary[D]", "data   x : Positive[D]")
+        + "model { z ~ Normal(0, 1)\n x ~ Gamma(exp(decoder(z)), 1) }";
+    ok(&src);
+}
+
+#[test]
+fn sample_target_must_be_variable() {
+    one(
+        &format!("{VAE_DECLS}\nparam p : Real\nmodel {{ {VAE_MODEL}\n p ~ Normal(0, 1) }}"),
+        Code::E005,
+        "p",
+    );
+    one(
+        &vae(&format!("{VAE_MODEL}\n q ~ Normal(0, 1)"), VAE_GUIDE),
+        Code::E002,
+        "q",
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Strategies and flows (E002, E006, E011)
+
+#[test]
+fn strategies() {
+    one(
+        &vae(
+            "z ~ Normal(0, 1) @reinforce\n x ~ Bernoulli(logits = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E011,
+        "@reinforce",
+    );
+    one(
+        &vae(
+            VAE_MODEL,
+            "let (loc, scale) = encoder(x)\n z ~ Normal(loc, scale) @relax(temp = 0.5)",
+        ),
+        Code::E006,
+        "temp",
+    );
+    one(
+        &vae(
+            VAE_MODEL,
+            "let (loc, scale) = encoder(x)\n z ~ Normal(loc, scale) @refine(steps = 0)",
+        ),
+        Code::E006,
+        "0",
+    );
+    let d = one(&vae(VAE_MODEL, "let (loc, scale) = encoder(x)\n z ~ Normal(loc, scale) @random_function(kernel = \"rfb\")"), Code::E002, "\"rfb\"");
+    assert_eq!(d.hint.as_deref(), Some("did you mean `rbf`?"));
+    let p = ok(&vae(VAE_MODEL, "let (loc, scale) = encoder(x)\n z ~ Normal(loc, scale) @random_function(inducing = 16, kernel = \"matern52\")"));
+    assert_eq!(
+        site(&guide_body(&p).stmts, 1).strategy,
+        Some(Strategy::RandomFunction {
+            inducing: 16,
+            kernel: Kernel::Matern52
+        })
+    );
+    let p = ok(&vae(VAE_MODEL, "let (loc, scale) = encoder(x)\n z ~ Normal(loc, scale) @refine(steps = 5, lr = 0.1, through = false)"));
+    assert_eq!(
+        site(&guide_body(&p).stmts, 1).strategy,
+        Some(Strategy::Refine {
+            steps: 5,
+            lr: 0.1,
+            through: false
+        })
+    );
+    let src = format!("{VAE_DECLS}\nlatent b : Binary[3]\nmodel {{ {VAE_MODEL}\n b ~ Bernoulli(logits = zeros(3)) }}\nguide {{ {VAE_GUIDE}\n b ~ Bernoulli(logits = zeros(3)) @relax(temperature = 0.3) }}");
+    let p = ok(&src);
+    assert_eq!(
+        site(&guide_body(&p).stmts, 2).strategy,
+        Some(Strategy::Relax { temperature: 0.3 })
+    );
+}
+
+#[test]
+fn flows() {
+    let decls = format!("{VAE_DECLS}\nnet ar(z: Real[Z], h: Real[H]) -> (m: Real[Z], s: Real[Z]) = made(hidden = [H])\nnet notmade(z: Real[Z]) -> Real[Z] = linear()");
+    let g = |flow: &str| {
+        format!("{decls}\nmodel {{ {VAE_MODEL} }}\nguide {{ let (loc, scale) = encoder(x)\n z ~ Normal(loc, scale) |> {flow} }}")
+    };
+    one(&g("iaf(notmade)"), Code::E006, "notmade");
+    one(&g("iaf(ar)"), Code::E006, "iaf(ar)");
+    one(&g("iaf(ar, loc)"), Code::E004, "loc");
+    one(&g("iaf(ar, zeros(H), step = 2)"), Code::E006, "step");
+    let m = format!("{decls}\nmodel {{ z ~ Normal(0, 1) |> iaf(ar, zeros(H))\n x ~ Bernoulli(logits = decoder(z)) }}");
+    one(&m, Code::E011, "iaf(ar, zeros(H))");
+    one(
+        &vae(
+            "z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decoder(z = z))",
+            VAE_GUIDE,
+        ),
+        Code::E006,
+        "z = z",
+    );
+    let p = ok(&g("iaf(ar, zeros(H))"));
+    assert_eq!(
+        site(&guide_body(&p).stmts, 1).flows[0].kind,
+        FlowKind::Iaf { net: 2, steps: 1 }
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Statement order, sequences and loops (E010)
+
+#[test]
+fn use_before_definition_e010() {
+    let d = one(
+        &vae(
+            "x ~ Bernoulli(logits = decoder(z))\n z ~ Normal(0, 1)",
+            VAE_GUIDE,
+        ),
+        Code::E010,
+        "z",
+    );
+    assert!(d.hint.is_some());
+    one(
+        &vae(VAE_MODEL, "z ~ Normal(loc, 1)\n let loc = encoder(x).loc"),
+        Code::E010,
+        "loc",
+    );
+    // Guide and model have separate definitions: z sampled in model is not defined in guide.
+    one(
+        &vae(
+            VAE_MODEL,
+            "let (loc, scale) = encoder(x)\n let w = z\n z ~ Normal(loc, scale)",
+        ),
+        Code::E010,
+        "z",
+    );
+    // Data and params are readable anywhere.
+    ok(&format!("{VAE_DECLS}\nparam s : Positive\nmodel {{ z ~ Normal(0, s)\n x ~ Bernoulli(logits = decoder(z)) }}"));
+}
+
+#[test]
+fn partial_data_must_be_defined_e010() {
+    let decls = "const K = 3\ndata x : Real[2]\ndata y : Cat(K) partial\nnet f(x: Real[2]) -> Real[K] = linear()\nnet g(y: Cat(K)) -> Real[2] = linear()";
+    one(
+        &format!("{decls}\nmodel {{ x ~ Normal(g(y), 1)\n y ~ Categorical(logits = zeros(K)) }}"),
+        Code::E010,
+        "y",
+    );
+    ok(&format!("{decls}\nmodel {{ y ~ Categorical(logits = zeros(K))\n x ~ Normal(g(y), 1) }}\nguide {{ y ~ Categorical(logits = f(x)) }}"));
+}
+
+const SEQ_DECLS: &str = "
+const T = 5
+const H = 4
+data x : Real[T, H]
+latent z : Real[T, H]
+net cell(h: Real[H], z: Real[H]) -> Real[H] = gru()
+";
+
+fn seq(model: &str) -> String {
+    format!("{SEQ_DECLS}\nmodel {{ {model} }}")
+}
+
+#[test]
+fn sequences_e010() {
+    let good = "let h[0] = zeros(H)\n for t in 1:T { z[t] ~ Normal(h[t-1], 1)\n x[t] ~ Normal(z[t], 1)\n let h[t] = cell(h[t-1], z[t]) }\n let last = h[T]";
+    let p = ok(&seq(good));
+    assert_eq!(p.model.locals[0].steps, Some(5));
+    // h[0] never set.
+    let d = one(&seq("for t in 1:T { z[t] ~ Normal(h[t-1], 1)\n x[t] ~ Normal(z[t], 1)\n let h[t] = cell(h[t-1], z[t]) }"), Code::E010, "h[t-1]");
+    assert_eq!(
+        d.hint.as_deref(),
+        Some("define `let h[0] = ...` before the loop")
+    );
+    // Reading a step not yet defined.
+    one(&seq("let h[0] = zeros(H)\n for t in 1:T { z[t] ~ Normal(h[t+1], 1)\n x[t] ~ Normal(z[t], 1)\n let h[t] = cell(h[t-1], z[t]) }"), Code::E010, "h[t+1]");
+    one(&seq("let h[0] = zeros(H)\n for t in 1:T { z[t] ~ Normal(h[t], 1)\n x[t] ~ Normal(z[t], 1)\n let h[t] = cell(h[t-1], z[t]) }"), Code::E010, "h[t]");
+    // A latent step read before it is sampled, and z[t-1] at t = 1.
+    one(
+        &seq("for t in 1:T { x[t] ~ Normal(z[t], 1)\n z[t] ~ Normal(0, 1) }"),
+        Code::E010,
+        "z[t]",
+    );
+    one(
+        &seq("for t in 1:T { z[t] ~ Normal(0, 1)\n x[t] ~ Normal(z[t-1], 1) }"),
+        Code::E010,
+        "z[t-1]",
+    );
+    // The whole latent after the loop is fine; h[T] inside the loop is not.
+    ok(&seq(
+        "for t in 1:T { z[t] ~ Normal(0, 1) }\n x ~ Normal(z, 1)",
+    ));
+    one(&seq("let h[0] = zeros(H)\n for t in 1:T { z[t] ~ Normal(h[T], 1)\n x[t] ~ Normal(z[t], 1)\n let h[t] = cell(h[t-1], z[t]) }"), Code::E010, "h[T]");
+}
+
+#[test]
+fn loop_coverage_e010() {
+    let (_, d) = run(&seq(
+        "for t in 2:T { z[t] ~ Normal(0, 1)\n x[t] ~ Normal(z[t], 1) }",
+    ));
+    assert_eq!(d.len(), 2);
+    assert_eq!(d[0].message, "the loop covers 2..5 but `z` has 5 steps");
+    // Only the first offending site of each variable is reported per statement.
+    assert_eq!(
+        errs(&seq(
+            "for t in 1:4 { z[t] ~ Normal(0, 1) }\n x ~ Normal(0, 1)"
+        )),
+        vec![(Code::E010, "z[t]".to_string())]
+    );
+    one(
+        &seq("z[1] ~ Normal(0, 1)\n x ~ Normal(0, 1)"),
+        Code::E010,
+        "z[1]",
+    );
+    let p = ok(&seq(
+        "for t in 1:T { z[t] ~ Normal(0, 1) }\n x ~ Normal(z, 1)",
+    ));
+    assert_eq!(
+        p.model.loops[0],
+        LoopDef {
+            var: "t".into(),
+            from: 1,
+            to: 5,
+            span: p.model.loops[0].span
+        }
+    );
+    assert_eq!(
+        site(&p.model.stmts[..], 1).ty,
+        Type::new(Domain::Real, vec![5, 4])
+    );
+}
+
+#[test]
+fn nested_loops_and_scoping() {
+    let src = seq("for t in 1:T { z[t] ~ Normal(0, 1)\n let a = z[t]\n for s in 1:2 { let b = a * s } }\n x ~ Normal(z, 1)");
+    let p = ok(&src);
+    assert_eq!(p.model.loops.len(), 2);
+    // A plain local defined inside a loop is out of scope after it.
+    one(
+        &seq("for t in 1:T { z[t] ~ Normal(0, 1)\n let a = z[t] }\n x ~ Normal(a, 1)"),
+        Code::E010,
+        "a",
+    );
+    // A let may not reuse a loop variable or a declaration.
+    one(
+        &seq("for t in 1:T { z[t] ~ Normal(0, 1)\n let t = 1 }\n x ~ Normal(z, 1)"),
+        Code::E003,
+        "t",
+    );
+}
+
+#[test]
+fn strategy_defaults() {
+    let src = format!(
+        "{VAE_DECLS}\nlatent c : Cat(3)\nlatent n : Count\nmodel {{ {VAE_MODEL}\n c ~ Categorical(logits = zeros(3))\n n ~ Poisson(1) }}\nguide {{ {VAE_GUIDE}\n c ~ Categorical(logits = zeros(3))\n n ~ Poisson(2) }}"
+    );
+    let p = ok(&src);
+    let g = guide_body(&p);
+    assert_eq!(site(&g.stmts, 2).strategy, Some(Strategy::Enumerate));
+    assert_eq!(site(&g.stmts, 3).strategy, Some(Strategy::Reparameterized));
+    assert!(site(&p.model.stmts, 2).strategy.is_none());
+}
+
+#[test]
+fn given_data_site_is_kept_for_rules() {
+    let src =
+        format!("{VAE_DECLS}\ndata c : Real given\nmodel {{ {VAE_MODEL}\n c ~ Normal(0, 1) }}");
+    let p = ok(&src);
+    assert_eq!(site(&p.model.stmts, 2).var, SiteVar::Data(1));
+}
+
+#[test]
+fn errors_are_all_collected_and_never_panic() {
+    let src = format!(
+        "{VAE_DECLS}\nnet bad(a: Foo[Q]) -> Cat = mlpp(hidden = 3)\nmodel {{ z ~ Normall(q, 1)\n x ~ Bernoulli(logits = decoder(z, z))\n let (a, b) = 3\n for t in 1:Q {{ w[t] ~ Normal(0, 1) }} }}\nguide {{ z ~ Normal(0, 1) |> bar(1) @foo }}"
+    );
+    let e = errs(&src);
+    assert!(e.len() >= 8, "{e:#?}");
+    // Garbage of every kind still builds a program.
+    for s in [
+        "model { }",
+        "model { x ~ x(1) }",
+        "model { let (a) = 1 }",
+        "data x : Real[0]\nmodel { x ~ Normal(x[x], x.x) }",
+        "const A = A\nlatent z : Real[A, A]\nmodel { for t in A:0 { z[t] ~ Normal(z[t-9], 1) } }",
+        "net f(s: Set[Set[Real]]) -> Real = deepsets(phi = [])\nmodel { }",
+    ] {
+        let _ = run(s);
+    }
+}
+
+#[test]
+fn no_panic_on_mangled_specs() {
+    let bases = [
+        vae(VAE_MODEL, VAE_GUIDE),
+        seq("let h[0] = zeros(H)\n for t in 1:T { z[t] ~ Normal(h[t-1], 1)\n x[t] ~ Normal(z[t], 1)\n let h[t] = cell(h[t-1], z[t]) }\n let last = h[T]"),
+    ];
+    for base in &bases {
+        let chars: Vec<char> = base.chars().collect();
+        for len in [1usize, 2, 5] {
+            for start in 0..chars.len().saturating_sub(len) {
+                let s: String = chars[..start].iter().chain(&chars[start + len..]).collect();
+                if let Ok(file) = parse(&s) {
+                    let (c, _) = consts::resolve(&file, &[]);
+                    let _ = build(&file, &c);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn show_messages() {
+    let src = format!(
+        "{VAE_DECLS}\nnet bad(a: Foo[Q]) -> Cat = mlpp(hidden = 3)\nparam noise : Positive[D] = 0\nlatent w : Positive[Z]\nmodel {{ z ~ Normall(q, 1)\n x ~ Normal(decoder(z, z), 1)\n w ~ Normal(0, 1)\n let (a, b) = 3\n for t in 1:Q {{ w[t] ~ Normal(0, 1) }} }}\nguide {{ let e = encoder(x)\n z ~ Normal(e, 1) |> bar(1) @foo }}"
+    );
+    let (_, d) = run(&src);
+    for d in d {
+        let t = d
+            .span
+            .range()
+            .map(|r| src[r].to_string())
+            .unwrap_or_default();
+        println!("{} `{}`: {} | hint: {:?}", d.code, t, d.message, d.hint);
+    }
 }

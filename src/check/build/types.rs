@@ -43,7 +43,7 @@ impl Builder<'_> {
         name: &ast::Ident,
         arg: Option<&ast::Expr>,
         shape: Option<&[ast::Expr]>,
-        span: Span,
+        _span: Span,
     ) -> Type {
         let dims: Vec<usize> = shape
             .unwrap_or(&[])
