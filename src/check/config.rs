@@ -15,7 +15,7 @@
 //!   A `meta` block whose `family` fails yields no `MetaConfig` (the rules look at the
 //!   AST to know that a `meta` block was written).
 
-use super::consts::Consts;
+use super::consts::{ConstError, Consts, EvalError};
 use crate::diag::{Code, Diagnostic};
 use crate::ir::{
     Anneal, Binarize, Dataset, Device, Family, KlMode, Members, MetaConfig, Objective, Optimizer,
@@ -147,6 +147,8 @@ pub enum ConfigError {
         size: usize,
         span: Span,
     },
+    /// An integer setting naming something that is not a const (E002, worded by `consts`).
+    UnknownConst(ConstError),
     /// `train` and `test` members that overlap.
     OverlappingMembers {
         shared: String,
@@ -186,7 +188,7 @@ impl From<ConfigError> for Diagnostic {
                 Diagnostic::new(
                     block.code(),
                     span,
-                    format!("`{key}` is not a `{}` setting.", block.name()),
+                    format!("`{key}` is not a `{}` setting", block.name()),
                 )
                 .with_label("unknown key")
                 .with_hint(hint)
@@ -199,7 +201,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 Code::E003,
                 span,
-                format!("`{key}` is set twice in `{}`.", block.name()),
+                format!("`{key}` is set twice in `{}`", block.name()),
             )
             .with_label("set again here")
             .with_secondary(first, "first set here")
@@ -213,7 +215,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 block.code(),
                 span,
-                format!("`{key}` cannot be `{found}`."),
+                format!("`{key}` cannot be `{found}`"),
             )
             .with_label(format!("expected {expected}"))
             .with_hint(format!("write `{key} = ` followed by {expected}")),
@@ -226,7 +228,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 block.code(),
                 span,
-                format!("`{key}` is `{found}`, which is out of range."),
+                format!("`{key}` is `{found}`, which is out of range"),
             )
             .with_label("out of range")
             .with_hint(format!("`{key}` must be {expected}")),
@@ -245,7 +247,7 @@ impl From<ConfigError> for Diagnostic {
                 Diagnostic::new(
                     block.code(),
                     span,
-                    format!("`{found}` is not a value `{key}` accepts."),
+                    format!("`{found}` is not a value `{key}` accepts"),
                 )
                 .with_label("unknown value")
                 .with_hint(hint)
@@ -260,7 +262,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 block.code(),
                 span,
-                format!("`{function}` in `{key}` has no argument `{argument}`."),
+                format!("`{function}` in `{key}` has no argument `{argument}`"),
             )
             .with_label("unknown argument")
             .with_hint(format!("`{function}` takes {expected}")),
@@ -273,7 +275,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 block.code(),
                 span,
-                format!("`{function}` in `{key}` needs the argument `{argument}`."),
+                format!("`{function}` in `{key}` needs the argument `{argument}`"),
             )
             .with_label(format!("`{argument}` missing"))
             .with_hint(format!("write `{function}({argument} = ...)`")),
@@ -287,7 +289,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 block.code(),
                 span,
-                format!("`{function}` in `{key}` is given `{argument}` twice."),
+                format!("`{function}` in `{key}` is given `{argument}` twice"),
             )
             .with_label("given again here")
             .with_secondary(first, "first given here")
@@ -301,7 +303,7 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 block.code(),
                 span,
-                format!("`{function}` in `{key}` takes at most {max} argument(s)."),
+                format!("`{function}` in `{key}` takes at most {max} argument(s)"),
             )
             .with_label("extra argument")
             .with_hint("remove the extra arguments, or name them with `name = value`"),
@@ -317,27 +319,27 @@ impl From<ConfigError> for Diagnostic {
                 Diagnostic::new(
                     Code::E012,
                     span,
-                    format!("`dataset` \"{value}\" is neither a built-in dataset nor a supported file."),
+                    format!("`dataset` \"{value}\" is neither a built-in dataset nor a supported file"),
                 )
                 .with_label("unknown dataset")
                 .with_hint(hint)
             }
             ConfigError::MissingFamily { span } => {
-                Diagnostic::new(Code::E013, span, "The `meta` block has no `family`.")
+                Diagnostic::new(Code::E013, span, "the `meta` block has no `family`")
                     .with_label("no `family` here")
                     .with_hint("add e.g. `family = rotate(-180:160:20)` or `family = classes()`")
             }
             ConfigError::EmptyRange { found, span } => Diagnostic::new(
                 Code::E013,
                 span,
-                format!("The range `{found}` has no member."),
+                format!("the range `{found}` has no member"),
             )
             .with_label("empty range")
             .with_hint("write `a:b:step` with a nonzero step that goes from `a` towards `b`, e.g. `-180:160:20`"),
             ConfigError::TooManyMembers { found, count, span } => Diagnostic::new(
                 Code::E013,
                 span,
-                format!("The range `{found}` has {count} members, more than {MAX_MEMBERS}."),
+                format!("the range `{found}` has {count} members, more than {MAX_MEMBERS}"),
             )
             .with_label("too many members")
             .with_hint("use a larger step"),
@@ -349,13 +351,14 @@ impl From<ConfigError> for Diagnostic {
             } => Diagnostic::new(
                 Code::E013,
                 span,
-                format!("Member {index} in `{key}` does not exist: the family has {size} members."),
+                format!("member {index} in `{key}` does not exist: the family has {size} members"),
             )
             .with_label("no such member")
             .with_hint(format!(
                 "member indices run from 0 to {}",
                 size.saturating_sub(1)
             )),
+            ConfigError::UnknownConst(e) => Diagnostic::from(e),
             ConfigError::OverlappingMembers {
                 shared,
                 train,
@@ -364,7 +367,7 @@ impl From<ConfigError> for Diagnostic {
                 let d = Diagnostic::new(
                     Code::E013,
                     test,
-                    format!("`train` and `test` share {shared}."),
+                    format!("`train` and `test` share {shared}"),
                 )
                 .with_label("overlaps the training members")
                 .with_hint("held-out members must be disjoint from the training ones, e.g. `train = even` and `test = odd`");
@@ -548,10 +551,22 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A number, reporting a wrong kind.
+    /// Whether `e` reads a const that failed (already reported by `consts`).
+    fn uses_failed_const(&self, e: &ast::Expr) -> bool {
+        match &e.kind {
+            ast::ExprKind::Name(id) => self.consts.failed.contains(&id.name),
+            ast::ExprKind::Neg(x) => self.uses_failed_const(x),
+            ast::ExprKind::Binary { lhs, rhs, .. } => {
+                self.uses_failed_const(lhs) || self.uses_failed_const(rhs)
+            }
+            _ => false,
+        }
+    }
+
+    /// A number, reporting a wrong kind (but not a const that already failed).
     fn number(&mut self, key: &str, e: &ast::Expr, expected: &str) -> Option<f64> {
         let v = self.eval_num(e);
-        if v.is_none() {
+        if v.is_none() && !self.uses_failed_const(e) {
             self.wrong_kind(key, e, expected);
         }
         v
@@ -577,6 +592,20 @@ impl<'a> Reader<'a> {
     /// An integer `>= min`.
     fn integer(&mut self, key: &str, e: &ast::Expr, min: i64) -> Option<usize> {
         let expected = format!("an integer >= {min}");
+        match super::consts::eval_int(e, self.consts) {
+            Ok(v) if v < min => {
+                self.out_of_range(key, e, &expected);
+                return None;
+            }
+            Ok(v) => return usize::try_from(v).ok(),
+            Err(EvalError::AlreadyReported) => return None,
+            Err(EvalError::Error(err @ ConstError::UnknownName { .. })) => {
+                self.errors.push(ConfigError::UnknownConst(err));
+                return None;
+            }
+            // Not an integer expression: say so in terms of the setting.
+            Err(EvalError::Error(_)) => {}
+        }
         let v = self.number(key, e, &expected)?;
         if v.fract() != 0.0 || v.abs() > 9.0e15 {
             self.wrong_kind(key, e, &expected);
@@ -1150,7 +1179,9 @@ impl Reader<'_> {
                 let count = if s == 0.0 || (b - a) * s < 0.0 {
                     0.0
                 } else {
-                    ((b - a) / s + 1e-9).floor() + 1.0
+                    // Tolerate rounding so that `b` counts when a step lands on it.
+                    let ratio = (b - a) / s;
+                    (ratio + 1e-9 * ratio.abs().max(1.0)).floor() + 1.0
                 };
                 if count < 1.0 {
                     self.errors.push(ConfigError::EmptyRange {
@@ -1227,10 +1258,11 @@ impl Reader<'_> {
                     }
                 }
                 if ok && names.is_empty() {
-                    self.errors.push(ConfigError::EmptyRange {
-                        found: show(e),
-                        span: e.span,
-                    });
+                    self.wrong_kind(
+                        key,
+                        e,
+                        "`datasets(\"a\", \"b\", ...)` with at least one dataset",
+                    );
                     return None;
                 }
                 ok.then_some(Family::Datasets(names))
@@ -1398,6 +1430,8 @@ mod tests {
         let mut consts = Consts::default();
         consts.values.insert("B".into(), 64);
         consts.values.insert("E".into(), 5);
+        consts.declared = vec!["B".into(), "E".into(), "Q".into()];
+        consts.failed.insert("Q".into());
         let (t, m, errs) = resolve(&file, &consts);
         (t, m, errs.into_iter().map(Diagnostic::from).collect())
     }
@@ -1541,7 +1575,7 @@ mod tests {
                 "train { schedule = alternate(e_steps = 3) }",
                 "alternate(e_steps = 3)",
             ),
-            ("train { anneal = linear(epochs = x) }", "x"),
+            (r#"train { anneal = linear(epochs = "x") }"#, r#""x""#),
             ("train { device = tpu }", "tpu"),
             (r#"train { device = "cuda:x" }"#, r#""cuda:x""#),
             ("train { dataset = mnist }", "mnist"),
@@ -1555,6 +1589,19 @@ mod tests {
             assert_eq!(&text, want, "{src}");
             assert!(d.hint.is_some(), "{src}");
         }
+    }
+
+    #[test]
+    fn const_names_in_integers() {
+        let (code, text, d) = one("train { epochs = Bb }");
+        assert_eq!((code, text.as_str()), (Code::E002, "Bb"));
+        assert!(d.hint.is_some());
+        // A const that failed is reported once, by `consts`.
+        let (_, _, d) = run("train { epochs = Q * 2; beta = Q }");
+        assert!(d.is_empty(), "{d:#?}");
+        let (t, _, d) = run("train { epochs = E - 1; batch = B / 4 + 1 }");
+        assert!(d.is_empty(), "{d:#?}");
+        assert_eq!((t.epochs, t.batch), (4, 17));
     }
 
     #[test]
@@ -1596,6 +1643,11 @@ mod tests {
         let (_, m, d) = run("meta { family = classes() }");
         assert!(d.is_empty());
         assert_eq!(m.expect("meta").family, Family::Classes);
+        let (_, m, _) = run("meta { family = scale(0.5:2:0.1) }");
+        let Some(Family::Scale(f)) = m.map(|m| m.family) else {
+            panic!("scale")
+        };
+        assert_eq!(f.len(), 16);
         let (_, m, _) = run("meta { family = shear(0:10:4) }");
         assert_eq!(m.expect("meta").family, Family::Shear(vec![0.0, 4.0, 8.0]));
     }
@@ -1622,6 +1674,9 @@ mod tests {
                 "sometimes",
             ),
             ("meta { family = rotate }", "rotate"),
+            ("meta { family = datasets() }", "datasets()"),
+            ("meta { family = datasets(1) }", "1"),
+            ("meta { family = scale([1, -2]) }", "[1, -2]"),
             ("meta { train = all }", "meta { train = all }"),
         ];
         for (src, want) in cases {
