@@ -38,6 +38,11 @@
 //!   is the first input with three axes (else the first input).
 //! - `attend_write`: `params` dense state→5 and `patch` dense state→C·N·N.
 //!
+//! Copies. A network named by `iaf` flows has one copy per flow step, numbered over the
+//! flows in program order (`ar.step0.layer0.weight`, `ar.step1…`); a `@per_member` network
+//! one per member of the `meta` family (`dec.member3.layer0.weight`). [`param_count`] is one
+//! copy; [`copies`] says how many.
+//!
 //! Weights. `point`: weights and biases as above. `bayes`: every weight and bias of the
 //! dense, convolutional and recurrent layers gets a mean and a log-variance (twice the
 //! count); `vdrop(kind = "B")`: one log α per weight entry (biases stay point estimates);
@@ -800,7 +805,12 @@ impl Cardinality {
     pub fn of(n: u64) -> Cardinality {
         Cardinality {
             exact: Some(n),
-            log10: round9((n as f64).log10()),
+            // log10(0) would be -inf, which JSON cannot hold; an empty support is harmless.
+            log10: if n == 0 {
+                0.0
+            } else {
+                round9((n as f64).log10())
+            },
         }
     }
 
@@ -1835,4 +1845,90 @@ guide {
   }
 }
 "#;
+}
+
+#[cfg(test)]
+mod e2e_tests {
+    use super::e2e::program;
+    use super::*;
+
+    fn ok(src: &str) -> Program {
+        match program(src) {
+            Ok(p) => p,
+            Err(d) => panic!("{d:#?}"),
+        }
+    }
+
+    #[test]
+    fn conv_and_deconv_from_source() {
+        let p = ok(r#"
+data x : Binary[1, 28, 28]
+data y : Cat(10) given
+latent z : Real[16]
+net enc(x: Binary[1, 28, 28], y: Cat(10)) -> (loc: Real[16], scale: Positive[16]) = conv(channels = [32, 64], hidden = [256])
+net dec(z: Real[16]) -> Real[1, 28, 28] = deconv(channels = [64, 32])
+model { z ~ Normal(0, 1); x ~ Bernoulli(logits = dec(z)) }
+guide { let (m, s) = enc(x, y); z ~ Normal(m, s) }
+"#);
+        assert_eq!(
+            param_count(&p.nets[0]),
+            (9 * 32 + 32) + (9 * 32 * 64 + 64) + (3146 * 256 + 256) + (256 * 32 + 32)
+        );
+        assert_eq!(
+            param_count(&p.nets[1]),
+            (16 * 3136 + 3136) + (16 * 64 * 32 + 32) + (16 * 32 + 1)
+        );
+        assert!(check_costs(&p).is_empty());
+    }
+
+    #[test]
+    fn deepsets_and_per_member_from_source() {
+        let p = ok(r#"
+const D = 20
+const H = 16
+const Z = 4
+data x : Binary[D]
+latent z : Real[Z]
+set S : Binary[D] size 10
+net summary(S: Set[Binary[D]]) -> Real[H] = deepsets(phi = [H, H], act = leaky_relu)
+net enc(x: Binary[D], s: Real[H]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H, H])
+@per_member net dec(z: Real[Z]) -> Real[D] = mlp(hidden = [H, H])
+model { z ~ Normal(0, 1); x ~ Bernoulli(logits = dec(z)) }
+guide { let (m, s) = enc(x, summary(S)); z ~ Normal(m, s) }
+"#);
+        assert_eq!(
+            param_count(&p.nets[0]),
+            (20 * 16 + 16) + (16 * 16 + 16) + (16 * 16 + 16)
+        );
+        let pl = crate::plan::plan(&p);
+        // phi runs on each of the 10 members of S.
+        assert_eq!(pl.nets[0].flops, 2 * (20 * 16 + 16 * 16) * 10 + 2 * 16 * 16);
+        assert!(pl.nets[2].copies.per_member);
+    }
+
+    #[test]
+    fn e017_from_source() {
+        let src = |shape: &str, logits: &str| {
+            format!(
+                r#"
+data x : Binary[8]
+latent c : Cat(10){shape}
+net q(x: Binary[8]) -> Real[{logits}] = linear()
+net p(c: Cat(10){shape}) -> Real[8] = linear()
+model {{ c ~ Categorical(logits = zeros({logits})); x ~ Bernoulli(logits = p(c)) }}
+guide {{ c ~ Categorical(logits = q(x)) }}
+"#
+            )
+        };
+        let many = src("[4]", "4, 10");
+        let p = match program(&many) {
+            Ok(p) => p,
+            Err(d) => panic!("{d:#?}"),
+        };
+        let d = check_costs(&p);
+        assert_eq!(d.len(), 1, "{d:#?}");
+        let text = d[0].span.range().map(|r| &many[r]).unwrap_or("");
+        assert!(text.starts_with("c ~ Categorical"), "{text}");
+        assert!(check_costs(&ok(&src("", "10"))).is_empty());
+    }
 }

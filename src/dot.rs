@@ -439,7 +439,6 @@ mod tests_support {
         }
         (nodes, edges)
     }
-
 }
 
 #[cfg(test)]

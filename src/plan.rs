@@ -60,6 +60,23 @@ pub struct Plan {
     pub cost: Cost,
 }
 
+impl Plan {
+    /// The plan of the guide site that samples `var` (the first one, for a stepped site).
+    pub fn site(&self, var: SiteVar) -> Option<&SitePlan> {
+        self.sites.iter().find(|s| s.var == var)
+    }
+
+    /// The KL term of a subject.
+    pub fn kl_of(&self, subject: &KlSubject) -> Option<&KlPlan> {
+        self.kl.iter().find(|k| &k.subject == subject)
+    }
+
+    /// The plan of network `id`.
+    pub fn net(&self, id: NetId) -> Option<&NetPlan> {
+        self.nets.iter().find(|n| n.id == id)
+    }
+}
+
 /// How one guide site (or, for `guide exact`, one latent) is inferred.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SitePlan {
@@ -394,6 +411,9 @@ fn plan_site(program: &Program, site: &Site, steps: u64) -> SitePlan {
             ),
         ),
     };
+    if steps > 1 && estimator != Estimator::Enumerate {
+        reason.push_str(&format!(", at each of {steps} steps"));
+    }
     if let SiteVar::Data(d) = site.var {
         if program.data.get(d).map(|d| d.role) == Some(DataRole::Partial) {
             reason.push_str(" (used where the value is missing)");
@@ -1353,6 +1373,54 @@ mod tests {
     }
 
     #[test]
+    fn model_without_latents() {
+        // The variational-dropout classifier of the appendix: no latent, no guide.
+        let mut p = P::new();
+        p.data("x", real(&[20]), DataRole::Given);
+        p.data("y", cat(10, &[]), DataRole::Observed);
+        let clf = p.net(
+            "clf",
+            &[("x", real(&[20]))],
+            &[("clf", real(&[10]))],
+            mlp(&[64]),
+        );
+        p.0.nets[clf].weights = Weights::Vdrop { kind: VdropKind::B };
+        p.0.model = body(
+            vec![sample(
+                SiteVar::Data(1),
+                cat(10, &[]),
+                dist(
+                    DistKind::Categorical,
+                    vec![(
+                        DistParam::Logits,
+                        call(
+                            clf,
+                            vec![reference(Ref::Data(0), real(&[20]))],
+                            Some(0),
+                            real(&[10]),
+                        ),
+                    )],
+                    cat(10, &[]),
+                ),
+                None,
+                1,
+            )],
+            vec![],
+        );
+        let pl = plan(&p.0);
+        assert!(pl.sites.is_empty());
+        let w = pl.kl_of(&KlSubject::Weights(clf));
+        assert!(w.is_some_and(|w| w.method == KlMethod::Approximate && w.per_dataset));
+        let weights = 20 * 64 + 64 * 10;
+        assert_eq!(pl.total_params, weights + 64 + 10 + weights);
+        assert_eq!(pl.net(clf).map(|n| n.calls), Some(1));
+        assert_eq!(pl.cost.flops_per_example, 2 * 2 * weights);
+        let text = pl.to_string();
+        assert!(text.contains("sites:\n  (none)"), "{text}");
+        assert!(text.contains("vdrop B weights"), "{text}");
+    }
+
+    #[test]
     fn plan_round_trips_through_serde() {
         let p = plan(&gmvae(3));
         let json = serde_json::to_string(&p).unwrap_or_default();
@@ -1379,9 +1447,18 @@ mod e2e_tests {
     #[test]
     fn vae_from_source() {
         let p = plan(&program(e2e::VAE));
-        assert_eq!(p.nets[0].params, 784 * 512 + 512 + 512 * 512 + 512 + 512 * 64 + 64);
-        assert_eq!(p.nets[1].params, 32 * 512 + 512 + 512 * 512 + 512 + 512 * 784 + 784);
-        assert_eq!(p.sites[0].reason, "continuous Normal: reparameterized sampling");
+        assert_eq!(
+            p.nets[0].params,
+            784 * 512 + 512 + 512 * 512 + 512 + 512 * 64 + 64
+        );
+        assert_eq!(
+            p.nets[1].params,
+            32 * 512 + 512 + 512 * 512 + 512 + 512 * 784 + 784
+        );
+        assert_eq!(
+            p.sites[0].reason,
+            "continuous Normal: reparameterized sampling"
+        );
         assert_eq!(p.kl[0].reason, "closed form KL(Normal ‖ Normal)");
     }
 
@@ -1390,10 +1467,17 @@ mod e2e_tests {
         let p = plan(&program(e2e::VRNN));
         let calls: Vec<(&str, u64)> = p.nets.iter().map(|n| (n.name.as_str(), n.calls)).collect();
         // Every call sits in a loop of 4 steps; the cell is called from model and guide.
-        assert_eq!(calls, vec![("cell", 8), ("prior", 4), ("post", 4), ("emit", 4)]);
+        assert_eq!(
+            calls,
+            vec![("cell", 8), ("prior", 4), ("post", 4), ("emit", 4)]
+        );
         // GRUCell(I = 8 + 2, H = 16).
         assert_eq!(p.nets[0].params, 3 * 16 * (10 + 16) + 6 * 16);
         assert_eq!(p.sites[0].steps, 4);
+        assert_eq!(
+            p.sites[0].reason,
+            "continuous Normal: reparameterized sampling, at each of 4 steps"
+        );
     }
 
     #[test]
@@ -1419,5 +1503,63 @@ mod e2e_tests {
         // 32 → 5 and 32 → 1·5·5, called once per step in model and guide.
         assert!(write.is_some_and(|w| w.params == (32 * 5 + 5) + (32 * 25 + 25) && w.calls == 6));
         assert!(p.cost.flops_per_example > 0);
+    }
+}
+
+#[cfg(test)]
+mod e2e_strategy_tests {
+    use super::*;
+    use crate::arch::e2e;
+
+    fn vae_with(guide_site: &str, extra: &str) -> Plan {
+        let src = format!(
+            r#"
+const D = 20
+const Z = 4
+const C = 3
+data x : Binary[D]
+latent z : Real[Z]
+net enc(x: Binary[D]) -> (loc: Real[Z], scale: Positive[Z], h: Real[C]) = mlp(hidden = [16], act = elu)
+net dec(z: Real[Z]) -> Real[D] = mlp(hidden = [16])
+{extra}
+model {{ z ~ Normal(0, 1); x ~ Bernoulli(logits = dec(z)) }}
+guide {{ let (m, s, h) = enc(x); {guide_site} }}
+"#
+        );
+        match e2e::program(&src) {
+            Ok(p) => plan(&p),
+            Err(d) => panic!("{d:#?}"),
+        }
+    }
+
+    #[test]
+    fn iaf_from_source() {
+        let p = vae_with(
+            "z ~ Normal(m, s) |> iaf(ar, h, steps = 2)",
+            "net ar(z: Real[Z], h: Real[C]) -> (m: Real[Z], s: Real[Z]) = made(hidden = [32], act = elu)",
+        );
+        let ar = p.nets.iter().find(|n| n.name == "ar");
+        let per = (4 + 3) * 32 + 32 + 32 * 8 + 8;
+        assert!(ar.is_some_and(|a| a.params == 2 * per && a.calls == 2));
+        assert_eq!(p.kl[0].method, KlMethod::MonteCarlo);
+        assert_eq!(p.sites[0].flows.len(), 1);
+    }
+
+    #[test]
+    fn refine_and_random_function_from_source() {
+        let p = vae_with("z ~ Normal(m, s) @refine(steps = 20, lr = 1.0)", "");
+        assert_eq!(
+            p.sites[0].estimator,
+            Estimator::Refine {
+                steps: 20,
+                lr: 1.0,
+                through: true
+            }
+        );
+        assert_eq!(p.nets[1].calls, 21);
+        let p = vae_with("z ~ Normal(m, s) @random_function(inducing = 64)", "");
+        assert_eq!(p.sites[0].estimator.name(), "random_function");
+        let gp = p.kl_of(&KlSubject::RandomFunction(0));
+        assert!(gp.is_some_and(|k| k.per_dataset));
     }
 }
