@@ -447,6 +447,23 @@ fn syntax_errors_point_at_the_offending_token() {
         ("model { for t 1:T {} }", "1", "expected `in`"),
         ("set S : Real 10", "10", "expected `size`"),
         ("model { x ~ Normal(a,, b) }", ",", "found `,`"),
+        ("model { z ~ Normal }", "}", "expected `(`, found `}`"),
+        (
+            "model { z ~ Normal(0, 1) @ }",
+            "@",
+            "a name right after `@`",
+        ),
+        ("const = 3", "=", "expected a name, found `=`"),
+        (
+            "data x : ",
+            "",
+            "expected a type, found the end of the file",
+        ),
+        (
+            "model { let (a b) = f(x) }",
+            "b",
+            "expected a name, `,`, `)` or `[`",
+        ),
     ] {
         let d = err(src);
         assert_eq!(text(src, d.span), at, "{src}: {}", d.message);

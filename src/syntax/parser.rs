@@ -186,6 +186,7 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     if !src.is_char_boundary(pos) {
         return internal(Span::new(0, 0), "error position inside a character");
     }
+    let raw_pos = pos;
     let pos = skip_space(src, pos);
     if pos >= src.len() {
         if let Some(&(at, c)) = scanned.unclosed.last() {
@@ -245,6 +246,18 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
             };
         }
     }
+    if found_text == "@" {
+        return ParseError::Unexpected {
+            span: found_span,
+            found,
+            expected: vec!["a name right after `@`".to_string()],
+            unclosed: None,
+            hint: Some(
+                "write a strategy such as `@enumerate` or an annotation such as `@per_member`"
+                    .to_string(),
+            ),
+        };
+    }
     // `z = Normal(0, 1)` in a block.
     if found_text == "=" && literals.iter().any(|l| l == "~") {
         let before = src[..pos].trim_end();
@@ -280,7 +293,7 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
         }
     }
     // `mlp` with no `(`: the name was read, only its `(` is missing.
-    let glued_to_name = src[..pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+    let glued_to_name = src[..raw_pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
         && expected.iter().any(|e| e == "`(`");
     if glued_to_name {
         expected.retain(|e| e == "`(`");
@@ -330,7 +343,9 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
 fn is_punctuation(t: &str) -> bool {
     !t.is_empty()
         && t.chars().all(|c| {
-            !c.is_alphanumeric() && !c.is_whitespace() && !matches!(c, '_' | ';' | '#' | '"')
+            !c.is_alphanumeric()
+                && !c.is_whitespace()
+                && !matches!(c, '_' | ';' | '#' | '"' | '\u{FEFF}')
         })
 }
 
