@@ -132,7 +132,7 @@ proptest::proptest! {
 
     /// Text made of the language's own characters: no panic, and what parses formats stably.
     #[test]
-    fn arbitrary_text_is_survived(src in "[a-z_ (){}\\[\\]@#=~:;,.+*/\\-|>\"\\\\0-9\n]{0,60}") {
+    fn arbitrary_text_is_survived(src in "[a-z_ (){}\\[\\]@#=~:;,.+*/\\-|>\"\\\\0-9\néü漢]{0,60}") {
         survive(&src);
     }
 
@@ -148,5 +148,17 @@ proptest::proptest! {
         0..12,
     )) {
         survive(&parts.join(" "));
+    }
+}
+
+#[test]
+fn single_edits_of_real_specs_are_survived() {
+    for src in [sources::VAE, sources::VRNN] {
+        let positions: Vec<usize> = src.char_indices().map(|(i, _)| i).step_by(3).collect();
+        for &i in &positions {
+            for insert in ["é", " (", "@ ", "=", "~", "\"", "#", "漢 ", "1e"] {
+                survive(&format!("{}{insert}{}", &src[..i], &src[i..]));
+            }
+        }
     }
 }

@@ -261,9 +261,10 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     // `z = Normal(0, 1)` in a block.
     if found_text == "=" && literals.iter().any(|l| l == "~") {
         let before = src[..pos].trim_end();
-        let start = before
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '[' || c == ']'))
-            .map_or(0, |i| i + 1);
+        let start = before.len()
+            - trailing_run(before, |c| {
+                c.is_ascii_alphanumeric() || matches!(c, '_' | '[' | ']' | '-' | '+')
+            });
         return ParseError::EqualsForTilde {
             span: found_span,
             target: before[start..].to_string(),
@@ -400,6 +401,15 @@ fn literal_rank(l: &str) -> usize {
     .unwrap_or(99)
 }
 
+/// The length in bytes of the longest run of characters at the end of `s` that satisfy `keep`.
+fn trailing_run(s: &str, keep: impl Fn(char) -> bool) -> usize {
+    s.chars()
+        .rev()
+        .take_while(|&c| keep(c))
+        .map(char::len_utf8)
+        .sum()
+}
+
 /// Whether the statement around `pos` starts with `let`.
 fn in_let(src: &str, pos: usize) -> bool {
     let before = &src[..pos];
@@ -427,9 +437,8 @@ fn space_before_paren(src: &str, pos: usize, found: &str) -> Option<ParseError> 
         if trimmed.len() == before.len() {
             return None;
         }
-        let start = trimmed
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .map_or(0, |i| i + 1);
+        let start =
+            trimmed.len() - trailing_run(trimmed, |c| c.is_ascii_alphanumeric() || c == '_');
         let name = &trimmed[start..];
         if is_name(name) {
             return Some(mk(start, name, pos));
@@ -612,8 +621,8 @@ fn item(p: Pair<'_, Rule>) -> Result<ast::Item, ParseError> {
         Rule::set_item => set_item(p)?,
         Rule::model_item => model_item(p)?,
         Rule::guide_item => guide_item(p)?,
-        Rule::train_item => ast::ItemKind::Train(entries_of(p)?),
-        Rule::meta_item => ast::ItemKind::Meta(entries_of(p)?),
+        Rule::train_item => ast::ItemKind::Train(train_item(p)?),
+        Rule::meta_item => ast::ItemKind::Meta(meta_item(p)?),
         r => return Err(internal(span, &format!("unexpected item rule {r:?}"))),
     };
     Ok(ast::Item { kind, span })
@@ -743,10 +752,15 @@ fn guide_item(p: Pair<'_, Rule>) -> Result<ast::ItemKind, ParseError> {
     }
 }
 
-/// The entries of `train { }` or `meta { }`.
-fn entries_of(p: Pair<'_, Rule>) -> Result<Vec<ast::Entry>, ParseError> {
+fn train_item(p: Pair<'_, Rule>) -> Result<Vec<ast::Entry>, ParseError> {
     let mut c = Children::of(p);
-    c.next()?; // the keyword
+    c.expect(Rule::kw_train)?;
+    entries(c.expect(Rule::entries)?)
+}
+
+fn meta_item(p: Pair<'_, Rule>) -> Result<Vec<ast::Entry>, ParseError> {
+    let mut c = Children::of(p);
+    c.expect(Rule::kw_meta)?;
     entries(c.expect(Rule::entries)?)
 }
 
