@@ -190,8 +190,9 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     let pos = skip_space(src, pos);
     if pos >= src.len() {
         if let Some(&(at, c)) = scanned.unclosed.last() {
+            let end = end_of_text(src);
             return ParseError::Unclosed {
-                span: Span::new(src.len(), src.len()),
+                span: Span::new(end, end),
                 open: Span::new(at, at + 1),
                 bracket: c,
             };
@@ -455,6 +456,12 @@ fn space_before_paren(src: &str, pos: usize, found: &str) -> Option<ParseError> 
     None
 }
 
+/// Just after the last character that is not white space: where "the end of the file" is
+/// shown, on the line the user was writing rather than an empty one below it.
+fn end_of_text(src: &str) -> usize {
+    src.trim_end().len()
+}
+
 /// The first offset at or after `pos` that is not white space or a comment.
 fn skip_space(src: &str, mut pos: usize) -> usize {
     let bytes = src.as_bytes();
@@ -473,7 +480,8 @@ fn token_at(src: &str, pos: usize) -> (Span, String) {
     let pos = skip_space(src, pos);
     let rest = &src[pos..];
     let Some(c) = rest.chars().next() else {
-        return (Span::new(pos, pos), "the end of the file".to_string());
+        let end = end_of_text(src);
+        return (Span::new(end, end), "the end of the file".to_string());
     };
     let len = if c.is_ascii_alphanumeric() || c == '_' {
         rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
