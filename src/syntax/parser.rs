@@ -313,6 +313,7 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
                 "`(`",
                 "`[`",
                 "an operator",
+                "an entry `key = value`",
             ],
         ),
         (ITEM_WORDS, &["the end of the file", "`@`"]),
@@ -326,10 +327,20 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     if expected.iter().any(|e| e == "an operator") {
         expected.retain(|e| e != "`[`");
     }
+    // After a complete value, a range's `:` is seldom what was meant.
+    if expected
+        .iter()
+        .any(|e| e == "`}`" || e == "`)`" || e == "`,`")
+    {
+        expected.retain(|e| e != "`:`");
+    }
     // Operators are seldom what was meant; mention them last.
     expected.sort_by_key(|e| e == "an operator");
     // `a = 1, b = 2` in `train { }`, `f(x) z ~ ...`: no separators between entries.
-    let hint = (found_text == "," && !expected.iter().any(|e| e == "`,`")).then(|| {
+    let between_entries = expected
+        .iter()
+        .any(|e| e == "an entry `key = value`" || e == "a statement");
+    let hint = (found_text == "," && between_entries).then(|| {
         "entries and statements need no separator; start a new line or use `;`".to_string()
     });
     ParseError::Unexpected {
