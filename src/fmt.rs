@@ -125,10 +125,6 @@ struct Printer<'a> {
 }
 
 impl Printer<'_> {
-    fn next_comment_start(&self) -> Option<usize> {
-        self.comments.get(self.next).map(|c| start_of(c.span))
-    }
-
     /// A blank line before a thing starting at `start`, where one is due.
     fn blank_if_needed(&mut self, start: usize) {
         let gap = self.src.get(self.last_end..start).unwrap_or("");
@@ -207,9 +203,13 @@ impl Printer<'_> {
         self.trailing(brace + 1);
     }
 
-    /// Whether nothing, not even a comment, sits inside the braces at `open..close`.
-    fn empty_inside(&self, close: usize) -> bool {
-        self.next_comment_start().is_none_or(|s| s >= close)
+    /// Whether no comment sits between the braces at `open` and `close`.
+    fn empty_inside(&self, open: usize, close: usize) -> bool {
+        !self.comments[self.next..]
+            .iter()
+            .map(|c| start_of(c.span))
+            .take_while(|&s| s < close)
+            .any(|s| s > open)
     }
 
     fn item(&mut self, item: &Item) {
@@ -233,7 +233,7 @@ impl Printer<'_> {
     /// `header { stmts }` at `indent`.
     fn block(&mut self, indent: usize, start: usize, header: &str, block: &Block) {
         let (open, close) = (start_of(block.span), end_of(block.span).saturating_sub(1));
-        if block.stmts.is_empty() && self.empty_inside(close) {
+        if block.stmts.is_empty() && self.empty_inside(open, close) {
             self.unit(indent, start, close + 1, &format!("{header} {{}}"));
             return;
         }
@@ -247,7 +247,7 @@ impl Printer<'_> {
     fn entries_item(&mut self, start: usize, end: usize, keyword: &str, entries: &[Entry]) {
         let close = end.saturating_sub(1);
         let open = self.brace_after(start + keyword.len()).unwrap_or(start);
-        if entries.is_empty() && self.empty_inside(close) {
+        if entries.is_empty() && self.empty_inside(open, close) {
             self.unit(0, start, end, &format!("{keyword} {{}}"));
             return;
         }

@@ -279,3 +279,20 @@ fn trailing_comments_on_consecutive_lines_line_up() {
         "{out}"
     );
 }
+
+#[test]
+fn comments_around_empty_blocks_settle() {
+    for src in [
+        "model # before the brace\n{}\n",
+        "model {} # after\n",
+        "model { # inside\n}\n",
+        "train # before\n{\n}\nmeta {\n  # inside\n}\n",
+        "model {\n  for t in 1:T # before\n  {}\n}\n",
+    ] {
+        check(src, src);
+    }
+    assert_eq!(
+        format("model # before the brace\n{}\n"),
+        "# before the brace\nmodel {}\n"
+    );
+}
