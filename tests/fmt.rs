@@ -102,32 +102,32 @@ train {
     let want = r#"# header comment
 
 # second header, after a blank line
-const D = 784 # trailing on an item
+const D = 784  # trailing on an item
 const Z = 32
 # leading an item
-data x : Binary[D] # trailing
+data x : Binary[D]  # trailing
 
 latent z : Real[Z]
 # inside a multi-line item
 net f(x: Binary[D]) -> Real[Z] = mlp(hidden = [D])
 
-model { # after the brace
+model {  # after the brace
   # leading a statement
-  z ~ Normal(0, 1) # trailing a statement
+  z ~ Normal(0, 1)  # trailing a statement
 
   # after a blank line
-  for t in 1:T { # after a loop brace
+  for t in 1:T {  # after a loop brace
     let h[t] = f(x)
     # at the end of a loop body
-  } # after the loop
+  }  # after the loop
   # at the end of the block
-} # after the block
+}  # after the block
 
-guide exact # on guide exact
+guide exact  # on guide exact
 
 train {
   # leading an entry
-  batch = 128 # trailing an entry
+  batch = 128  # trailing an entry
   # at the end of entries
 }
 # at the end of the file
@@ -266,4 +266,33 @@ fn a_comment_anywhere_survives_and_settles() {
             check(&format!("{name}@{i}"), &with);
         }
     }
+}
+
+#[test]
+fn trailing_comments_on_consecutive_lines_line_up() {
+    let out = check("vae", sources::VAE);
+    assert!(out.contains(
+        "const D = 784  # pixels\nconst Z = 32   # latent size\nconst H = 512  # hidden width\n"
+    ), "{out}");
+    assert!(
+        out.contains("model {  # p(x, z) = p(z) p(x | z)\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn comments_around_empty_blocks_settle() {
+    for src in [
+        "model # before the brace\n{}\n",
+        "model {} # after\n",
+        "model { # inside\n}\n",
+        "train # before\n{\n}\nmeta {\n  # inside\n}\n",
+        "model {\n  for t in 1:T # before\n  {}\n}\n",
+    ] {
+        check(src, src);
+    }
+    assert_eq!(
+        format("model # before the brace\n{}\n"),
+        "# before the brace\nmodel {}\n"
+    );
 }
