@@ -248,6 +248,7 @@ impl Builder<'_> {
                         param: pname.into(),
                         expected,
                         found: x.ty.shape.clone(),
+                        scalar_ok,
                         span: e.span,
                     });
                 } else if !fits(x.ty.domain, need.domain()) {
@@ -329,6 +330,7 @@ impl Builder<'_> {
                     param: "logits".into(),
                     expected: vec![wx.ty.shape.first().copied().unwrap_or(1)],
                     found: wx.ty.shape.clone(),
+                    scalar_ok: false,
                     span: w.span,
                 });
             } else {

@@ -234,6 +234,8 @@ pub enum BuildError {
         param: String,
         expected: Vec<usize>,
         found: Vec<usize>,
+        /// Whether a scalar would have been accepted (it broadcasts).
+        scalar_ok: bool,
         span: Span,
     },
     /// A distribution argument outside the parameter's domain (E005).
@@ -742,12 +744,14 @@ impl From<BuildError> for Diagnostic {
                 param,
                 expected,
                 found,
+                scalar_ok,
                 span,
             } => Diagnostic::new(
                 Code::E004,
                 span,
                 format!(
-                    "`{param}` of `{dist}` must be a scalar or have shape {}, but this has {}",
+                    "`{param}` of `{dist}` must {}have shape {}, but this has {}",
+                    if scalar_ok { "be a scalar or " } else { "" },
                     shape_text(&expected),
                     shape_text(&found)
                 ),
