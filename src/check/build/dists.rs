@@ -24,6 +24,11 @@ const DISTS: [&str; 14] = [
     "Mixture",
 ];
 
+/// Whether `name` is one of the distributions of section 7.
+pub(super) fn is_distribution(name: &str) -> bool {
+    DISTS.contains(&name)
+}
+
 const STRATEGIES: [&str; 6] = [
     "enumerate",
     "relax",

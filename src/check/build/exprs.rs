@@ -604,6 +604,13 @@ impl Builder<'_> {
                         });
                         return invalid(span);
                     }
+                    None if super::dists::is_distribution(name) => {
+                        self.errors.push(BuildError::DistributionAsValue {
+                            name: name.into(),
+                            span: call.callee.span,
+                        });
+                        return invalid(span);
+                    }
                     None => "function",
                 };
                 self.errors.push(BuildError::Unknown {

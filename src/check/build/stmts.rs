@@ -269,12 +269,18 @@ impl Builder<'_> {
         span: Span,
         cx: &mut Cx<'a>,
     ) -> Option<ir::Stmt> {
-        if let Some((_, first)) = self.names.get(&var.name) {
+        let first = self
+            .names
+            .get(&var.name)
+            .map(|(_, s)| *s)
+            .or_else(|| cx.loop_var(&var.name).map(|(_, d)| d.span))
+            .or_else(|| cx.scope.get(&var.name).map(|&l| cx.locals[l].span));
+        if let Some(first) = first {
             self.errors.push(BuildError::Duplicate {
                 what: "name",
                 name: var.name.clone(),
                 span: var.span,
-                first: *first,
+                first,
             });
         }
         let a = self.int(from);
