@@ -1,6 +1,6 @@
 //! Distributions (LANGUAGE.md section 7), flows and inference strategies of `~` sites.
 
-use super::exprs::{fits, invalid};
+use super::exprs::fits;
 use super::stmts::Cx;
 use super::{boolean, literal, BuildError, Builder, Decl};
 use crate::check::consts::suggest;
@@ -403,7 +403,7 @@ impl Builder<'_> {
                 return default;
             }
         };
-        let Some(b) = self.bind(name, args, s.span, names, true) else {
+        let Some(b) = self.bind(name, args, names, true) else {
             return default;
         };
         let mut bad = |this: &mut Self, kw: &str, expected: &str, e: &ast::Expr| {
@@ -640,7 +640,6 @@ impl Builder<'_> {
         if !ok {
             return None;
         }
-        let _ = invalid;
         Some(ir::Flow {
             kind: ir::FlowKind::Iaf { net: n, steps },
             context,

@@ -6,7 +6,7 @@
 //! loops in whose current iteration step `t` is defined). Observed and `given` data and
 //! params are readable anywhere; `partial` data like a latent.
 
-use super::exprs::{invalid, join, step_text};
+use super::exprs::{join, step_text};
 use super::{BuildError, Builder, Decl};
 use crate::ir::{self, Domain, LocalId, LoopId, SiteVar, Step, Type};
 use crate::span::Span;
@@ -816,10 +816,5 @@ impl Builder<'_> {
                 });
             }
         }
-    }
-
-    #[allow(dead_code)]
-    fn invalid_expr(span: Span) -> ir::Expr {
-        invalid(span)
     }
 }

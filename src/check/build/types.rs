@@ -272,14 +272,13 @@ impl Builder<'_> {
         names: &[&str],
         positional: bool,
     ) -> Option<Vec<Option<&'e ast::Expr>>> {
-        self.bind(callee, &call.args, call.span, names, positional)
+        self.bind(callee, &call.args, names, positional)
     }
 
     pub(super) fn bind<'e>(
         &mut self,
         callee: &str,
         args: &'e [ast::Arg],
-        span: Span,
         names: &[&str],
         positional: bool,
     ) -> Option<Vec<Option<&'e ast::Expr>>> {
@@ -345,7 +344,6 @@ impl Builder<'_> {
                 },
             }
         }
-        let _ = span;
         ok.then_some(out)
     }
 }
