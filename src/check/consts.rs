@@ -333,7 +333,7 @@ impl<'a> Resolver<'a> {
             }
             None => {}
         }
-        let Some(&(ident, expr)) = self.items.get(name) else {
+        let Some(&(_, expr)) = self.items.get(name) else {
             return Err(EvalError::AlreadyReported);
         };
         self.state.insert(name.to_string(), State::Visiting);
@@ -374,7 +374,6 @@ impl<'a> Resolver<'a> {
             }
             Err(EvalError::AlreadyReported) => Err(EvalError::AlreadyReported),
         };
-        let _ = ident;
         self.state
             .insert(name.to_string(), State::Done(out.as_ref().ok().copied()));
         out

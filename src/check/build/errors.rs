@@ -96,6 +96,8 @@ pub enum BuildError {
         span: Span,
         hint: String,
     },
+    /// A distribution called inside an expression (E002: it is not a function).
+    DistributionAsValue { name: String, span: Span },
     /// A keyword argument to a network or built-in, which take positional ones (E006).
     KeywordNotAllowed { callee: String, span: Span },
     /// A `|> flow` on a model site (E011).
@@ -234,6 +236,8 @@ pub enum BuildError {
         param: String,
         expected: Vec<usize>,
         found: Vec<usize>,
+        /// Whether a scalar would have been accepted (it broadcasts).
+        scalar_ok: bool,
         span: Span,
     },
     /// A distribution argument outside the parameter's domain (E005).
@@ -507,6 +511,13 @@ impl From<BuildError> for Diagnostic {
                 format!("`{callee}` takes its arguments by keyword"),
             )
             .with_hint(hint),
+            B::DistributionAsValue { name, span } => Diagnostic::new(
+                Code::E002,
+                span,
+                format!("`{name}` is a distribution, which can only appear right of `~`"),
+            )
+            .with_label("not a function")
+            .with_hint(format!("sample a declared variable first, `v ~ {name}(...)`, then use `v`")),
             B::KeywordNotAllowed { callee, span } => Diagnostic::new(
                 Code::E006,
                 span,
@@ -609,11 +620,12 @@ impl From<BuildError> for Diagnostic {
                 Code::E004,
                 span,
                 format!(
-                    "`concat` joins along the first axis, but this has shape {} where {} is needed after the first axis",
-                    shape_text(&found),
-                    shape_text(&expected)
+                    "`concat` joins along the first axis, so the other axes must be {}, but this has {}",
+                    shape_text(&expected),
+                    shape_text(&found)
                 ),
-            ),
+            )
+            .with_label("axes after the first differ"),
             B::NetArgShape {
                 net,
                 input,
@@ -742,12 +754,14 @@ impl From<BuildError> for Diagnostic {
                 param,
                 expected,
                 found,
+                scalar_ok,
                 span,
             } => Diagnostic::new(
                 Code::E004,
                 span,
                 format!(
-                    "`{param}` of `{dist}` must be a scalar or have shape {}, but this has {}",
+                    "`{param}` of `{dist}` must {}have shape {}, but this has {}",
+                    if scalar_ok { "be a scalar or " } else { "" },
                     shape_text(&expected),
                     shape_text(&found)
                 ),

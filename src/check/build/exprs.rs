@@ -604,6 +604,13 @@ impl Builder<'_> {
                         });
                         return invalid(span);
                     }
+                    None if super::dists::is_distribution(name) => {
+                        self.errors.push(BuildError::DistributionAsValue {
+                            name: name.into(),
+                            span: call.callee.span,
+                        });
+                        return invalid(span);
+                    }
                     None => "function",
                 };
                 self.errors.push(BuildError::Unknown {
@@ -647,14 +654,12 @@ impl Builder<'_> {
             }
             return invalid(span);
         }
-        let mut args = Vec::new();
-        let mut ok = true;
-        for (a, input) in call.args.iter().zip(&net.inputs) {
-            let x = self.net_arg(&net, input, &a.value, cx);
-            ok &= !matches!(x.kind, ExprKind::Invalid);
-            args.push(x);
-        }
-        let _ = ok;
+        let args: Vec<Expr> = call
+            .args
+            .iter()
+            .zip(&net.inputs)
+            .map(|(a, input)| self.net_arg(&net, input, &a.value, cx))
+            .collect();
         if net.heads.len() == 1 {
             Expr {
                 ty: net.heads[0].ty.clone(),

@@ -12,7 +12,9 @@
 //!   `channels[i+1]` and the last to the head's `C`; each doubles (multiplies by `s`) the
 //!   sides. So `H` and `W` must be divisible by `s^n` and `kernel - stride` must be even and
 //!   non-negative.
-//! - `attend_read(grid = N)`: inputs `(image [C, H, W], state)`, output `Real[C*N*N]`.
+//! - `attend_read(grid = N)`: inputs `(image [C, H, W], state)`, output `Real[C*N*N]`. The
+//!   image may be a context set `Set[[C, H, W]]` (the one-shot exemplar): each member is
+//!   read with the same filterbank and the glimpses are averaged over the members.
 //! - `attend_write(grid = N)`: input `(state)`, one image head `[C, H, W]`.
 
 use super::types::count_text;
@@ -597,13 +599,15 @@ impl Builder<'_> {
             .unwrap_or(decl.name.span);
         // Set inputs: only the first input of deepsets.
         for (i, inp) in net.inputs.iter().enumerate() {
-            if inp.set && !(matches!(net.arch, Arch::DeepSets { .. }) && i == 0) {
+            let set_ok =
+                i == 0 && matches!(net.arch, Arch::DeepSets { .. } | Arch::AttendRead { .. });
+            if inp.set && !set_ok {
                 self.arch_err(
                     5,
                     net,
                     inp.span,
                     format!("`{arch}` takes dense inputs, but `{}` is a set", inp.name),
-                    Some("only the first input of a `deepsets` network can be a `Set[...]`".into()),
+                    Some("only the first input of a `deepsets` or `attend_read` network can be a `Set[...]`".into()),
                 );
             }
         }

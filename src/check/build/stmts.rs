@@ -6,7 +6,7 @@
 //! loops in whose current iteration step `t` is defined). Observed and `given` data and
 //! params are readable anywhere; `partial` data like a latent.
 
-use super::exprs::{invalid, join, step_text};
+use super::exprs::{join, step_text};
 use super::{BuildError, Builder, Decl};
 use crate::ir::{self, Domain, LocalId, LoopId, SiteVar, Step, Type};
 use crate::span::Span;
@@ -269,12 +269,18 @@ impl Builder<'_> {
         span: Span,
         cx: &mut Cx<'a>,
     ) -> Option<ir::Stmt> {
-        if let Some((_, first)) = self.names.get(&var.name) {
+        let first = self
+            .names
+            .get(&var.name)
+            .map(|(_, s)| *s)
+            .or_else(|| cx.loop_var(&var.name).map(|(_, d)| d.span))
+            .or_else(|| cx.scope.get(&var.name).map(|&l| cx.locals[l].span));
+        if let Some(first) = first {
             self.errors.push(BuildError::Duplicate {
                 what: "name",
                 name: var.name.clone(),
                 span: var.span,
-                first: *first,
+                first,
             });
         }
         let a = self.int(from);
@@ -810,10 +816,5 @@ impl Builder<'_> {
                 });
             }
         }
-    }
-
-    #[allow(dead_code)]
-    fn invalid_expr(span: Span) -> ir::Expr {
-        invalid(span)
     }
 }

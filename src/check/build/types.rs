@@ -45,10 +45,16 @@ impl Builder<'_> {
         shape: Option<&[ast::Expr]>,
         _span: Span,
     ) -> Type {
+        let mut dims_ok = true;
         let dims: Vec<usize> = shape
             .unwrap_or(&[])
             .iter()
-            .map(|d| self.positive(d).unwrap_or(1))
+            .map(|d| {
+                self.positive(d).unwrap_or_else(|| {
+                    dims_ok = false;
+                    1
+                })
+            })
             .collect();
         let domain = match name.name.as_str() {
             "Real" => Domain::Real,
@@ -94,7 +100,8 @@ impl Builder<'_> {
             self.errors
                 .push(BuildError::SimplexWithoutShape { span: name.span });
         }
-        Type::new(domain, dims)
+        // A type with a failed dimension is unknown, so its uses are not reported again.
+        Type::new(if dims_ok { domain } else { Domain::Unknown }, dims)
     }
 
     /// A param's init, checked against its constrained domain; the default when absent
@@ -265,14 +272,13 @@ impl Builder<'_> {
         names: &[&str],
         positional: bool,
     ) -> Option<Vec<Option<&'e ast::Expr>>> {
-        self.bind(callee, &call.args, call.span, names, positional)
+        self.bind(callee, &call.args, names, positional)
     }
 
     pub(super) fn bind<'e>(
         &mut self,
         callee: &str,
         args: &'e [ast::Arg],
-        span: Span,
         names: &[&str],
         positional: bool,
     ) -> Option<Vec<Option<&'e ast::Expr>>> {
@@ -338,7 +344,6 @@ impl Builder<'_> {
                 },
             }
         }
-        let _ = span;
         ok.then_some(out)
     }
 }
