@@ -149,6 +149,24 @@ fn specs_ir() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A program without errors is fully typed: `Domain::Unknown` and `ExprKind::Invalid`
+/// are the checker's placeholders for failed expressions (see `src/ir.rs`).
+#[test]
+fn specs_ir_fully_typed() {
+    let mut failures = Vec::new();
+    for path in spec_files() {
+        let src = std::fs::read_to_string(&path).unwrap();
+        let ir = driver::emit(&check(&src), Emit::Ir).unwrap_or_default();
+        for placeholder in ["domain: Unknown", "kind: Invalid"] {
+            let n = ir.matches(placeholder).count();
+            if n > 0 {
+                failures.push(format!("{}: {n} x `{placeholder}`", name_of(&path)));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// `vic fmt` is idempotent on every spec, keeps its comments, and the formatted text
 /// means the same: it checks cleanly to the same IR up to source positions.
 #[test]
