@@ -12,7 +12,21 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use vic::check::CheckOptions;
-use vic::driver;
+use vic::driver::{self, Emit, FrontEnd};
+
+mod support;
+use support::strip_spans;
+
+/// The AST of a source as RON with spans stripped, when it parses.
+fn ast_text(src: &str) -> Option<String> {
+    let ast = vic::syntax::parse(src).ok()?;
+    let front = FrontEnd {
+        ast: Some(ast),
+        program: None,
+        diagnostics: Vec::new(),
+    };
+    driver::emit(&front, Emit::Ast).map(|t| strip_spans(&t))
+}
 
 /// One case may take this long (debug build, a loaded machine) before it counts as a hang.
 const CASE_TIME: Duration = Duration::from_secs(5);
@@ -292,6 +306,15 @@ fn robust(src: &str) -> Result<(), TestCaseError> {
         prop_assert!(
             front.ast.is_some(),
             "fmt accepted a file the front end could not parse"
+        );
+        // fmt changes the layout, never the meaning: the same AST up to positions.
+        let before = ast_text(src);
+        let after = ast_text(&formatted);
+        prop_assert!(
+            before == after,
+            "fmt changed the AST of\n{}\ninto\n{}",
+            src,
+            formatted
         );
         match driver::format(&formatted) {
             Ok(again) => prop_assert_eq!(&again, &formatted, "fmt is not idempotent"),

@@ -11,6 +11,9 @@ use vic::check::CheckOptions;
 use vic::driver::{self, Emit, FrontEnd};
 use vic::render;
 
+mod support;
+use support::strip_spans;
+
 const SPECS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/specs");
 
 fn spec_files() -> Vec<PathBuf> {
@@ -30,45 +33,6 @@ fn name_of(path: &Path) -> String {
 
 fn check(src: &str) -> FrontEnd {
     driver::front_end(src, &CheckOptions::default())
-}
-
-/// IR text with every source span replaced by `Artificial`, so that two texts that mean
-/// the same but are laid out differently compare equal.
-fn strip_spans(ir: &str) -> String {
-    let mut out = String::with_capacity(ir.len());
-    let mut rest = ir;
-    while let Some(at) = rest.find("Src(") {
-        let (before, tail) = rest.split_at(at);
-        // Only an identifier boundary before `Src(` (not e.g. `MySrc(`).
-        let boundary = before
-            .chars()
-            .last()
-            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
-        let inner = &tail[4..];
-        let close = inner.find(')');
-        let is_span = boundary
-            && close.is_some_and(|i| {
-                let body = &inner[..i];
-                body.split(',').count() == 2
-                    && body.split(',').all(|n| {
-                        let n = n.trim();
-                        !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
-                    })
-            });
-        out.push_str(before);
-        match (is_span, close) {
-            (true, Some(i)) => {
-                out.push_str("Artificial");
-                rest = &inner[i + 1..];
-            }
-            _ => {
-                out.push_str("Src(");
-                rest = inner;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 #[test]
