@@ -608,3 +608,27 @@ fn commas_between_entries_get_a_hint() {
         .as_deref()
         .is_some_and(|h| h.contains("no separator")));
 }
+
+#[test]
+fn common_slips_get_hints() {
+    for (src, at, hint) in [
+        ("model { for t in 1..T {} }", "1..T", "`a:b`"),
+        ("const A = 'x'", "'", "double quotes"),
+        ("const A = 3 ^ 2", "^", "`+`, `-`, `*` and `/`"),
+        ("model { let a, b = f(x) }", ",", "let (a, b)"),
+        ("model {}\ntrain { lr: 1e-3 }", ":", "`key = value`"),
+        (
+            "net f(x: Real) -> loc: Real = linear()",
+            ":",
+            "named heads go in parentheses",
+        ),
+    ] {
+        let d = err(src);
+        assert_eq!(text(src, d.span), at, "{src}: {}", d.message);
+        assert!(
+            d.hint.as_deref().is_some_and(|h| h.contains(hint)),
+            "{src}: {:?}",
+            d.hint
+        );
+    }
+}

@@ -296,7 +296,8 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     }
     // `mlp` with no `(`: the name was read, only its `(` is missing.
     let glued_to_name = src[..raw_pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        && expected.iter().any(|e| e == "`(`");
+        && expected.iter().any(|e| e == "`(`")
+        && expected.iter().any(|e| e == "a call such as `f(x)`");
     if glued_to_name {
         expected.retain(|e| e == "`(`");
     }
@@ -340,9 +341,22 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     let between_entries = expected
         .iter()
         .any(|e| e == "an entry `key = value`" || e == "a statement");
-    let hint = (found_text == "," && between_entries).then(|| {
-        "entries and statements need no separator; start a new line or use `;`".to_string()
-    });
+    let hint = match found_text {
+        "," if between_entries => {
+            Some("entries and statements need no separator; start a new line or use `;`")
+        }
+        "," if in_let(src, pos) => Some("several names are bound as a tuple: `let (a, b) = ...`"),
+        "'" => Some("strings are written in double quotes: `\"...\"`"),
+        "^" | "%" | "**" => Some("the operators are `+`, `-`, `*` and `/`"),
+        ":" if expected.iter().any(|e| e == "an entry `key = value`") => {
+            Some("entries are written `key = value`")
+        }
+        ":" if after_arrow(src, pos) => {
+            Some("named heads go in parentheses: `-> (loc: Real[Z], scale: Positive[Z])`")
+        }
+        _ => None,
+    }
+    .map(str::to_string);
     ParseError::Unexpected {
         span: found_span,
         found,
@@ -420,6 +434,13 @@ fn trailing_run(s: &str, keep: impl Fn(char) -> bool) -> usize {
         .take_while(|&c| keep(c))
         .map(char::len_utf8)
         .sum()
+}
+
+/// Whether `pos` follows `-> name`, the start of a network's output.
+fn after_arrow(src: &str, pos: usize) -> bool {
+    let before = src[..pos].trim_end();
+    let name = trailing_run(before, |c| c.is_ascii_alphanumeric() || c == '_');
+    name > 0 && before[..before.len() - name].trim_end().ends_with("->")
 }
 
 /// Whether the statement around `pos` starts with `let`.
