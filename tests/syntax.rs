@@ -632,3 +632,21 @@ fn common_slips_get_hints() {
         );
     }
 }
+
+#[test]
+fn set_types_allow_comments_and_space_before_the_bracket() {
+    for src in [
+        "net s(S: Set[Binary[D]]) -> Real = linear()",
+        "net s(S: Set # the context\n  [Binary[D]]) -> Real = linear()",
+        "net s(S: Set [ Binary[D] ]) -> Real = linear()",
+    ] {
+        let f = parse_ok(src, src);
+        let ast::ItemKind::Net(n) = &f.items[0].kind else {
+            panic!()
+        };
+        assert!(
+            matches!(n.inputs[0].ty.kind, ast::TypeExprKind::Set(_)),
+            "{src}"
+        );
+    }
+}
