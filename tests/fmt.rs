@@ -312,9 +312,9 @@ impl FileGen {
     fn ty(&mut self) -> String {
         match self.g.next(4) {
             0 => "Real".into(),
-            1 => format!("Real[{}]", self.g.expr(1)),
-            2 => "Cat(K)[T]".into(),
-            _ => "Set[Binary[1, 28, 28]]".into(),
+            1 => format!("Real\u{1}[{}]", self.g.expr(1)),
+            2 => "Cat\u{1}(K)\u{1}[T]".into(),
+            _ => "Set\u{1}[Binary[1, 28, 28]]".into(),
         }
     }
 
@@ -342,7 +342,7 @@ impl FileGen {
                 }
                 _ => {
                     out.extend([
-                        "z[t]".into(),
+                        "z\u{1}[t]".into(),
                         "~".into(),
                         format!("Normal({}, 1)", self.g.expr(1)),
                     ]);
@@ -429,7 +429,13 @@ impl FileGen {
 
     fn text(&mut self) -> String {
         let mut s = String::new();
-        for tok in self.file() {
+        // `\u{1}` marks where trivia may also go inside a token (`Set [`, `Cat (K)`).
+        let tokens: Vec<String> = self
+            .file()
+            .iter()
+            .flat_map(|t| t.split('\u{1}').map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        for tok in tokens {
             let trivia = match self.g.next(12) {
                 0 => "\n".to_string(),
                 1 => "\n\n\n".to_string(),
