@@ -1,4 +1,11 @@
 //! Parsing: one function per grammar rule turns pest `Pair`s into AST nodes.
+//!
+//! `parse` first runs the lexical scan (`scan.rs`), which refuses input nested too deeply
+//! for a recursive parser and finds the errors best named from characters alone; then pest.
+//! When pest fails, `translate` names the first error in plain words, preferring a lexical
+//! error at or before the place pest stopped. Spans are byte offsets of exactly a node's
+//! text: pest lets rules that end in an optional part swallow trailing white space and
+//! comments, so `span_of` trims them off.
 
 use super::ast::{self, Expr, ExprKind, Ident};
 use super::error::{rule_words, ParseError, ITEM_WORDS};
