@@ -296,3 +296,175 @@ fn comments_around_empty_blocks_settle() {
         "# before the brace\nmodel {}\n"
     );
 }
+
+/// Random well-formed files as lists of tokens that must stay glued (`f(x)`, `@name`);
+/// between any two, random white space, `;`, blank lines and comments.
+struct FileGen {
+    g: Gen,
+    comments: usize,
+}
+
+impl FileGen {
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.g.next(xs.len() as u64) as usize]
+    }
+
+    fn ty(&mut self) -> String {
+        match self.g.next(4) {
+            0 => "Real".into(),
+            1 => format!("Real\u{1}[{}]", self.g.expr(1)),
+            2 => "Cat\u{1}(K)\u{1}[T]".into(),
+            _ => "Set\u{1}[Binary[1, 28, 28]]".into(),
+        }
+    }
+
+    fn stmts(&mut self, out: &mut Vec<String>, depth: u32) {
+        for _ in 0..self.g.next(4) {
+            match self.g.next(5) {
+                0 => out.extend(["let".into(), "a".into(), "=".into(), self.g.expr(2)]),
+                1 => out.extend([
+                    "let".into(),
+                    "(h[t],".into(),
+                    "c)".into(),
+                    "=".into(),
+                    "cell(h[t - 1])".into(),
+                ]),
+                2 if depth < 2 => {
+                    out.extend([
+                        "for".into(),
+                        "t".into(),
+                        "in".into(),
+                        "1:T".into(),
+                        "{".into(),
+                    ]);
+                    self.stmts(out, depth + 1);
+                    out.push("}".into());
+                }
+                _ => {
+                    out.extend([
+                        "z\u{1}[t]".into(),
+                        "~".into(),
+                        format!("Normal({}, 1)", self.g.expr(1)),
+                    ]);
+                    if self.g.next(2) == 0 {
+                        out.extend(["|>".into(), "iaf(ar, h, steps = 2)".into()]);
+                    }
+                    if self.g.next(2) == 0 {
+                        out.push(
+                            self.pick(&["@enumerate", "@relax(temperature = 0.5)"])
+                                .into(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn file(&mut self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for _ in 0..self.g.next(7) {
+            match self.g.next(10) {
+                0 => out.extend(["const".into(), "A".into(), "=".into(), self.g.expr(2)]),
+                1 => {
+                    out.extend(["data".into(), "x".into(), ":".into(), self.ty()]);
+                    let role = self.pick(&["", "given", "partial"]);
+                    if !role.is_empty() {
+                        out.push(role.into());
+                    }
+                }
+                2 => out.extend([
+                    "global".into(),
+                    "latent".into(),
+                    "m".into(),
+                    ":".into(),
+                    self.ty(),
+                ]),
+                3 => out.extend([
+                    "param".into(),
+                    "w".into(),
+                    ":".into(),
+                    self.ty(),
+                    "=".into(),
+                    "normal(0, 0.1)".into(),
+                ]),
+                4 => out.extend([
+                    "@per_member".into(),
+                    "net".into(),
+                    "f(x:".into(),
+                    self.ty(),
+                    ")".into(),
+                    "->".into(),
+                    "(loc: Real,".into(),
+                    "scale: Positive)".into(),
+                    "=".into(),
+                    "mlp(hidden = [H])".into(),
+                ]),
+                5 => out.extend([
+                    "set".into(),
+                    "S".into(),
+                    ":".into(),
+                    self.ty(),
+                    "size".into(),
+                    "10".into(),
+                ]),
+                6 | 7 => {
+                    out.push(self.pick(&["model", "guide"]).into());
+                    out.push("{".into());
+                    self.stmts(&mut out, 0);
+                    out.push("}".into());
+                }
+                8 => out.extend(["guide".into(), "exact".into()]),
+                _ => {
+                    out.push(self.pick(&["train", "meta"]).into());
+                    out.push("{".into());
+                    for _ in 0..self.g.next(3) {
+                        out.extend(["train".into(), "=".into(), self.g.expr(2)]);
+                    }
+                    out.push("}".into());
+                }
+            }
+        }
+        out
+    }
+
+    fn text(&mut self) -> String {
+        let mut s = String::new();
+        // `\u{1}` marks where trivia may also go inside a token (`Set [`, `Cat (K)`).
+        let tokens: Vec<String> = self
+            .file()
+            .iter()
+            .flat_map(|t| t.split('\u{1}').map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        for tok in tokens {
+            let trivia = match self.g.next(12) {
+                0 => "\n".to_string(),
+                1 => "\n\n\n".to_string(),
+                2 => "; ".to_string(),
+                3 | 4 => {
+                    self.comments += 1;
+                    format!(" # c{}\n", self.comments)
+                }
+                5 => {
+                    self.comments += 1;
+                    format!("\n\n# c{}\n", self.comments)
+                }
+                _ => " ".to_string(),
+            };
+            s.push_str(&trivia);
+            s.push_str(&tok);
+        }
+        s
+    }
+}
+
+#[test]
+fn random_files_with_comments_round_trip() {
+    let mut f = FileGen {
+        g: Gen(11),
+        comments: 0,
+    };
+    for _ in 0..400 {
+        let src = f.text();
+        check(&src, &src);
+    }
+}

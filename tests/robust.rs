@@ -72,8 +72,10 @@ fn long_operator_chains_are_refused_not_overflowed() {
 
 #[test]
 fn every_truncation_is_survived() {
-    for (_, src) in sources::ALL {
-        for (i, _) in src.char_indices() {
+    for (name, src) in sources::ALL {
+        // Every offset of the first example; every other one of the rest, to stay quick.
+        let step = if *name == "vae" { 1 } else { 2 };
+        for (i, _) in src.char_indices().step_by(step) {
             survive(&src[..i]);
         }
     }
@@ -154,7 +156,7 @@ proptest::proptest! {
 #[test]
 fn single_edits_of_real_specs_are_survived() {
     for src in [sources::VAE, sources::VRNN] {
-        let positions: Vec<usize> = src.char_indices().map(|(i, _)| i).step_by(3).collect();
+        let positions: Vec<usize> = src.char_indices().map(|(i, _)| i).step_by(5).collect();
         for &i in &positions {
             for insert in ["é", " (", "@ ", "=", "~", "\"", "#", "漢 ", "1e"] {
                 survive(&format!("{}{insert}{}", &src[..i], &src[i..]));

@@ -608,3 +608,45 @@ fn commas_between_entries_get_a_hint() {
         .as_deref()
         .is_some_and(|h| h.contains("no separator")));
 }
+
+#[test]
+fn common_slips_get_hints() {
+    for (src, at, hint) in [
+        ("model { for t in 1..T {} }", "1..T", "`a:b`"),
+        ("const A = 'x'", "'", "double quotes"),
+        ("const A = 3 ^ 2", "^", "`+`, `-`, `*` and `/`"),
+        ("model { let a, b = f(x) }", ",", "let (a, b)"),
+        ("model {}\ntrain { lr: 1e-3 }", ":", "`key = value`"),
+        (
+            "net f(x: Real) -> loc: Real = linear()",
+            ":",
+            "named heads go in parentheses",
+        ),
+    ] {
+        let d = err(src);
+        assert_eq!(text(src, d.span), at, "{src}: {}", d.message);
+        assert!(
+            d.hint.as_deref().is_some_and(|h| h.contains(hint)),
+            "{src}: {:?}",
+            d.hint
+        );
+    }
+}
+
+#[test]
+fn set_types_allow_comments_and_space_before_the_bracket() {
+    for src in [
+        "net s(S: Set[Binary[D]]) -> Real = linear()",
+        "net s(S: Set # the context\n  [Binary[D]]) -> Real = linear()",
+        "net s(S: Set [ Binary[D] ]) -> Real = linear()",
+    ] {
+        let f = parse_ok(src, src);
+        let ast::ItemKind::Net(n) = &f.items[0].kind else {
+            panic!()
+        };
+        assert!(
+            matches!(n.inputs[0].ty.kind, ast::TypeExprKind::Set(_)),
+            "{src}"
+        );
+    }
+}

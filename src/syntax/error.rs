@@ -192,9 +192,16 @@ impl From<ParseError> for Diagnostic {
                     .with_label("unknown escape")
                     .with_hint("the escapes are `\\\"`, `\\\\`, `\\n` and `\\t`")
             }
-            ParseError::InvalidNumber { text, .. } => d(format!("`{text}` is not a valid number"))
-                .with_label("invalid number")
-                .with_hint("numbers look like `128`, `0.5` or `1e-3`"),
+            ParseError::InvalidNumber { text, .. } => {
+                let hint = if text.contains("..") {
+                    "ranges are written `a:b`, as in `for t in 1:T`"
+                } else {
+                    "numbers look like `128`, `0.5` or `1e-3`"
+                };
+                d(format!("`{text}` is not a valid number"))
+                    .with_label("invalid number")
+                    .with_hint(hint)
+            }
             ParseError::NumberOutOfRange { text, .. } => {
                 d(format!("the number `{text}` is too large")).with_label("out of range")
             }

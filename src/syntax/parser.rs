@@ -1,4 +1,11 @@
 //! Parsing: one function per grammar rule turns pest `Pair`s into AST nodes.
+//!
+//! `parse` first runs the lexical scan (`scan.rs`), which refuses input nested too deeply
+//! for a recursive parser and finds the errors best named from characters alone; then pest.
+//! When pest fails, `translate` names the first error in plain words, preferring a lexical
+//! error at or before the place pest stopped. Spans are byte offsets of exactly a node's
+//! text: pest lets rules that end in an optional part swallow trailing white space and
+//! comments, so `span_of` trims them off.
 
 use super::ast::{self, Expr, ExprKind, Ident};
 use super::error::{rule_words, ParseError, ITEM_WORDS};
@@ -80,7 +87,7 @@ const SHALLOW: usize = 32;
 /// Operators on one path that any caller's stack can take.
 const SHALLOW_OPERATORS: usize = 200;
 /// The stack for parsing deeply nested input (reserved, touched only as needed).
-const DEEP_STACK: usize = 256 << 20;
+const DEEP_STACK: usize = 64 << 20;
 
 fn parse_scanned(src: &str, scanned: &scan::Scan) -> Result<ast::File, ParseError> {
     pest::set_error_detail(true);
@@ -128,7 +135,9 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
         }
     };
     // pest's own position counts rules only; its parse attempts also see the punctuation
-    // (`:` after `data x`), which usually gets farther.
+    // (`:` after `data x`), which usually gets farther. pest does not export the type of a
+    // call stack's deepest attempt, so it is read back through its `Debug` form; should
+    // that form change, only the rules of pest's own error are used.
     let (pos, rules, literals) = match err.parse_attempts() {
         Some(a) if a.max_position >= pos && a.max_position <= src.len() => {
             // Where pest's own rule list is for the same place, it is the more precise one.
@@ -296,7 +305,8 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     }
     // `mlp` with no `(`: the name was read, only its `(` is missing.
     let glued_to_name = src[..raw_pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        && expected.iter().any(|e| e == "`(`");
+        && expected.iter().any(|e| e == "`(`")
+        && expected.iter().any(|e| e == "a call such as `f(x)`");
     if glued_to_name {
         expected.retain(|e| e == "`(`");
     }
@@ -340,9 +350,22 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     let between_entries = expected
         .iter()
         .any(|e| e == "an entry `key = value`" || e == "a statement");
-    let hint = (found_text == "," && between_entries).then(|| {
-        "entries and statements need no separator; start a new line or use `;`".to_string()
-    });
+    let hint = match found_text {
+        "," if between_entries => {
+            Some("entries and statements need no separator; start a new line or use `;`")
+        }
+        "," if in_let(src, pos) => Some("several names are bound as a tuple: `let (a, b) = ...`"),
+        "'" => Some("strings are written in double quotes: `\"...\"`"),
+        "^" | "%" | "**" => Some("the operators are `+`, `-`, `*` and `/`"),
+        ":" if expected.iter().any(|e| e == "an entry `key = value`") => {
+            Some("entries are written `key = value`")
+        }
+        ":" if after_arrow(src, pos) => {
+            Some("named heads go in parentheses: `-> (loc: Real[Z], scale: Positive[Z])`")
+        }
+        _ => None,
+    }
+    .map(str::to_string);
     ParseError::Unexpected {
         span: found_span,
         found,
@@ -420,6 +443,13 @@ fn trailing_run(s: &str, keep: impl Fn(char) -> bool) -> usize {
         .take_while(|&c| keep(c))
         .map(char::len_utf8)
         .sum()
+}
+
+/// Whether `pos` follows `-> name`, the start of a network's output.
+fn after_arrow(src: &str, pos: usize) -> bool {
+    let before = src[..pos].trim_end();
+    let name = trailing_run(before, |c| c.is_ascii_alphanumeric() || c == '_');
+    name > 0 && before[..before.len() - name].trim_end().ends_with("->")
 }
 
 /// Whether the statement around `pos` starts with `let`.
