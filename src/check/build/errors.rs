@@ -273,6 +273,12 @@ pub enum BuildError {
         kind: &'static str,
         span: Span,
     },
+    /// A guide site whose target is not a latent or data variable (E008).
+    GuideSiteNotLatent {
+        name: String,
+        kind: &'static str,
+        span: Span,
+    },
     /// A local, latent or `partial` data read before it is defined in this block (E010).
     UseBeforeDef {
         name: String,
@@ -815,6 +821,13 @@ impl From<BuildError> for Diagnostic {
                 format!("`{name}` is a {kind}; only a latent or data variable can be left of `~`"),
             )
             .with_hint(format!("declare `latent {name} : ...` or `data {name} : ...`")),
+            B::GuideSiteNotLatent { name, kind, span } => Diagnostic::new(
+                Code::E008,
+                span,
+                format!("the guide samples `{name}`, which is a {kind}, not a latent"),
+            )
+            .with_label("not a latent")
+            .with_hint("the guide samples latents and `partial` data only; remove this site"),
             B::UseBeforeDef {
                 name,
                 what,

@@ -1260,6 +1260,11 @@ fn latent_support_e005() {
     let src = VAE_DECLS.replace("latent z : Real[Z]", "latent z : Positive[Z]")
         + "model { z ~ LogNormal(0, 1)\n x ~ Bernoulli(logits = decoder(log(z))) }";
     ok(&src);
+    // In the guide the rules compare the site with the model's (E008), not here.
+    ok(&vae(
+        VAE_MODEL,
+        "let (loc, scale) = encoder(x)\n z ~ LogNormal(loc, scale)",
+    ));
 }
 
 #[test]
@@ -1296,6 +1301,15 @@ fn sample_target_must_be_variable() {
         &vae(&format!("{VAE_MODEL}\n q ~ Normal(0, 1)"), VAE_GUIDE),
         Code::E002,
         "q",
+    );
+    one(&format!("{VAE_DECLS}\nparam p : Real\nmodel {{ {VAE_MODEL} }}\nguide {{ {VAE_GUIDE}\n p ~ Normal(0, 1) }}"), Code::E008, "p");
+    one(
+        &vae(
+            VAE_MODEL,
+            "let (loc, scale) = encoder(x)\n loc ~ Normal(0, 1)",
+        ),
+        Code::E008,
+        "loc",
     );
 }
 
