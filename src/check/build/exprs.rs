@@ -980,6 +980,23 @@ impl Builder<'_> {
                 return invalid(span);
             }
         }
+        // Observed data has every step; a loop step must stay inside 1..=T.
+        if let (Some(t), None, Some(l)) = (steps, &state, step.loop_id) {
+            if let (Some(def), false) = (cx.loops.get(l), cx.bad_loops.contains(&l)) {
+                let lo = (def.from as i64).saturating_add(step.offset);
+                let hi = (def.to as i64).saturating_add(step.offset);
+                if lo < 1 || hi > t as i64 {
+                    self.errors.push(BuildError::StepOutOfRange {
+                        name: name.clone(),
+                        step: if lo < 1 { lo } else { hi },
+                        first: 1,
+                        last: t,
+                        span: index.span,
+                    });
+                    return invalid(span);
+                }
+            }
+        }
         if let Some(st) = &state {
             if let Err(hint) = cx.step_defined(st, &name, step) {
                 self.order_error(

@@ -1649,6 +1649,21 @@ fn step_indexing_e004() {
 }
 
 #[test]
+fn data_steps_stay_in_range_e004() {
+    one(
+        &seq("for t in 1:T { z[t] ~ Normal(x[t+1], 1) }\n x ~ Normal(z, 1)"),
+        Code::E004,
+        "t+1",
+    );
+    one(
+        &seq("for t in 1:T { z[t] ~ Normal(x[t-1], 1) }\n x ~ Normal(z, 1)"),
+        Code::E004,
+        "t-1",
+    );
+    ok(&seq("for t in 2:T { let a = x[t-1] }\n for t in 1:T { z[t] ~ Normal(x[t], 1) }\n x ~ Normal(z, 1)"));
+}
+
+#[test]
 fn lstm_tuple_steps() {
     let p = ok("
 const T = 5
