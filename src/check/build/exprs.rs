@@ -821,7 +821,7 @@ impl Builder<'_> {
             {
                 if let ast::ExprKind::Name(id) = &lhs.kind {
                     if let Some((l, _)) = cx.loop_var(&id.name) {
-                        let k = self.int(rhs)?;
+                        let k = consts::eval_int(rhs, self.consts).ok()?;
                         let offset = if *op == ast::BinOp::Sub {
                             k.saturating_neg()
                         } else {
