@@ -76,6 +76,8 @@ pub enum BuildError {
         keyword: String,
         span: Span,
         suggestion: Option<String>,
+        /// The arguments the callee takes.
+        accepted: Vec<String>,
     },
     /// A required argument not given (E006).
     MissingKeyword {
@@ -481,15 +483,25 @@ impl From<BuildError> for Diagnostic {
                 keyword,
                 span,
                 suggestion,
-            } => dym(
-                Diagnostic::new(
+                accepted,
+            } => {
+                let d = Diagnostic::new(
                     Code::E006,
                     span,
                     format!("`{callee}` has no argument `{keyword}`"),
                 )
-                .with_label("unknown keyword"),
-                suggestion,
-            ),
+                .with_label("unknown keyword");
+                match suggestion {
+                    Some(s) => d.with_hint(format!("did you mean `{s}`?")),
+                    None if accepted.is_empty() => {
+                        d.with_hint(format!("`{callee}` takes no arguments"))
+                    }
+                    None => {
+                        let v: Vec<String> = accepted.iter().map(|a| format!("`{a}`")).collect();
+                        d.with_hint(format!("`{callee}` takes {}", v.join(", ")))
+                    }
+                }
+            }
             B::MissingKeyword {
                 callee,
                 keyword,

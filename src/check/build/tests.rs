@@ -1161,7 +1161,7 @@ fn dist_arguments_e006() {
         Code::E006,
         "sigma",
     );
-    assert_eq!(d.hint.as_deref(), None);
+    assert_eq!(d.hint.as_deref(), Some("`Normal` takes `loc`, `scale`"));
     one(
         &vae(
             "z ~ Normal(0, 1)\n x ~ Bernoulli(probs = 0.5, logits = decoder(z))",

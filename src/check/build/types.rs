@@ -338,6 +338,7 @@ impl Builder<'_> {
                             keyword: kw.name.clone(),
                             span: kw.span,
                             suggestion: suggest(&kw.name, names.iter().copied()),
+                            accepted: names.iter().map(|n| n.to_string()).collect(),
                         });
                         ok = false;
                     }
