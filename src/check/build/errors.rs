@@ -659,7 +659,11 @@ impl From<BuildError> for Diagnostic {
                     shape_text(&found)
                 ),
             )
-            .with_label("wrong shape"),
+            .with_label("wrong shape")
+            .with_hint(format!(
+                "pass a value of shape {}, or change the declared type of `{input}`",
+                shape_text(&expected)
+            )),
             B::NetArgDomain {
                 net,
                 input,
@@ -675,8 +679,10 @@ impl From<BuildError> for Diagnostic {
                 .with_label("wrong domain");
                 if found.starts_with("Cat") {
                     d.with_hint(format!("a Cat fed where {expected} is needed: declare the input `Cat(K)`"))
+                } else if expected.starts_with("Cat") {
+                    d.with_hint(format!("pass a {expected} value (a class), not a {found} one"))
                 } else {
-                    d
+                    d.with_hint(format!("declare the input `{input}` as {found}, or pass a {expected} value"))
                 }
             }
             B::SetArg { net, input, span } => Diagnostic::new(
