@@ -102,32 +102,32 @@ train {
     let want = r#"# header comment
 
 # second header, after a blank line
-const D = 784 # trailing on an item
+const D = 784  # trailing on an item
 const Z = 32
 # leading an item
-data x : Binary[D] # trailing
+data x : Binary[D]  # trailing
 
 latent z : Real[Z]
 # inside a multi-line item
 net f(x: Binary[D]) -> Real[Z] = mlp(hidden = [D])
 
-model { # after the brace
+model {  # after the brace
   # leading a statement
-  z ~ Normal(0, 1) # trailing a statement
+  z ~ Normal(0, 1)  # trailing a statement
 
   # after a blank line
-  for t in 1:T { # after a loop brace
+  for t in 1:T {  # after a loop brace
     let h[t] = f(x)
     # at the end of a loop body
-  } # after the loop
+  }  # after the loop
   # at the end of the block
-} # after the block
+}  # after the block
 
-guide exact # on guide exact
+guide exact  # on guide exact
 
 train {
   # leading an entry
-  batch = 128 # trailing an entry
+  batch = 128  # trailing an entry
   # at the end of entries
 }
 # at the end of the file
@@ -265,5 +265,200 @@ fn a_comment_anywhere_survives_and_settles() {
             let with = format!("{} # inserted\n{}", &src[..i], &src[i..]);
             check(&format!("{name}@{i}"), &with);
         }
+    }
+}
+
+#[test]
+fn trailing_comments_on_consecutive_lines_line_up() {
+    let out = check("vae", sources::VAE);
+    assert!(out.contains(
+        "const D = 784  # pixels\nconst Z = 32   # latent size\nconst H = 512  # hidden width\n"
+    ), "{out}");
+    assert!(
+        out.contains("model {  # p(x, z) = p(z) p(x | z)\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn comments_around_empty_blocks_settle() {
+    for src in [
+        "model # before the brace\n{}\n",
+        "model {} # after\n",
+        "model { # inside\n}\n",
+        "train # before\n{\n}\nmeta {\n  # inside\n}\n",
+        "model {\n  for t in 1:T # before\n  {}\n}\n",
+    ] {
+        check(src, src);
+    }
+    assert_eq!(
+        format("model # before the brace\n{}\n"),
+        "# before the brace\nmodel {}\n"
+    );
+}
+
+/// Random well-formed files as lists of tokens that must stay glued (`f(x)`, `@name`);
+/// between any two, random white space, `;`, blank lines and comments.
+struct FileGen {
+    g: Gen,
+    comments: usize,
+}
+
+impl FileGen {
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.g.next(xs.len() as u64) as usize]
+    }
+
+    fn ty(&mut self) -> String {
+        match self.g.next(4) {
+            0 => "Real".into(),
+            1 => format!("Real[{}]", self.g.expr(1)),
+            2 => "Cat(K)[T]".into(),
+            _ => "Set[Binary[1, 28, 28]]".into(),
+        }
+    }
+
+    fn stmts(&mut self, out: &mut Vec<String>, depth: u32) {
+        for _ in 0..self.g.next(4) {
+            match self.g.next(5) {
+                0 => out.extend(["let".into(), "a".into(), "=".into(), self.g.expr(2)]),
+                1 => out.extend([
+                    "let".into(),
+                    "(h[t],".into(),
+                    "c)".into(),
+                    "=".into(),
+                    "cell(h[t - 1])".into(),
+                ]),
+                2 if depth < 2 => {
+                    out.extend([
+                        "for".into(),
+                        "t".into(),
+                        "in".into(),
+                        "1:T".into(),
+                        "{".into(),
+                    ]);
+                    self.stmts(out, depth + 1);
+                    out.push("}".into());
+                }
+                _ => {
+                    out.extend([
+                        "z[t]".into(),
+                        "~".into(),
+                        format!("Normal({}, 1)", self.g.expr(1)),
+                    ]);
+                    if self.g.next(2) == 0 {
+                        out.extend(["|>".into(), "iaf(ar, h, steps = 2)".into()]);
+                    }
+                    if self.g.next(2) == 0 {
+                        out.push(
+                            self.pick(&["@enumerate", "@relax(temperature = 0.5)"])
+                                .into(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn file(&mut self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for _ in 0..self.g.next(7) {
+            match self.g.next(10) {
+                0 => out.extend(["const".into(), "A".into(), "=".into(), self.g.expr(2)]),
+                1 => {
+                    out.extend(["data".into(), "x".into(), ":".into(), self.ty()]);
+                    let role = self.pick(&["", "given", "partial"]);
+                    if !role.is_empty() {
+                        out.push(role.into());
+                    }
+                }
+                2 => out.extend([
+                    "global".into(),
+                    "latent".into(),
+                    "m".into(),
+                    ":".into(),
+                    self.ty(),
+                ]),
+                3 => out.extend([
+                    "param".into(),
+                    "w".into(),
+                    ":".into(),
+                    self.ty(),
+                    "=".into(),
+                    "normal(0, 0.1)".into(),
+                ]),
+                4 => out.extend([
+                    "@per_member".into(),
+                    "net".into(),
+                    "f(x:".into(),
+                    self.ty(),
+                    ")".into(),
+                    "->".into(),
+                    "(loc: Real,".into(),
+                    "scale: Positive)".into(),
+                    "=".into(),
+                    "mlp(hidden = [H])".into(),
+                ]),
+                5 => out.extend([
+                    "set".into(),
+                    "S".into(),
+                    ":".into(),
+                    self.ty(),
+                    "size".into(),
+                    "10".into(),
+                ]),
+                6 | 7 => {
+                    out.push(self.pick(&["model", "guide"]).into());
+                    out.push("{".into());
+                    self.stmts(&mut out, 0);
+                    out.push("}".into());
+                }
+                8 => out.extend(["guide".into(), "exact".into()]),
+                _ => {
+                    out.push(self.pick(&["train", "meta"]).into());
+                    out.push("{".into());
+                    for _ in 0..self.g.next(3) {
+                        out.extend(["train".into(), "=".into(), self.g.expr(2)]);
+                    }
+                    out.push("}".into());
+                }
+            }
+        }
+        out
+    }
+
+    fn text(&mut self) -> String {
+        let mut s = String::new();
+        for tok in self.file() {
+            let trivia = match self.g.next(12) {
+                0 => "\n".to_string(),
+                1 => "\n\n\n".to_string(),
+                2 => "; ".to_string(),
+                3 | 4 => {
+                    self.comments += 1;
+                    format!(" # c{}\n", self.comments)
+                }
+                5 => {
+                    self.comments += 1;
+                    format!("\n\n# c{}\n", self.comments)
+                }
+                _ => " ".to_string(),
+            };
+            s.push_str(&trivia);
+            s.push_str(&tok);
+        }
+        s
+    }
+}
+
+#[test]
+fn random_files_with_comments_round_trip() {
+    let mut f = FileGen {
+        g: Gen(11),
+        comments: 0,
+    };
+    for _ in 0..400 {
+        let src = f.text();
+        check(&src, &src);
     }
 }

@@ -447,6 +447,23 @@ fn syntax_errors_point_at_the_offending_token() {
         ("model { for t 1:T {} }", "1", "expected `in`"),
         ("set S : Real 10", "10", "expected `size`"),
         ("model { x ~ Normal(a,, b) }", ",", "found `,`"),
+        ("model { z ~ Normal }", "}", "expected `(`, found `}`"),
+        (
+            "model { z ~ Normal(0, 1) @ }",
+            "@",
+            "a name right after `@`",
+        ),
+        ("const = 3", "=", "expected a name, found `=`"),
+        (
+            "data x : ",
+            "",
+            "expected a type, found the end of the file",
+        ),
+        (
+            "model { let (a b) = f(x) }",
+            "b",
+            "expected a name, `,`, `)` or `[`",
+        ),
     ] {
         let d = err(src);
         assert_eq!(text(src, d.span), at, "{src}: {}", d.message);
@@ -486,7 +503,8 @@ fn unclosed_brackets_point_at_the_opener() {
     ] {
         let d = err(src);
         assert!(d.message.contains("never closed"), "{src}: {}", d.message);
-        assert_eq!(d.span.range(), Some(src.len()..src.len()), "{src}");
+        let end = src.trim_end().len();
+        assert_eq!(d.span.range(), Some(end..end), "{src}");
         assert_eq!(d.secondary.len(), 1, "{src}");
         assert_eq!(
             d.secondary[0].span.range(),

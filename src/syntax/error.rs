@@ -230,7 +230,8 @@ pub const ITEM_WORDS: &str = "an item (`const`, `data`, `latent`, `net`, `model`
 /// The human words for what a grammar rule stands for.
 pub fn rule_words(rule: Rule) -> Option<&'static str> {
     Some(match rule {
-        Rule::ident | Rule::key => "a name",
+        Rule::ident => "a name",
+        Rule::key => "an entry `key = value`",
         Rule::callee | Rule::call => "a call such as `f(x)`",
         Rule::number => "a number",
         Rule::string => "a string",

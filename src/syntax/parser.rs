@@ -186,11 +186,13 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     if !src.is_char_boundary(pos) {
         return internal(Span::new(0, 0), "error position inside a character");
     }
+    let raw_pos = pos;
     let pos = skip_space(src, pos);
     if pos >= src.len() {
         if let Some(&(at, c)) = scanned.unclosed.last() {
+            let end = end_of_text(src);
             return ParseError::Unclosed {
-                span: Span::new(src.len(), src.len()),
+                span: Span::new(end, end),
                 open: Span::new(at, at + 1),
                 bracket: c,
             };
@@ -245,12 +247,25 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
             };
         }
     }
+    if found_text == "@" {
+        return ParseError::Unexpected {
+            span: found_span,
+            found,
+            expected: vec!["a name right after `@`".to_string()],
+            unclosed: None,
+            hint: Some(
+                "write a strategy such as `@enumerate` or an annotation such as `@per_member`"
+                    .to_string(),
+            ),
+        };
+    }
     // `z = Normal(0, 1)` in a block.
     if found_text == "=" && literals.iter().any(|l| l == "~") {
         let before = src[..pos].trim_end();
-        let start = before
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '[' || c == ']'))
-            .map_or(0, |i| i + 1);
+        let start = before.len()
+            - trailing_run(before, |c| {
+                c.is_ascii_alphanumeric() || matches!(c, '_' | '[' | ']' | '-' | '+')
+            });
         return ParseError::EqualsForTilde {
             span: found_span,
             target: before[start..].to_string(),
@@ -280,7 +295,7 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
         }
     }
     // `mlp` with no `(`: the name was read, only its `(` is missing.
-    let glued_to_name = src[..pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+    let glued_to_name = src[..raw_pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
         && expected.iter().any(|e| e == "`(`");
     if glued_to_name {
         expected.retain(|e| e == "`(`");
@@ -298,6 +313,7 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
                 "`(`",
                 "`[`",
                 "an operator",
+                "an entry `key = value`",
             ],
         ),
         (ITEM_WORDS, &["the end of the file", "`@`"]),
@@ -311,10 +327,20 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     if expected.iter().any(|e| e == "an operator") {
         expected.retain(|e| e != "`[`");
     }
+    // After a complete value, a range's `:` is seldom what was meant.
+    if expected
+        .iter()
+        .any(|e| e == "`}`" || e == "`)`" || e == "`,`")
+    {
+        expected.retain(|e| e != "`:`");
+    }
     // Operators are seldom what was meant; mention them last.
     expected.sort_by_key(|e| e == "an operator");
     // `a = 1, b = 2` in `train { }`, `f(x) z ~ ...`: no separators between entries.
-    let hint = (found_text == "," && !expected.iter().any(|e| e == "`,`")).then(|| {
+    let between_entries = expected
+        .iter()
+        .any(|e| e == "an entry `key = value`" || e == "a statement");
+    let hint = (found_text == "," && between_entries).then(|| {
         "entries and statements need no separator; start a new line or use `;`".to_string()
     });
     ParseError::Unexpected {
@@ -330,7 +356,9 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
 fn is_punctuation(t: &str) -> bool {
     !t.is_empty()
         && t.chars().all(|c| {
-            !c.is_alphanumeric() && !c.is_whitespace() && !matches!(c, '_' | ';' | '#' | '"')
+            !c.is_alphanumeric()
+                && !c.is_whitespace()
+                && !matches!(c, '_' | ';' | '#' | '"' | '\u{FEFF}')
         })
 }
 
@@ -385,6 +413,15 @@ fn literal_rank(l: &str) -> usize {
     .unwrap_or(99)
 }
 
+/// The length in bytes of the longest run of characters at the end of `s` that satisfy `keep`.
+fn trailing_run(s: &str, keep: impl Fn(char) -> bool) -> usize {
+    s.chars()
+        .rev()
+        .take_while(|&c| keep(c))
+        .map(char::len_utf8)
+        .sum()
+}
+
 /// Whether the statement around `pos` starts with `let`.
 fn in_let(src: &str, pos: usize) -> bool {
     let before = &src[..pos];
@@ -412,9 +449,8 @@ fn space_before_paren(src: &str, pos: usize, found: &str) -> Option<ParseError> 
         if trimmed.len() == before.len() {
             return None;
         }
-        let start = trimmed
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .map_or(0, |i| i + 1);
+        let start =
+            trimmed.len() - trailing_run(trimmed, |c| c.is_ascii_alphanumeric() || c == '_');
         let name = &trimmed[start..];
         if is_name(name) {
             return Some(mk(start, name, pos));
@@ -429,6 +465,12 @@ fn space_before_paren(src: &str, pos: usize, found: &str) -> Option<ParseError> 
         }
     }
     None
+}
+
+/// Just after the last character that is not white space: where "the end of the file" is
+/// shown, on the line the user was writing rather than an empty one below it.
+fn end_of_text(src: &str) -> usize {
+    src.trim_end().len()
 }
 
 /// The first offset at or after `pos` that is not white space or a comment.
@@ -449,7 +491,8 @@ fn token_at(src: &str, pos: usize) -> (Span, String) {
     let pos = skip_space(src, pos);
     let rest = &src[pos..];
     let Some(c) = rest.chars().next() else {
-        return (Span::new(pos, pos), "the end of the file".to_string());
+        let end = end_of_text(src);
+        return (Span::new(end, end), "the end of the file".to_string());
     };
     let len = if c.is_ascii_alphanumeric() || c == '_' {
         rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
@@ -597,8 +640,8 @@ fn item(p: Pair<'_, Rule>) -> Result<ast::Item, ParseError> {
         Rule::set_item => set_item(p)?,
         Rule::model_item => model_item(p)?,
         Rule::guide_item => guide_item(p)?,
-        Rule::train_item => ast::ItemKind::Train(entries_of(p)?),
-        Rule::meta_item => ast::ItemKind::Meta(entries_of(p)?),
+        Rule::train_item => ast::ItemKind::Train(train_item(p)?),
+        Rule::meta_item => ast::ItemKind::Meta(meta_item(p)?),
         r => return Err(internal(span, &format!("unexpected item rule {r:?}"))),
     };
     Ok(ast::Item { kind, span })
@@ -728,10 +771,15 @@ fn guide_item(p: Pair<'_, Rule>) -> Result<ast::ItemKind, ParseError> {
     }
 }
 
-/// The entries of `train { }` or `meta { }`.
-fn entries_of(p: Pair<'_, Rule>) -> Result<Vec<ast::Entry>, ParseError> {
+fn train_item(p: Pair<'_, Rule>) -> Result<Vec<ast::Entry>, ParseError> {
     let mut c = Children::of(p);
-    c.next()?; // the keyword
+    c.expect(Rule::kw_train)?;
+    entries(c.expect(Rule::entries)?)
+}
+
+fn meta_item(p: Pair<'_, Rule>) -> Result<Vec<ast::Entry>, ParseError> {
+    let mut c = Children::of(p);
+    c.expect(Rule::kw_meta)?;
     entries(c.expect(Rule::entries)?)
 }
 
