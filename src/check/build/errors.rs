@@ -333,7 +333,7 @@ fn known(what: &str) -> Option<String> {
         "inference strategy" => "the strategies are @enumerate, @relax, @reinforce, @refine and @random_function",
         "flow" => "the only flow is `iaf(net, context..., steps = N)`",
         "activation" => "the activations are relu, tanh, softplus, elu, leaky_relu, gelu and sigmoid",
-        "function" => "the built-ins are exp, log, sqrt, abs, softplus, sigmoid, tanh, relu, sum, mean, concat, zeros and ones",
+        "network or function" => "no network of that name is declared; the built-ins are exp, log, sqrt, abs, softplus, sigmoid, tanh, relu, sum, mean, concat, zeros and ones",
         "kernel" => "the kernels are \"rbf\", \"matern32\" and \"matern52\"",
         "initializer" => "write `zeros`, `ones`, a number, `normal(m, s)` or `uniform(a, b)`",
         _ => return None,

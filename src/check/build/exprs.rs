@@ -611,7 +611,7 @@ impl Builder<'_> {
                         });
                         return invalid(span);
                     }
-                    None => "function",
+                    None => "network or function",
                 };
                 self.errors.push(BuildError::Unknown {
                     what,
