@@ -111,15 +111,16 @@ impl Type {
         Type::scalar(Domain::Unknown)
     }
 
-    /// Number of scalars in one example's value.
+    /// Number of scalars in one example's value (saturating: absurd shapes from user
+    /// consts give `usize::MAX`, which the cost rule E017 rejects, instead of a panic).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1usize, |n, &d| n.saturating_mul(d))
     }
 
     /// The width this value has when fed to a dense network: a `Cat(K)` value is one-hot.
     pub fn dense_width(&self) -> usize {
         match self.domain {
-            Domain::Cat(k) => self.numel() * k,
+            Domain::Cat(k) => self.numel().saturating_mul(k),
             _ => self.numel(),
         }
     }
