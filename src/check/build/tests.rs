@@ -1177,6 +1177,18 @@ fn dist_arguments_e006() {
 }
 
 #[test]
+fn one_arity_error_per_call() {
+    one(
+        &vae(
+            "z ~ Normal(0, 1, 2, 3)\n x ~ Bernoulli(logits = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E006,
+        "2",
+    );
+}
+
+#[test]
 fn dist_argument_domains_e005() {
     let d = one(
         &vae(
