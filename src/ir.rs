@@ -51,8 +51,10 @@ pub enum Domain {
     Simplex,
     /// A class in `0..K`.
     Cat(usize),
-    /// Only on expressions the checker could not type (never in a program without errors):
-    /// accepted everywhere so that one mistake is reported once.
+    /// Only on expressions the checker could not type (never in a program without errors,
+    /// except as the type of a multi-head `NetCall { head: None }`, the value of a tuple
+    /// `let`, whose heads carry the types): accepted everywhere so that one mistake is
+    /// reported once.
     Unknown,
 }
 
@@ -700,8 +702,9 @@ pub enum ExprKind {
         base: Box<Expr>,
         index: Box<Expr>,
     },
-    /// `net(args)` (all heads; only as the value of a tuple `let`) or `net(args).head`
-    /// / a single-output network (`head = Some(i)`).
+    /// `net(args)` (all heads; only as the value of a tuple `let`, typed
+    /// `Type::unknown()`) or `net(args).head` / a single-output network (`head = Some(i)`,
+    /// typed as that head).
     NetCall {
         net: NetId,
         args: Vec<Expr>,
