@@ -1612,23 +1612,6 @@ fn no_panic_on_mangled_specs() {
 }
 
 #[test]
-#[ignore]
-fn show_messages() {
-    let src = format!(
-        "{VAE_DECLS}\nnet bad(a: Foo[Q]) -> Cat = mlpp(hidden = 3)\nparam noise : Positive[D] = 0\nlatent w : Positive[Z]\nmodel {{ z ~ Normall(q, 1)\n x ~ Normal(decoder(z, z), 1)\n w ~ Normal(0, 1)\n let (a, b) = 3\n for t in 1:Q {{ w[t] ~ Normal(0, 1) }} }}\nguide {{ let e = encoder(x)\n z ~ Normal(e, 1) |> bar(1) @foo }}"
-    );
-    let (_, d) = run(&src);
-    for d in d {
-        let t = d
-            .span
-            .range()
-            .map(|r| src[r].to_string())
-            .unwrap_or_default();
-        println!("{} `{}`: {} | hint: {:?}", d.code, t, d.message, d.hint);
-    }
-}
-
-#[test]
 fn more_blocks_twice_e003() {
     let src = vae(VAE_MODEL, VAE_GUIDE) + "guide exact";
     one(&src, Code::E003, "guide exact");
