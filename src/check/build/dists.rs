@@ -552,6 +552,7 @@ impl Builder<'_> {
                     keyword: kw.name.clone(),
                     span: kw.span,
                     suggestion: suggest(&kw.name, ["steps"]),
+                    accepted: vec!["steps".into()],
                 });
                 ok = false;
             }

@@ -76,6 +76,8 @@ pub enum BuildError {
         keyword: String,
         span: Span,
         suggestion: Option<String>,
+        /// The arguments the callee takes.
+        accepted: Vec<String>,
     },
     /// A required argument not given (E006).
     MissingKeyword {
@@ -273,6 +275,12 @@ pub enum BuildError {
         kind: &'static str,
         span: Span,
     },
+    /// A guide site whose target is not a latent or data variable (E008).
+    GuideSiteNotLatent {
+        name: String,
+        kind: &'static str,
+        span: Span,
+    },
     /// A local, latent or `partial` data read before it is defined in this block (E010).
     UseBeforeDef {
         name: String,
@@ -325,7 +333,7 @@ fn known(what: &str) -> Option<String> {
         "inference strategy" => "the strategies are @enumerate, @relax, @reinforce, @refine and @random_function",
         "flow" => "the only flow is `iaf(net, context..., steps = N)`",
         "activation" => "the activations are relu, tanh, softplus, elu, leaky_relu, gelu and sigmoid",
-        "function" => "the built-ins are exp, log, sqrt, abs, softplus, sigmoid, tanh, relu, sum, mean, concat, zeros and ones",
+        "network or function" => "no network of that name is declared; the built-ins are exp, log, sqrt, abs, softplus, sigmoid, tanh, relu, sum, mean, concat, zeros and ones",
         "kernel" => "the kernels are \"rbf\", \"matern32\" and \"matern52\"",
         "initializer" => "write `zeros`, `ones`, a number, `normal(m, s)` or `uniform(a, b)`",
         _ => return None,
@@ -475,15 +483,25 @@ impl From<BuildError> for Diagnostic {
                 keyword,
                 span,
                 suggestion,
-            } => dym(
-                Diagnostic::new(
+                accepted,
+            } => {
+                let d = Diagnostic::new(
                     Code::E006,
                     span,
                     format!("`{callee}` has no argument `{keyword}`"),
                 )
-                .with_label("unknown keyword"),
-                suggestion,
-            ),
+                .with_label("unknown keyword");
+                match suggestion {
+                    Some(s) => d.with_hint(format!("did you mean `{s}`?")),
+                    None if accepted.is_empty() => {
+                        d.with_hint(format!("`{callee}` takes no arguments"))
+                    }
+                    None => {
+                        let v: Vec<String> = accepted.iter().map(|a| format!("`{a}`")).collect();
+                        d.with_hint(format!("`{callee}` takes {}", v.join(", ")))
+                    }
+                }
+            }
             B::MissingKeyword {
                 callee,
                 keyword,
@@ -641,7 +659,11 @@ impl From<BuildError> for Diagnostic {
                     shape_text(&found)
                 ),
             )
-            .with_label("wrong shape"),
+            .with_label("wrong shape")
+            .with_hint(format!(
+                "pass a value of shape {}, or change the declared type of `{input}`",
+                shape_text(&expected)
+            )),
             B::NetArgDomain {
                 net,
                 input,
@@ -657,8 +679,10 @@ impl From<BuildError> for Diagnostic {
                 .with_label("wrong domain");
                 if found.starts_with("Cat") {
                     d.with_hint(format!("a Cat fed where {expected} is needed: declare the input `Cat(K)`"))
+                } else if expected.starts_with("Cat") {
+                    d.with_hint(format!("pass a {expected} value (a class), not a {found} one"))
                 } else {
-                    d
+                    d.with_hint(format!("declare the input `{input}` as {found}, or pass a {expected} value"))
                 }
             }
             B::SetArg { net, input, span } => Diagnostic::new(
@@ -815,6 +839,13 @@ impl From<BuildError> for Diagnostic {
                 format!("`{name}` is a {kind}; only a latent or data variable can be left of `~`"),
             )
             .with_hint(format!("declare `latent {name} : ...` or `data {name} : ...`")),
+            B::GuideSiteNotLatent { name, kind, span } => Diagnostic::new(
+                Code::E008,
+                span,
+                format!("the guide samples `{name}`, which is a {kind}, not a latent"),
+            )
+            .with_label("not a latent")
+            .with_hint("the guide samples latents and `partial` data only; remove this site"),
             B::UseBeforeDef {
                 name,
                 what,

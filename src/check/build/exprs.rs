@@ -611,7 +611,7 @@ impl Builder<'_> {
                         });
                         return invalid(span);
                     }
-                    None => "function",
+                    None => "network or function",
                 };
                 self.errors.push(BuildError::Unknown {
                     what,
@@ -821,7 +821,7 @@ impl Builder<'_> {
             {
                 if let ast::ExprKind::Name(id) = &lhs.kind {
                     if let Some((l, _)) = cx.loop_var(&id.name) {
-                        let k = self.int(rhs)?;
+                        let k = consts::eval_int(rhs, self.consts).ok()?;
                         let offset = if *op == ast::BinOp::Sub {
                             k.saturating_neg()
                         } else {
@@ -978,6 +978,23 @@ impl Builder<'_> {
                     span: index.span,
                 });
                 return invalid(span);
+            }
+        }
+        // Observed data has every step; a loop step must stay inside 1..=T.
+        if let (Some(t), None, Some(l)) = (steps, &state, step.loop_id) {
+            if let (Some(def), false) = (cx.loops.get(l), cx.bad_loops.contains(&l)) {
+                let lo = (def.from as i64).saturating_add(step.offset);
+                let hi = (def.to as i64).saturating_add(step.offset);
+                if lo < 1 || hi > t as i64 {
+                    self.errors.push(BuildError::StepOutOfRange {
+                        name: name.clone(),
+                        step: if lo < 1 { lo } else { hi },
+                        first: 1,
+                        last: t,
+                        span: index.span,
+                    });
+                    return invalid(span);
+                }
             }
         }
         if let Some(st) = &state {

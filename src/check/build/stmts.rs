@@ -612,27 +612,15 @@ impl Builder<'_> {
             Some(Decl::Latent(l)) => Some((SiteVar::Latent(l), self.prog.latents[l].ty.clone())),
             Some(Decl::Data(d)) => Some((SiteVar::Data(d), self.prog.data[d].ty.clone())),
             Some(d) if !cx.scope.contains_key(name) => {
-                self.errors.push(BuildError::NotSampleable {
-                    name: name.clone(),
-                    kind: d.kind(),
-                    span: target.name.span,
-                });
+                self.not_sampleable(cx, name, d.kind(), target.name.span);
                 None
             }
             _ if cx.scope.contains_key(name) => {
-                self.errors.push(BuildError::NotSampleable {
-                    name: name.clone(),
-                    kind: "local",
-                    span: target.name.span,
-                });
+                self.not_sampleable(cx, name, "local", target.name.span);
                 None
             }
             _ if cx.loop_var(name).is_some() => {
-                self.errors.push(BuildError::NotSampleable {
-                    name: name.clone(),
-                    kind: "loop variable",
-                    span: target.name.span,
-                });
+                self.not_sampleable(cx, name, "loop variable", target.name.span);
                 None
             }
             _ => {
@@ -698,7 +686,10 @@ impl Builder<'_> {
             }
         }
         let d = self.dist(dist, &site_ty, cx);
-        self.check_support(var, &site_ty, &d);
+        // A guide latent site is compared with the model's site by the rules (E008).
+        if !(cx.guide && matches!(var, SiteVar::Latent(_))) {
+            self.check_support(var, &site_ty, &d);
+        }
         if !cx.guide {
             for f in flows {
                 self.errors.push(BuildError::FlowInModel { span: f.span });
@@ -738,6 +729,17 @@ impl Builder<'_> {
             strategy,
             span,
         })
+    }
+
+    /// A `~` target that is neither a latent nor data: E005 in `model`, E008 (a guide
+    /// site for a non-latent) in `guide`.
+    fn not_sampleable(&mut self, cx: &Cx, name: &str, kind: &'static str, span: Span) {
+        let name = name.to_string();
+        self.errors.push(if cx.guide {
+            BuildError::GuideSiteNotLatent { name, kind, span }
+        } else {
+            BuildError::NotSampleable { name, kind, span }
+        });
     }
 
     /// A latent's declared domain must equal the support; data must lie in it, with

@@ -286,6 +286,7 @@ impl Builder<'_> {
         let mut spans: Vec<Span> = vec![Span::Artificial; names.len()];
         let mut next = 0usize;
         let mut ok = true;
+        let mut arity_reported = false;
         let npos = args.iter().filter(|a| a.name.is_none()).count();
         for a in args {
             match &a.name {
@@ -302,15 +303,17 @@ impl Builder<'_> {
                         });
                         ok = false;
                     } else if next >= names.len() {
-                        self.errors.push(BuildError::Arity {
-                            callee: callee.to_string(),
-                            expected: count_text(names.len()),
-                            given: npos,
-                            span: a.span,
-                        });
+                        // One arity error per call, at the first extra argument.
+                        if !arity_reported {
+                            arity_reported = true;
+                            self.errors.push(BuildError::Arity {
+                                callee: callee.to_string(),
+                                expected: count_text(names.len()),
+                                given: npos,
+                                span: a.span,
+                            });
+                        }
                         ok = false;
-                        // One arity error per call.
-                        next = usize::MAX / 2;
                     } else {
                         out[next] = Some(&a.value);
                         spans[next] = a.span;
@@ -338,6 +341,7 @@ impl Builder<'_> {
                             keyword: kw.name.clone(),
                             span: kw.span,
                             suggestion: suggest(&kw.name, names.iter().copied()),
+                            accepted: names.iter().map(|n| n.to_string()).collect(),
                         });
                         ok = false;
                     }
