@@ -291,5 +291,65 @@ fn specs_plan_and_dot() {
             "{}: not Graphviz",
             name_of(&path)
         );
+        // The plan accounts for every network and every latent; the picture shows every
+        // variable.
+        let plan = driver::emit(&front, Emit::Plan).unwrap_or_default();
+        let program = front.program.as_ref().unwrap();
+        for net in &program.nets {
+            assert!(
+                plan.contains(&net.name),
+                "{}: the plan does not mention network `{}`",
+                name_of(&path),
+                net.name
+            );
+        }
+        for latent in &program.latents {
+            assert!(
+                plan.contains(&latent.name),
+                "{}: the plan does not mention latent `{}`",
+                name_of(&path),
+                latent.name
+            );
+        }
+        let names = program.data.iter().map(|d| &d.name);
+        for name in names.chain(program.latents.iter().map(|l| &l.name)) {
+            assert!(
+                dot.contains(&format!("\"{name}")) || dot.contains(&format!(":{name}\"")),
+                "{}: the graph has no node for `{name}`",
+                name_of(&path)
+            );
+        }
     }
+}
+
+/// `--set` overrides reach the IR, and a bad override is an E015.
+#[test]
+fn specs_take_const_overrides() {
+    let src = std::fs::read_to_string(format!("{SPECS_DIR}/vae.vi")).unwrap();
+    let opts = CheckOptions {
+        overrides: vec![("Z".to_string(), 16)],
+    };
+    let front = driver::front_end(&src, &opts);
+    assert!(front.diagnostics.is_empty(), "{:?}", front.diagnostics);
+    let program = front.program.unwrap();
+    let z = program.consts.iter().find(|c| c.name == "Z").unwrap();
+    assert_eq!((z.value, z.overridden), (16, true));
+    assert_eq!(program.latents[0].ty.shape, vec![16]);
+    assert!(program
+        .nets
+        .iter()
+        .all(|n| n.heads.iter().all(|h| h.ty.shape != vec![32])));
+
+    let bad = CheckOptions {
+        overrides: vec![("Z".to_string(), 0)],
+    };
+    let front = driver::front_end(&src, &bad);
+    assert!(
+        front
+            .diagnostics
+            .iter()
+            .any(|d| d.code == vic::diag::Code::E015),
+        "{:?}",
+        front.diagnostics
+    );
 }
