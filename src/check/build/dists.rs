@@ -256,7 +256,9 @@ impl Builder<'_> {
                         scalar_ok,
                         span: e.span,
                     });
-                } else if !fits(x.ty.domain, need.domain()) {
+                } else if !literal_fits(&x, need.domain())
+                    .unwrap_or_else(|| fits(x.ty.domain, need.domain()))
+                {
                     let hint = match need {
                         Need::Positive => Some(
                             "wrap it in softplus(...) or declare the head Positive".to_string(),
@@ -647,4 +649,26 @@ impl Builder<'_> {
             span: f.span,
         })
     }
+}
+
+/// For a literal number (or a negated one), whether its value lies in `want`: `0.5` is a
+/// valid `probs` although its type, from the literal alone, is `Positive`.
+fn literal_fits(x: &ir::Expr, want: Domain) -> Option<bool> {
+    let value = match &x.kind {
+        ir::ExprKind::Number(v) => *v,
+        ir::ExprKind::Unary {
+            op: crate::ir::UnaryFn::Neg,
+            arg,
+        } => match arg.kind {
+            ir::ExprKind::Number(v) => -v,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(match want {
+        Domain::Positive => value > 0.0,
+        Domain::Unit => value > 0.0 && value < 1.0,
+        Domain::Real => value.is_finite(),
+        _ => return None,
+    })
 }
