@@ -89,9 +89,21 @@ const SHALLOW_OPERATORS: usize = 200;
 /// The stack for parsing deeply nested input (reserved, touched only as needed).
 const DEEP_STACK: usize = 64 << 20;
 
+/// Serializes the parses that need pest's detailed error tracking (a process-wide flag).
+static DETAILED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn parse_scanned(src: &str, scanned: &scan::Scan) -> Result<ast::File, ParseError> {
-    pest::set_error_detail(true);
-    match ViParser::parse(Rule::file, src) {
+    // pest's detailed tracking of parse attempts (which the error messages use) costs
+    // about half of a successful parse; a file that parses never needs it, so parse
+    // without it first and re-parse with it only to explain a failure.
+    let result = ViParser::parse(Rule::file, src).or_else(|_| {
+        let _serial = DETAILED.lock().unwrap_or_else(|p| p.into_inner());
+        pest::set_error_detail(true);
+        let detailed = ViParser::parse(Rule::file, src);
+        pest::set_error_detail(false);
+        detailed
+    });
+    match result {
         Ok(mut pairs) => {
             if let Some((_, e)) = &scanned.error {
                 return Err(e.clone());
