@@ -314,15 +314,23 @@ pub fn layers(net: &NetDef) -> Vec<Layer> {
             per_set_member: false,
         })
     };
-    let dense_in: usize = net.inputs.iter().map(|i| i.ty.dense_width()).sum();
+    let dense_in: usize = net
+        .inputs
+        .iter()
+        .map(|i| i.ty.dense_width())
+        .fold(0, usize::saturating_add);
     let dense_rest = |skip: usize| -> usize {
         net.inputs
             .iter()
             .skip(skip)
             .map(|i| i.ty.dense_width())
-            .sum()
+            .fold(0, usize::saturating_add)
     };
-    let out_width: usize = net.heads.iter().map(|h| h.ty.numel()).sum();
+    let out_width: usize = net
+        .heads
+        .iter()
+        .map(|h| h.ty.numel())
+        .fold(0, usize::saturating_add);
     match &net.arch {
         Arch::Linear { bias } => push(
             &mut out,
@@ -531,7 +539,7 @@ pub fn layers(net: &NetDef) -> Vec<Layer> {
                 .enumerate()
                 .filter(|(j, _)| *j != img)
                 .map(|(_, i)| i.ty.dense_width())
-                .sum();
+                .fold(0, usize::saturating_add);
             push(
                 &mut out,
                 "params".into(),

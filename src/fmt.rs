@@ -8,7 +8,8 @@
 //! Comments are not in the AST, so they are re-attached by position: a comment alone on
 //! its line is printed on its own line before the next thing that follows it (or before the
 //! `}` of its block, or at the end of the file); a comment after code stays at the end of
-//! that line. A comment inside a construct printed on one line moves just above it.
+//! that line (two spaces after the code; comments ending consecutive lines line up). A
+//! comment inside a construct printed on one line moves just above it.
 
 use crate::syntax::ast::{
     Arg, BinOp, Binding, Block, Call, Entry, Expr, ExprKind, File, GuideBody, Item, ItemKind,
@@ -26,7 +27,7 @@ pub fn format_file(file: &File, comments: &[Comment], src: &str) -> String {
         src,
         comments,
         next: 0,
-        out: String::new(),
+        lines: Vec::new(),
         last_end: 0,
         at_block_start: true,
         force_blank: false,
@@ -38,7 +39,7 @@ pub fn format_file(file: &File, comments: &[Comment], src: &str) -> String {
         p.item(item);
     }
     p.comments_before(usize::MAX, 0);
-    p.out
+    render(&p.lines)
 }
 
 /// Whether an item prints as a block of several lines.
@@ -69,12 +70,52 @@ fn has_blank_line(gap: &str) -> bool {
             .any(|l| l.trim().is_empty())
 }
 
+/// One output line: code, and the comment that ends it.
+#[derive(Default)]
+struct Line {
+    code: String,
+    comment: Option<String>,
+}
+
+/// The lines as text; trailing comments on consecutive lines line up.
+fn render(lines: &[Line]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < lines.len() {
+        // A run of consecutive lines that end in comments.
+        let mut j = i;
+        while j < lines.len() && lines[j].comment.is_some() {
+            j += 1;
+        }
+        if j == i {
+            out.push_str(&lines[i].code);
+            out.push('\n');
+            i += 1;
+            continue;
+        }
+        let width = lines[i..j]
+            .iter()
+            .map(|l| l.code.chars().count())
+            .max()
+            .unwrap_or(0);
+        for line in &lines[i..j] {
+            let pad = width - line.code.chars().count();
+            out.push_str(&line.code);
+            out.push_str(&" ".repeat(pad + 2));
+            out.push_str(line.comment.as_deref().unwrap_or(""));
+            out.push('\n');
+        }
+        i = j;
+    }
+    out
+}
+
 struct Printer<'a> {
     src: &'a str,
     /// All comments, by position; `next` is the first not yet printed.
     comments: Vec<&'a Comment>,
     next: usize,
-    out: String,
+    lines: Vec<Line>,
     /// The source offset just after the last thing printed.
     last_end: usize,
     /// Right after a `{` line or at the top of the file: no blank line here.
@@ -84,26 +125,21 @@ struct Printer<'a> {
 }
 
 impl Printer<'_> {
-    fn next_comment_start(&self) -> Option<usize> {
-        self.comments.get(self.next).map(|c| start_of(c.span))
-    }
-
     /// A blank line before a thing starting at `start`, where one is due.
     fn blank_if_needed(&mut self, start: usize) {
         let gap = self.src.get(self.last_end..start).unwrap_or("");
         if !self.at_block_start && (self.force_blank || has_blank_line(gap)) {
-            self.out.push('\n');
+            self.lines.push(Line::default());
         }
         self.force_blank = false;
         self.at_block_start = false;
     }
 
     fn line(&mut self, indent: usize, text: &str) {
-        for _ in 0..indent {
-            self.out.push_str(INDENT);
-        }
-        self.out.push_str(text);
-        self.out.push('\n');
+        self.lines.push(Line {
+            code: format!("{}{text}", INDENT.repeat(indent)),
+            comment: None,
+        });
     }
 
     /// Print, each on its own line, the comments that start before `upto`.
@@ -131,12 +167,9 @@ impl Printer<'_> {
             .get(end..start)
             .is_some_and(|gap| gap.chars().all(|ch| matches!(ch, ' ' | '\t' | '\r' | ';')));
         if same_line {
-            if self.out.ends_with('\n') {
-                self.out.pop();
+            if let Some(line) = self.lines.last_mut() {
+                line.comment = Some(c.text.trim_end().to_string());
             }
-            self.out.push(' ');
-            self.out.push_str(c.text.trim_end());
-            self.out.push('\n');
             self.last_end = end_of(c.span);
             self.next += 1;
         }
@@ -170,9 +203,13 @@ impl Printer<'_> {
         self.trailing(brace + 1);
     }
 
-    /// Whether nothing, not even a comment, sits inside the braces at `open..close`.
-    fn empty_inside(&self, close: usize) -> bool {
-        self.next_comment_start().is_none_or(|s| s >= close)
+    /// Whether no comment sits between the braces at `open` and `close`.
+    fn empty_inside(&self, open: usize, close: usize) -> bool {
+        !self.comments[self.next..]
+            .iter()
+            .map(|c| start_of(c.span))
+            .take_while(|&s| s < close)
+            .any(|s| s > open)
     }
 
     fn item(&mut self, item: &Item) {
@@ -196,7 +233,7 @@ impl Printer<'_> {
     /// `header { stmts }` at `indent`.
     fn block(&mut self, indent: usize, start: usize, header: &str, block: &Block) {
         let (open, close) = (start_of(block.span), end_of(block.span).saturating_sub(1));
-        if block.stmts.is_empty() && self.empty_inside(close) {
+        if block.stmts.is_empty() && self.empty_inside(open, close) {
             self.unit(indent, start, close + 1, &format!("{header} {{}}"));
             return;
         }
@@ -210,7 +247,7 @@ impl Printer<'_> {
     fn entries_item(&mut self, start: usize, end: usize, keyword: &str, entries: &[Entry]) {
         let close = end.saturating_sub(1);
         let open = self.brace_after(start + keyword.len()).unwrap_or(start);
-        if entries.is_empty() && self.empty_inside(close) {
+        if entries.is_empty() && self.empty_inside(open, close) {
             self.unit(0, start, end, &format!("{keyword} {{}}"));
             return;
         }
@@ -421,6 +458,10 @@ fn expr_at(e: &Expr, min: u8) -> String {
         ExprKind::Str(s) => string(s),
         ExprKind::Name(n) => n.name.clone(),
         ExprKind::Call(c) => call(c),
+        // `(1).x`, not `1.x`, which would read as a malformed number.
+        ExprKind::Field { base, field } if matches!(base.kind, ExprKind::Number { .. }) => {
+            format!("({}).{}", expr(base), field.name)
+        }
         ExprKind::Field { base, field } => format!("{}.{}", expr_at(base, POSTFIX), field.name),
         ExprKind::Index { base, indices } => {
             format!("{}[{}]", expr_at(base, POSTFIX), exprs(indices))

@@ -51,8 +51,10 @@ pub enum Domain {
     Simplex,
     /// A class in `0..K`.
     Cat(usize),
-    /// Only on expressions the checker could not type (never in a program without errors):
-    /// accepted everywhere so that one mistake is reported once.
+    /// Only on expressions the checker could not type (never in a program without errors,
+    /// except as the type of a multi-head `NetCall { head: None }`, the value of a tuple
+    /// `let`, whose heads carry the types): accepted everywhere so that one mistake is
+    /// reported once.
     Unknown,
 }
 
@@ -111,15 +113,16 @@ impl Type {
         Type::scalar(Domain::Unknown)
     }
 
-    /// Number of scalars in one example's value.
+    /// Number of scalars in one example's value (saturating: absurd shapes from user
+    /// consts give `usize::MAX`, which the cost rule E017 rejects, instead of a panic).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1usize, |n, &d| n.saturating_mul(d))
     }
 
     /// The width this value has when fed to a dense network: a `Cat(K)` value is one-hot.
     pub fn dense_width(&self) -> usize {
         match self.domain {
-            Domain::Cat(k) => self.numel() * k,
+            Domain::Cat(k) => self.numel().saturating_mul(k),
             _ => self.numel(),
         }
     }
@@ -699,8 +702,9 @@ pub enum ExprKind {
         base: Box<Expr>,
         index: Box<Expr>,
     },
-    /// `net(args)` (all heads; only as the value of a tuple `let`) or `net(args).head`
-    /// / a single-output network (`head = Some(i)`).
+    /// `net(args)` (all heads; only as the value of a tuple `let`, typed
+    /// `Type::unknown()`) or `net(args).head` / a single-output network (`head = Some(i)`,
+    /// typed as that head).
     NetCall {
         net: NetId,
         args: Vec<Expr>,

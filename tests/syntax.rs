@@ -447,6 +447,23 @@ fn syntax_errors_point_at_the_offending_token() {
         ("model { for t 1:T {} }", "1", "expected `in`"),
         ("set S : Real 10", "10", "expected `size`"),
         ("model { x ~ Normal(a,, b) }", ",", "found `,`"),
+        ("model { z ~ Normal }", "}", "expected `(`, found `}`"),
+        (
+            "model { z ~ Normal(0, 1) @ }",
+            "@",
+            "a name right after `@`",
+        ),
+        ("const = 3", "=", "expected a name, found `=`"),
+        (
+            "data x : ",
+            "",
+            "expected a type, found the end of the file",
+        ),
+        (
+            "model { let (a b) = f(x) }",
+            "b",
+            "expected a name, `,`, `)` or `[`",
+        ),
     ] {
         let d = err(src);
         assert_eq!(text(src, d.span), at, "{src}: {}", d.message);
@@ -486,7 +503,8 @@ fn unclosed_brackets_point_at_the_opener() {
     ] {
         let d = err(src);
         assert!(d.message.contains("never closed"), "{src}: {}", d.message);
-        assert_eq!(d.span.range(), Some(src.len()..src.len()), "{src}");
+        let end = src.trim_end().len();
+        assert_eq!(d.span.range(), Some(end..end), "{src}");
         assert_eq!(d.secondary.len(), 1, "{src}");
         assert_eq!(
             d.secondary[0].span.range(),
@@ -565,4 +583,70 @@ fn spans_are_byte_offsets_in_utf8_text() {
     let src = "model { 漢 ~ Normal(0, 1) }";
     let d = err(src);
     assert_eq!(text(src, d.span), "漢");
+}
+
+#[test]
+fn a_missing_brace_before_the_next_item_is_named() {
+    let src = "model {\n  z ~ Normal(0, 1)\n\nguide {\n  z ~ Normal(0, 1)\n}\n";
+    let d = err(src);
+    assert_eq!(text(src, d.span), "guide");
+    assert_eq!(d.message, "expected `}`, found `guide`");
+    assert_eq!(d.secondary[0].span.range(), Some(6..7));
+    assert!(d
+        .hint
+        .as_deref()
+        .is_some_and(|h| h.contains("before `guide`")));
+}
+
+#[test]
+fn commas_between_entries_get_a_hint() {
+    let src = "train { batch = 128, epochs = 3 }";
+    let d = err(src);
+    assert_eq!(text(src, d.span), ",");
+    assert!(d
+        .hint
+        .as_deref()
+        .is_some_and(|h| h.contains("no separator")));
+}
+
+#[test]
+fn common_slips_get_hints() {
+    for (src, at, hint) in [
+        ("model { for t in 1..T {} }", "1..T", "`a:b`"),
+        ("const A = 'x'", "'", "double quotes"),
+        ("const A = 3 ^ 2", "^", "`+`, `-`, `*` and `/`"),
+        ("model { let a, b = f(x) }", ",", "let (a, b)"),
+        ("model {}\ntrain { lr: 1e-3 }", ":", "`key = value`"),
+        (
+            "net f(x: Real) -> loc: Real = linear()",
+            ":",
+            "named heads go in parentheses",
+        ),
+    ] {
+        let d = err(src);
+        assert_eq!(text(src, d.span), at, "{src}: {}", d.message);
+        assert!(
+            d.hint.as_deref().is_some_and(|h| h.contains(hint)),
+            "{src}: {:?}",
+            d.hint
+        );
+    }
+}
+
+#[test]
+fn set_types_allow_comments_and_space_before_the_bracket() {
+    for src in [
+        "net s(S: Set[Binary[D]]) -> Real = linear()",
+        "net s(S: Set # the context\n  [Binary[D]]) -> Real = linear()",
+        "net s(S: Set [ Binary[D] ]) -> Real = linear()",
+    ] {
+        let f = parse_ok(src, src);
+        let ast::ItemKind::Net(n) = &f.items[0].kind else {
+            panic!()
+        };
+        assert!(
+            matches!(n.inputs[0].ty.kind, ast::TypeExprKind::Set(_)),
+            "{src}"
+        );
+    }
 }

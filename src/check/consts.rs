@@ -255,7 +255,9 @@ fn eval_with(
 
 /// The closest candidate by edit distance, when it is close enough to be a likely typo.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    let limit = (name.chars().count() / 3).max(1);
+    // One- and two-letter names are too short for a typo to be told from another name.
+    let len = name.chars().count();
+    let limit = if len <= 2 { 0 } else { (len / 3).max(1) };
     candidates
         .into_iter()
         .filter(|c| *c != name)
@@ -331,7 +333,7 @@ impl<'a> Resolver<'a> {
             }
             None => {}
         }
-        let Some(&(ident, expr)) = self.items.get(name) else {
+        let Some(&(_, expr)) = self.items.get(name) else {
             return Err(EvalError::AlreadyReported);
         };
         self.state.insert(name.to_string(), State::Visiting);
@@ -372,7 +374,6 @@ impl<'a> Resolver<'a> {
             }
             Err(EvalError::AlreadyReported) => Err(EvalError::AlreadyReported),
         };
-        let _ = ident;
         self.state
             .insert(name.to_string(), State::Done(out.as_ref().ok().copied()));
         out

@@ -18,6 +18,7 @@ pub enum ParseError {
         expected: Vec<String>,
         /// An enclosing bracket that is never closed, when there is one.
         unclosed: Option<(Span, char)>,
+        hint: Option<String>,
     },
     /// A reserved word where a name is needed.
     ReservedWord { span: Span, word: String },
@@ -121,6 +122,7 @@ impl From<ParseError> for Diagnostic {
                 found,
                 expected,
                 unclosed,
+                hint,
                 ..
             } => {
                 let mut diag = d(format!("expected {}, found {found}", one_of(&expected)))
@@ -128,6 +130,9 @@ impl From<ParseError> for Diagnostic {
                 if let Some((open, c)) = unclosed {
                     diag = diag
                         .with_secondary(open, format!("this {} is never closed", opener_name(c)));
+                }
+                if let Some(h) = hint {
+                    diag = diag.with_hint(h);
                 }
                 diag
             }
@@ -187,9 +192,16 @@ impl From<ParseError> for Diagnostic {
                     .with_label("unknown escape")
                     .with_hint("the escapes are `\\\"`, `\\\\`, `\\n` and `\\t`")
             }
-            ParseError::InvalidNumber { text, .. } => d(format!("`{text}` is not a valid number"))
-                .with_label("invalid number")
-                .with_hint("numbers look like `128`, `0.5` or `1e-3`"),
+            ParseError::InvalidNumber { text, .. } => {
+                let hint = if text.contains("..") {
+                    "ranges are written `a:b`, as in `for t in 1:T`"
+                } else {
+                    "numbers look like `128`, `0.5` or `1e-3`"
+                };
+                d(format!("`{text}` is not a valid number"))
+                    .with_label("invalid number")
+                    .with_hint(hint)
+            }
             ParseError::NumberOutOfRange { text, .. } => {
                 d(format!("the number `{text}` is too large")).with_label("out of range")
             }
@@ -225,7 +237,8 @@ pub const ITEM_WORDS: &str = "an item (`const`, `data`, `latent`, `net`, `model`
 /// The human words for what a grammar rule stands for.
 pub fn rule_words(rule: Rule) -> Option<&'static str> {
     Some(match rule {
-        Rule::ident | Rule::key => "a name",
+        Rule::ident => "a name",
+        Rule::key => "an entry `key = value`",
         Rule::callee | Rule::call => "a call such as `f(x)`",
         Rule::number => "a number",
         Rule::string => "a string",
@@ -267,7 +280,8 @@ pub fn rule_words(rule: Rule) -> Option<&'static str> {
         Rule::kw_exact => "`exact`",
         Rule::kw_in => "`in`",
         Rule::kw_size => "`size`",
-        Rule::data_role | Rule::kw_given | Rule::kw_partial => "`given` or `partial`",
+        Rule::kw_given => "`given`",
+        Rule::kw_partial => "`partial`",
         Rule::flow => "`|>`",
         Rule::strategy => "`@strategy`",
         Rule::block | Rule::entries => "`{`",

@@ -7,3 +7,5 @@ mod scan;
 
 pub use error::ParseError;
 pub use parser::{comments, is_keyword, parse, Comment};
+/// How deeply brackets may nest before the parser refuses the file (E001).
+pub use scan::MAX_DEPTH as MAX_NESTING;

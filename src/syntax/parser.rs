@@ -1,4 +1,11 @@
 //! Parsing: one function per grammar rule turns pest `Pair`s into AST nodes.
+//!
+//! `parse` first runs the lexical scan (`scan.rs`), which refuses input nested too deeply
+//! for a recursive parser and finds the errors best named from characters alone; then pest.
+//! When pest fails, `translate` names the first error in plain words, preferring a lexical
+//! error at or before the place pest stopped. Spans are byte offsets of exactly a node's
+//! text: pest lets rules that end in an optional part swallow trailing white space and
+//! comments, so `span_of` trims them off.
 
 use super::ast::{self, Expr, ExprKind, Ident};
 use super::error::{rule_words, ParseError, ITEM_WORDS};
@@ -24,6 +31,24 @@ const KEYWORDS: [&str; 18] = [
     "const", "data", "latent", "param", "net", "set", "model", "guide", "train", "meta", "let",
     "for", "in", "exact", "global", "given", "partial", "size",
 ];
+
+/// Whether `word` starts an item.
+fn is_item_keyword(word: &str) -> bool {
+    matches!(
+        word,
+        "const"
+            | "data"
+            | "latent"
+            | "param"
+            | "net"
+            | "set"
+            | "model"
+            | "guide"
+            | "train"
+            | "meta"
+            | "global"
+    )
+}
 
 /// Whether `word` is one of the reserved words.
 pub fn is_keyword(word: &str) -> bool {
@@ -62,11 +87,23 @@ const SHALLOW: usize = 32;
 /// Operators on one path that any caller's stack can take.
 const SHALLOW_OPERATORS: usize = 200;
 /// The stack for parsing deeply nested input (reserved, touched only as needed).
-const DEEP_STACK: usize = 256 << 20;
+const DEEP_STACK: usize = 64 << 20;
+
+/// Serializes the parses that need pest's detailed error tracking (a process-wide flag).
+static DETAILED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn parse_scanned(src: &str, scanned: &scan::Scan) -> Result<ast::File, ParseError> {
-    pest::set_error_detail(true);
-    match ViParser::parse(Rule::file, src) {
+    // pest's detailed tracking of parse attempts (which the error messages use) costs
+    // about half of a successful parse; a file that parses never needs it, so parse
+    // without it first and re-parse with it only to explain a failure.
+    let result = ViParser::parse(Rule::file, src).or_else(|_| {
+        let _serial = DETAILED.lock().unwrap_or_else(|p| p.into_inner());
+        pest::set_error_detail(true);
+        let detailed = ViParser::parse(Rule::file, src);
+        pest::set_error_detail(false);
+        detailed
+    });
+    match result {
         Ok(mut pairs) => {
             if let Some((_, e)) = &scanned.error {
                 return Err(e.clone());
@@ -110,7 +147,9 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
         }
     };
     // pest's own position counts rules only; its parse attempts also see the punctuation
-    // (`:` after `data x`), which usually gets farther.
+    // (`:` after `data x`), which usually gets farther. pest does not export the type of a
+    // call stack's deepest attempt, so it is read back through its `Debug` form; should
+    // that form change, only the rules of pest's own error are used.
     let (pos, rules, literals) = match err.parse_attempts() {
         Some(a) if a.max_position >= pos && a.max_position <= src.len() => {
             // Where pest's own rule list is for the same place, it is the more precise one.
@@ -140,7 +179,8 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
                     "in" => rules.push(Rule::kw_in),
                     "exact" => rules.push(Rule::kw_exact),
                     "size" => rules.push(Rule::kw_size),
-                    "given" | "partial" => rules.push(Rule::kw_given),
+                    "given" => rules.push(Rule::kw_given),
+                    "partial" => rules.push(Rule::kw_partial),
                     _ => {}
                 }
             }
@@ -167,11 +207,13 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     if !src.is_char_boundary(pos) {
         return internal(Span::new(0, 0), "error position inside a character");
     }
+    let raw_pos = pos;
     let pos = skip_space(src, pos);
     if pos >= src.len() {
         if let Some(&(at, c)) = scanned.unclosed.last() {
+            let end = end_of_text(src);
             return ParseError::Unclosed {
-                span: Span::new(src.len(), src.len()),
+                span: Span::new(end, end),
                 open: Span::new(at, at + 1),
                 bracket: c,
             };
@@ -185,6 +227,22 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
         .any(|r| matches!(r, Rule::ident | Rule::callee | Rule::target | Rule::binding));
     let found_text = &src[found_span.range().unwrap_or(pos..pos)];
 
+    let unclosed = scanned
+        .unclosed
+        .iter()
+        .rev()
+        .find(|(at, _)| *at < pos)
+        .map(|&(at, c)| (Span::new(at, at + 1), c));
+    // An item keyword inside a block that never closed: the `}` is missing, not a name.
+    if is_item_keyword(found_text) && unclosed.is_some() {
+        return ParseError::Unexpected {
+            span: found_span,
+            found,
+            expected: vec!["`}`".to_string()],
+            unclosed,
+            hint: Some(format!("close the block with `}}` before `{found_text}`")),
+        };
+    }
     // A reserved word where a name was wanted.
     if wants_name && is_keyword(found_text) {
         return ParseError::ReservedWord {
@@ -210,12 +268,25 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
             };
         }
     }
+    if found_text == "@" {
+        return ParseError::Unexpected {
+            span: found_span,
+            found,
+            expected: vec!["a name right after `@`".to_string()],
+            unclosed: None,
+            hint: Some(
+                "write a strategy such as `@enumerate` or an annotation such as `@per_member`"
+                    .to_string(),
+            ),
+        };
+    }
     // `z = Normal(0, 1)` in a block.
     if found_text == "=" && literals.iter().any(|l| l == "~") {
         let before = src[..pos].trim_end();
-        let start = before
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '[' || c == ']'))
-            .map_or(0, |i| i + 1);
+        let start = before.len()
+            - trailing_run(before, |c| {
+                c.is_ascii_alphanumeric() || matches!(c, '_' | '[' | ']' | '-' | '+')
+            });
         return ParseError::EqualsForTilde {
             span: found_span,
             target: before[start..].to_string(),
@@ -245,8 +316,9 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
         }
     }
     // `mlp` with no `(`: the name was read, only its `(` is missing.
-    let glued_to_name = src[..pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        && expected.iter().any(|e| e == "`(`");
+    let glued_to_name = src[..raw_pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && expected.iter().any(|e| e == "`(`")
+        && expected.iter().any(|e| e == "a call such as `f(x)`");
     if glued_to_name {
         expected.retain(|e| e == "`(`");
     }
@@ -263,6 +335,7 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
                 "`(`",
                 "`[`",
                 "an operator",
+                "an entry `key = value`",
             ],
         ),
         (ITEM_WORDS, &["the end of the file", "`@`"]),
@@ -276,19 +349,41 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
     if expected.iter().any(|e| e == "an operator") {
         expected.retain(|e| e != "`[`");
     }
+    // After a complete value, a range's `:` is seldom what was meant.
+    if expected
+        .iter()
+        .any(|e| e == "`}`" || e == "`)`" || e == "`,`")
+    {
+        expected.retain(|e| e != "`:`");
+    }
     // Operators are seldom what was meant; mention them last.
     expected.sort_by_key(|e| e == "an operator");
-    let unclosed = scanned
-        .unclosed
+    // `a = 1, b = 2` in `train { }`, `f(x) z ~ ...`: no separators between entries.
+    let between_entries = expected
         .iter()
-        .rev()
-        .find(|(at, _)| *at < pos)
-        .map(|&(at, c)| (Span::new(at, at + 1), c));
+        .any(|e| e == "an entry `key = value`" || e == "a statement");
+    let hint = match found_text {
+        "," if between_entries => {
+            Some("entries and statements need no separator; start a new line or use `;`")
+        }
+        "," if in_let(src, pos) => Some("several names are bound as a tuple: `let (a, b) = ...`"),
+        "'" => Some("strings are written in double quotes: `\"...\"`"),
+        "^" | "%" | "**" => Some("the operators are `+`, `-`, `*` and `/`"),
+        ":" if expected.iter().any(|e| e == "an entry `key = value`") => {
+            Some("entries are written `key = value`")
+        }
+        ":" if after_arrow(src, pos) => {
+            Some("named heads go in parentheses: `-> (loc: Real[Z], scale: Positive[Z])`")
+        }
+        _ => None,
+    }
+    .map(str::to_string);
     ParseError::Unexpected {
         span: found_span,
         found,
         expected,
         unclosed,
+        hint,
     }
 }
 
@@ -296,7 +391,9 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
 fn is_punctuation(t: &str) -> bool {
     !t.is_empty()
         && t.chars().all(|c| {
-            !c.is_alphanumeric() && !c.is_whitespace() && !matches!(c, '_' | ';' | '#' | '"')
+            !c.is_alphanumeric()
+                && !c.is_whitespace()
+                && !matches!(c, '_' | ';' | '#' | '"' | '\u{FEFF}')
         })
 }
 
@@ -344,11 +441,27 @@ const NAMED_RULES: &[Rule] = &[
 /// Punctuation in the order it reads best in a list of alternatives.
 fn literal_rank(l: &str) -> usize {
     [
-        "=", "~", ":", ",", ")", "]", "}", "->", "|>", "(", "[", "{", "@",
+        ",", ")", "]", "}", "=", "~", ":", "->", "|>", "(", "[", "{", "@",
     ]
     .iter()
     .position(|x| *x == l)
     .unwrap_or(99)
+}
+
+/// The length in bytes of the longest run of characters at the end of `s` that satisfy `keep`.
+fn trailing_run(s: &str, keep: impl Fn(char) -> bool) -> usize {
+    s.chars()
+        .rev()
+        .take_while(|&c| keep(c))
+        .map(char::len_utf8)
+        .sum()
+}
+
+/// Whether `pos` follows `-> name`, the start of a network's output.
+fn after_arrow(src: &str, pos: usize) -> bool {
+    let before = src[..pos].trim_end();
+    let name = trailing_run(before, |c| c.is_ascii_alphanumeric() || c == '_');
+    name > 0 && before[..before.len() - name].trim_end().ends_with("->")
 }
 
 /// Whether the statement around `pos` starts with `let`.
@@ -378,9 +491,8 @@ fn space_before_paren(src: &str, pos: usize, found: &str) -> Option<ParseError> 
         if trimmed.len() == before.len() {
             return None;
         }
-        let start = trimmed
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .map_or(0, |i| i + 1);
+        let start =
+            trimmed.len() - trailing_run(trimmed, |c| c.is_ascii_alphanumeric() || c == '_');
         let name = &trimmed[start..];
         if is_name(name) {
             return Some(mk(start, name, pos));
@@ -395,6 +507,12 @@ fn space_before_paren(src: &str, pos: usize, found: &str) -> Option<ParseError> 
         }
     }
     None
+}
+
+/// Just after the last character that is not white space: where "the end of the file" is
+/// shown, on the line the user was writing rather than an empty one below it.
+fn end_of_text(src: &str) -> usize {
+    src.trim_end().len()
 }
 
 /// The first offset at or after `pos` that is not white space or a comment.
@@ -415,7 +533,8 @@ fn token_at(src: &str, pos: usize) -> (Span, String) {
     let pos = skip_space(src, pos);
     let rest = &src[pos..];
     let Some(c) = rest.chars().next() else {
-        return (Span::new(pos, pos), "the end of the file".to_string());
+        let end = end_of_text(src);
+        return (Span::new(end, end), "the end of the file".to_string());
     };
     let len = if c.is_ascii_alphanumeric() || c == '_' {
         rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
@@ -461,13 +580,17 @@ fn trimmed_end(src: &str, start: usize, mut end: usize) -> usize {
         while end > start && matches!(bytes[end - 1], b' ' | b'\t' | b'\r' | b'\n' | b';') {
             end -= 1;
         }
-        if end <= start {
-            return start;
+        // Only a `#` on the last line of the text can start a comment that ends it.
+        let Some(hash) = src[start..end].rfind('#').map(|h| start + h) else {
+            return end;
+        };
+        if src[hash..end].contains('\n') {
+            return end;
         }
-        // Is `end` inside a comment? Only a `#` outside a string on this line can start one.
-        let line_start = src[..end].rfind('\n').map_or(0, |i| i + 1);
+        // The `#` may sit in a string: look at the whole line to tell.
+        let line_start = src[..hash].rfind('\n').map_or(0, |i| i + 1);
         match comment_start(&src[line_start..end]) {
-            Some(hash) if line_start + hash >= start => end = line_start + hash,
+            Some(c) if line_start + c >= start => end = line_start + c,
             _ => return end,
         }
     }
@@ -559,8 +682,8 @@ fn item(p: Pair<'_, Rule>) -> Result<ast::Item, ParseError> {
         Rule::set_item => set_item(p)?,
         Rule::model_item => model_item(p)?,
         Rule::guide_item => guide_item(p)?,
-        Rule::train_item => ast::ItemKind::Train(entries_of(p)?),
-        Rule::meta_item => ast::ItemKind::Meta(entries_of(p)?),
+        Rule::train_item => ast::ItemKind::Train(train_item(p)?),
+        Rule::meta_item => ast::ItemKind::Meta(meta_item(p)?),
         r => return Err(internal(span, &format!("unexpected item rule {r:?}"))),
     };
     Ok(ast::Item { kind, span })
@@ -690,10 +813,15 @@ fn guide_item(p: Pair<'_, Rule>) -> Result<ast::ItemKind, ParseError> {
     }
 }
 
-/// The entries of `train { }` or `meta { }`.
-fn entries_of(p: Pair<'_, Rule>) -> Result<Vec<ast::Entry>, ParseError> {
+fn train_item(p: Pair<'_, Rule>) -> Result<Vec<ast::Entry>, ParseError> {
     let mut c = Children::of(p);
-    c.next()?; // the keyword
+    c.expect(Rule::kw_train)?;
+    entries(c.expect(Rule::entries)?)
+}
+
+fn meta_item(p: Pair<'_, Rule>) -> Result<Vec<ast::Entry>, ParseError> {
+    let mut c = Children::of(p);
+    c.expect(Rule::kw_meta)?;
     entries(c.expect(Rule::entries)?)
 }
 

@@ -1,6 +1,6 @@
 //! Distributions (LANGUAGE.md section 7), flows and inference strategies of `~` sites.
 
-use super::exprs::{fits, invalid};
+use super::exprs::fits;
 use super::stmts::Cx;
 use super::{boolean, literal, BuildError, Builder, Decl};
 use crate::check::consts::suggest;
@@ -23,6 +23,11 @@ const DISTS: [&str; 14] = [
     "Dirichlet",
     "Mixture",
 ];
+
+/// Whether `name` is one of the distributions of section 7.
+pub(super) fn is_distribution(name: &str) -> bool {
+    DISTS.contains(&name)
+}
 
 const STRATEGIES: [&str; 6] = [
     "enumerate",
@@ -248,9 +253,12 @@ impl Builder<'_> {
                         param: pname.into(),
                         expected,
                         found: x.ty.shape.clone(),
+                        scalar_ok,
                         span: e.span,
                     });
-                } else if !fits(x.ty.domain, need.domain()) {
+                } else if !literal_fits(&x, need.domain())
+                    .unwrap_or_else(|| fits(x.ty.domain, need.domain()))
+                {
                     let hint = match need {
                         Need::Positive => Some(
                             "wrap it in softplus(...) or declare the head Positive".to_string(),
@@ -329,6 +337,7 @@ impl Builder<'_> {
                     param: "logits".into(),
                     expected: vec![wx.ty.shape.first().copied().unwrap_or(1)],
                     found: wx.ty.shape.clone(),
+                    scalar_ok: false,
                     span: w.span,
                 });
             } else {
@@ -396,7 +405,7 @@ impl Builder<'_> {
                 return default;
             }
         };
-        let Some(b) = self.bind(name, args, s.span, names, true) else {
+        let Some(b) = self.bind(name, args, names, true) else {
             return default;
         };
         let mut bad = |this: &mut Self, kw: &str, expected: &str, e: &ast::Expr| {
@@ -545,6 +554,7 @@ impl Builder<'_> {
                     keyword: kw.name.clone(),
                     span: kw.span,
                     suggestion: suggest(&kw.name, ["steps"]),
+                    accepted: vec!["steps".into()],
                 });
                 ok = false;
             }
@@ -633,11 +643,32 @@ impl Builder<'_> {
         if !ok {
             return None;
         }
-        let _ = invalid;
         Some(ir::Flow {
             kind: ir::FlowKind::Iaf { net: n, steps },
             context,
             span: f.span,
         })
     }
+}
+
+/// For a literal number (or a negated one), whether its value lies in `want`: `0.5` is a
+/// valid `probs` although its type, from the literal alone, is `Positive`.
+fn literal_fits(x: &ir::Expr, want: Domain) -> Option<bool> {
+    let value = match &x.kind {
+        ir::ExprKind::Number(v) => *v,
+        ir::ExprKind::Unary {
+            op: crate::ir::UnaryFn::Neg,
+            arg,
+        } => match arg.kind {
+            ir::ExprKind::Number(v) => -v,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(match want {
+        Domain::Positive => value > 0.0,
+        Domain::Unit => value > 0.0 && value < 1.0,
+        Domain::Real => value.is_finite(),
+        _ => return None,
+    })
 }

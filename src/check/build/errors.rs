@@ -76,6 +76,8 @@ pub enum BuildError {
         keyword: String,
         span: Span,
         suggestion: Option<String>,
+        /// The arguments the callee takes.
+        accepted: Vec<String>,
     },
     /// A required argument not given (E006).
     MissingKeyword {
@@ -96,6 +98,12 @@ pub enum BuildError {
         span: Span,
         hint: String,
     },
+    /// A distribution called inside an expression (E002: it is not a function).
+    DistributionAsValue { name: String, span: Span },
+    /// A keyword argument to a network or built-in, which take positional ones (E006).
+    KeywordNotAllowed { callee: String, span: Span },
+    /// A `|> flow` on a model site (E011).
+    FlowInModel { span: Span },
     /// `Bernoulli`/`Categorical` with both `probs` and `logits`, or neither (E006).
     ProbsOrLogits {
         dist: String,
@@ -230,6 +238,8 @@ pub enum BuildError {
         param: String,
         expected: Vec<usize>,
         found: Vec<usize>,
+        /// Whether a scalar would have been accepted (it broadcasts).
+        scalar_ok: bool,
         span: Span,
     },
     /// A distribution argument outside the parameter's domain (E005).
@@ -261,6 +271,12 @@ pub enum BuildError {
     },
     /// A `~` target that is not a latent or data variable (E005).
     NotSampleable {
+        name: String,
+        kind: &'static str,
+        span: Span,
+    },
+    /// A guide site whose target is not a latent or data variable (E008).
+    GuideSiteNotLatent {
         name: String,
         kind: &'static str,
         span: Span,
@@ -308,6 +324,23 @@ fn dym(d: Diagnostic, suggestion: Option<String>) -> Diagnostic {
     }
 }
 
+/// What exists, for an unknown name of a closed kind with no close match.
+fn known(what: &str) -> Option<String> {
+    let list = match what {
+        "domain" => "the domains are Real, Positive, Unit, Binary, Count, Simplex and Cat(K)",
+        "distribution" => "the distributions are Normal, LogNormal, Laplace, StudentT, Uniform, Exponential, Gamma, Beta, Bernoulli, ContinuousBernoulli, Categorical, Poisson, Dirichlet and Mixture",
+        "architecture" => "the architectures are linear, mlp, conv, deconv, gru, lstm, made, deepsets, attend_read and attend_write",
+        "inference strategy" => "the strategies are @enumerate, @relax, @reinforce, @refine and @random_function",
+        "flow" => "the only flow is `iaf(net, context..., steps = N)`",
+        "activation" => "the activations are relu, tanh, softplus, elu, leaky_relu, gelu and sigmoid",
+        "network or function" => "no network of that name is declared; the built-ins are exp, log, sqrt, abs, softplus, sigmoid, tanh, relu, sum, mean, concat, zeros and ones",
+        "kernel" => "the kernels are \"rbf\", \"matern32\" and \"matern52\"",
+        "initializer" => "write `zeros`, `ones`, a number, `normal(m, s)` or `uniform(a, b)`",
+        _ => return None,
+    };
+    Some(list.to_string())
+}
+
 fn opt_hint(d: Diagnostic, hint: Option<String>) -> Diagnostic {
     match hint {
         Some(h) => d.with_hint(h),
@@ -350,11 +383,15 @@ impl From<BuildError> for Diagnostic {
                 name,
                 span,
                 suggestion,
-            } => dym(
-                Diagnostic::new(Code::E002, span, format!("unknown {what} `{name}`"))
-                    .with_label("not found"),
-                suggestion,
-            ),
+            } => {
+                let d = Diagnostic::new(Code::E002, span, format!("unknown {what} `{name}`"))
+                    .with_label("not found");
+                match (suggestion, known(what)) {
+                    (Some(s), _) => d.with_hint(format!("did you mean `{s}`?")),
+                    (None, Some(list)) => d.with_hint(list),
+                    (None, None) => d,
+                }
+            }
             B::UnknownHead {
                 net,
                 head,
@@ -446,15 +483,25 @@ impl From<BuildError> for Diagnostic {
                 keyword,
                 span,
                 suggestion,
-            } => dym(
-                Diagnostic::new(
+                accepted,
+            } => {
+                let d = Diagnostic::new(
                     Code::E006,
                     span,
                     format!("`{callee}` has no argument `{keyword}`"),
                 )
-                .with_label("unknown keyword"),
-                suggestion,
-            ),
+                .with_label("unknown keyword");
+                match suggestion {
+                    Some(s) => d.with_hint(format!("did you mean `{s}`?")),
+                    None if accepted.is_empty() => {
+                        d.with_hint(format!("`{callee}` takes no arguments"))
+                    }
+                    None => {
+                        let v: Vec<String> = accepted.iter().map(|a| format!("`{a}`")).collect();
+                        d.with_hint(format!("`{callee}` takes {}", v.join(", ")))
+                    }
+                }
+            }
             B::MissingKeyword {
                 callee,
                 keyword,
@@ -482,6 +529,25 @@ impl From<BuildError> for Diagnostic {
                 format!("`{callee}` takes its arguments by keyword"),
             )
             .with_hint(hint),
+            B::DistributionAsValue { name, span } => Diagnostic::new(
+                Code::E002,
+                span,
+                format!("`{name}` is a distribution, which can only appear right of `~`"),
+            )
+            .with_label("not a function")
+            .with_hint(format!("sample a declared variable first, `v ~ {name}(...)`, then use `v`")),
+            B::KeywordNotAllowed { callee, span } => Diagnostic::new(
+                Code::E006,
+                span,
+                format!("`{callee}` takes positional arguments, not keywords"),
+            )
+            .with_hint("pass the arguments in order, without `name =`"),
+            B::FlowInModel { span } => Diagnostic::new(
+                Code::E011,
+                span,
+                "flows apply to guide sites, not model sites",
+            )
+            .with_hint("move the `|> ...` to the matching site in `guide`"),
             B::ProbsOrLogits { dist, both, span } => {
                 if both {
                     Diagnostic::new(
@@ -572,11 +638,12 @@ impl From<BuildError> for Diagnostic {
                 Code::E004,
                 span,
                 format!(
-                    "`concat` joins along the first axis, but this has shape {} where {} is needed after the first axis",
-                    shape_text(&found),
-                    shape_text(&expected)
+                    "`concat` joins along the first axis, so the other axes must be {}, but this has {}",
+                    shape_text(&expected),
+                    shape_text(&found)
                 ),
-            ),
+            )
+            .with_label("axes after the first differ"),
             B::NetArgShape {
                 net,
                 input,
@@ -592,7 +659,11 @@ impl From<BuildError> for Diagnostic {
                     shape_text(&found)
                 ),
             )
-            .with_label("wrong shape"),
+            .with_label("wrong shape")
+            .with_hint(format!(
+                "pass a value of shape {}, or change the declared type of `{input}`",
+                shape_text(&expected)
+            )),
             B::NetArgDomain {
                 net,
                 input,
@@ -608,8 +679,10 @@ impl From<BuildError> for Diagnostic {
                 .with_label("wrong domain");
                 if found.starts_with("Cat") {
                     d.with_hint(format!("a Cat fed where {expected} is needed: declare the input `Cat(K)`"))
+                } else if expected.starts_with("Cat") {
+                    d.with_hint(format!("pass a {expected} value (a class), not a {found} one"))
                 } else {
-                    d
+                    d.with_hint(format!("declare the input `{input}` as {found}, or pass a {expected} value"))
                 }
             }
             B::SetArg { net, input, span } => Diagnostic::new(
@@ -705,12 +778,14 @@ impl From<BuildError> for Diagnostic {
                 param,
                 expected,
                 found,
+                scalar_ok,
                 span,
             } => Diagnostic::new(
                 Code::E004,
                 span,
                 format!(
-                    "`{param}` of `{dist}` must be a scalar or have shape {}, but this has {}",
+                    "`{param}` of `{dist}` must {}have shape {}, but this has {}",
+                    if scalar_ok { "be a scalar or " } else { "" },
                     shape_text(&expected),
                     shape_text(&found)
                 ),
@@ -764,6 +839,13 @@ impl From<BuildError> for Diagnostic {
                 format!("`{name}` is a {kind}; only a latent or data variable can be left of `~`"),
             )
             .with_hint(format!("declare `latent {name} : ...` or `data {name} : ...`")),
+            B::GuideSiteNotLatent { name, kind, span } => Diagnostic::new(
+                Code::E008,
+                span,
+                format!("the guide samples `{name}`, which is a {kind}, not a latent"),
+            )
+            .with_label("not a latent")
+            .with_hint("the guide samples latents and `partial` data only; remove this site"),
             B::UseBeforeDef {
                 name,
                 what,

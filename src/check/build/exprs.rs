@@ -406,10 +406,9 @@ impl Builder<'_> {
             .collect();
         if let Some(a) = call.args.iter().find(|a| a.name.is_some()) {
             if BUILTINS.contains(&name) {
-                self.errors.push(BuildError::PositionalNotAllowed {
+                self.errors.push(BuildError::KeywordNotAllowed {
                     callee: name.into(),
                     span: a.span,
-                    hint: format!("`{name}` takes positional arguments only"),
                 });
                 return invalid(span);
             }
@@ -531,7 +530,7 @@ impl Builder<'_> {
                         });
                         ok = false;
                     }
-                    first_axis += x.ty.shape[0];
+                    first_axis = first_axis.saturating_add(x.ty.shape[0]);
                     match join(domain, x.ty.domain) {
                         Some(d) => domain = d,
                         None => {
@@ -605,7 +604,14 @@ impl Builder<'_> {
                         });
                         return invalid(span);
                     }
-                    None => "function",
+                    None if super::dists::is_distribution(name) => {
+                        self.errors.push(BuildError::DistributionAsValue {
+                            name: name.into(),
+                            span: call.callee.span,
+                        });
+                        return invalid(span);
+                    }
+                    None => "network or function",
                 };
                 self.errors.push(BuildError::Unknown {
                     what,
@@ -630,10 +636,9 @@ impl Builder<'_> {
         };
         let net = net.clone();
         if let Some(a) = call.args.iter().find(|a| a.name.is_some()) {
-            self.errors.push(BuildError::PositionalNotAllowed {
+            self.errors.push(BuildError::KeywordNotAllowed {
                 callee: net.name.clone(),
                 span: a.span,
-                hint: "networks take positional arguments, in the order of their inputs".into(),
             });
             return invalid(span);
         }
@@ -649,14 +654,12 @@ impl Builder<'_> {
             }
             return invalid(span);
         }
-        let mut args = Vec::new();
-        let mut ok = true;
-        for (a, input) in call.args.iter().zip(&net.inputs) {
-            let x = self.net_arg(&net, input, &a.value, cx);
-            ok &= !matches!(x.kind, ExprKind::Invalid);
-            args.push(x);
-        }
-        let _ = ok;
+        let args: Vec<Expr> = call
+            .args
+            .iter()
+            .zip(&net.inputs)
+            .map(|(a, input)| self.net_arg(&net, input, &a.value, cx))
+            .collect();
         if net.heads.len() == 1 {
             Expr {
                 ty: net.heads[0].ty.clone(),
@@ -818,8 +821,12 @@ impl Builder<'_> {
             {
                 if let ast::ExprKind::Name(id) = &lhs.kind {
                     if let Some((l, _)) = cx.loop_var(&id.name) {
-                        let k = self.int(rhs)?;
-                        let offset = if *op == ast::BinOp::Sub { -k } else { k };
+                        let k = consts::eval_int(rhs, self.consts).ok()?;
+                        let offset = if *op == ast::BinOp::Sub {
+                            k.saturating_neg()
+                        } else {
+                            k
+                        };
                         return Some(Step {
                             loop_id: Some(l),
                             offset,
@@ -973,6 +980,23 @@ impl Builder<'_> {
                 return invalid(span);
             }
         }
+        // Observed data has every step; a loop step must stay inside 1..=T.
+        if let (Some(t), None, Some(l)) = (steps, &state, step.loop_id) {
+            if let (Some(def), false) = (cx.loops.get(l), cx.bad_loops.contains(&l)) {
+                let lo = (def.from as i64).saturating_add(step.offset);
+                let hi = (def.to as i64).saturating_add(step.offset);
+                if lo < 1 || hi > t as i64 {
+                    self.errors.push(BuildError::StepOutOfRange {
+                        name: name.clone(),
+                        step: if lo < 1 { lo } else { hi },
+                        first: 1,
+                        last: t,
+                        span: index.span,
+                    });
+                    return invalid(span);
+                }
+            }
+        }
         if let Some(st) = &state {
             if let Err(hint) = cx.step_defined(st, &name, step) {
                 self.order_error(
@@ -1004,7 +1028,7 @@ pub(super) fn step_text(step: Step, cx: &Cx) -> String {
             let v = cx.loops.get(l).map(|d| d.var.clone()).unwrap_or_default();
             match step.offset {
                 0 => v,
-                k if k < 0 => format!("{v}-{}", -k),
+                k if k < 0 => format!("{v}-{}", k.unsigned_abs()),
                 k => format!("{v}+{k}"),
             }
         }

@@ -6,6 +6,23 @@
 //! statement, tracking which locals, latents and `partial` data are defined so far.
 //! Every failure becomes a [`BuildError`]; typing goes on with `ExprKind::Invalid` /
 //! `Domain::Unknown` so one mistake is reported once.
+//!
+//! Decisions where LANGUAGE.md is silent:
+//! - `Bernoulli` and `Categorical` take `probs` / `logits` by keyword only (a positional
+//!   argument would be ambiguous); networks and built-ins take positional arguments only.
+//! - `Categorical` arguments have exactly the variable's shape plus `[K]` (no scalar
+//!   broadcast); other distribution arguments are scalars or exactly the variable's shape.
+//! - Binary data may be observed under `Poisson` (a Binary value is a count); Binary or
+//!   Unit data under `ContinuousBernoulli`.
+//! - A network head cannot be `Cat` or `Count` (no output activation produces them), and a
+//!   param cannot be `Binary`, `Count` or `Cat` (E005). A Simplex param starts at `1/K`.
+//! - A plain `let` inside a loop is visible only in that loop; sequence locals
+//!   (`let h[0]`, `let h[t]`) outlive it. Loop bounds are const ints with `0 <= a <= b`.
+//! - A `[T, ...]` latent may be sampled whole or step by step; reading it whole needs
+//!   every step. `h[t+k]` (k > 0) is never defined inside the loop that defines `h[t]`.
+//! - `attend_read` may read a context set (`Set[[C, H, W]]`) as its image.
+//! - `@reparameterized` may be written explicitly; it is the default for continuous sites.
+//! - `zeros` / `ones` take dimensions (`zeros(1, 28, 28)`) or one list of them.
 
 mod dists;
 mod errors;

@@ -12,7 +12,9 @@
 //!   `channels[i+1]` and the last to the head's `C`; each doubles (multiplies by `s`) the
 //!   sides. So `H` and `W` must be divisible by `s^n` and `kernel - stride` must be even and
 //!   non-negative.
-//! - `attend_read(grid = N)`: inputs `(image [C, H, W], state)`, output `Real[C*N*N]`.
+//! - `attend_read(grid = N)`: inputs `(image [C, H, W], state)`, output `Real[C*N*N]`. The
+//!   image may be a context set `Set[[C, H, W]]` (the one-shot exemplar): each member is
+//!   read with the same filterbank and the glimpses are averaged over the members.
 //! - `attend_write(grid = N)`: input `(state)`, one image head `[C, H, W]`.
 
 use super::types::count_text;
@@ -597,13 +599,15 @@ impl Builder<'_> {
             .unwrap_or(decl.name.span);
         // Set inputs: only the first input of deepsets.
         for (i, inp) in net.inputs.iter().enumerate() {
-            if inp.set && !(matches!(net.arch, Arch::DeepSets { .. }) && i == 0) {
+            let set_ok =
+                i == 0 && matches!(net.arch, Arch::DeepSets { .. } | Arch::AttendRead { .. });
+            if inp.set && !set_ok {
                 self.arch_err(
                     5,
                     net,
                     inp.span,
                     format!("`{arch}` takes dense inputs, but `{}` is a set", inp.name),
-                    Some("only the first input of a `deepsets` network can be a `Set[...]`".into()),
+                    Some("only the first input of a `deepsets` or `attend_read` network can be a `Set[...]`".into()),
                 );
             }
         }
@@ -653,7 +657,9 @@ impl Builder<'_> {
                             let pad = (kernel - 1) / 2;
                             let (mut h, mut w) = (f.ty.shape[1], f.ty.shape[2]);
                             for _ in channels {
-                                if h + 2 * pad < *kernel || w + 2 * pad < *kernel {
+                                if h.saturating_add(2 * pad) < *kernel
+                                    || w.saturating_add(2 * pad) < *kernel
+                                {
                                     self.arch_err(
                                         4,
                                         net,
@@ -666,8 +672,8 @@ impl Builder<'_> {
                                     );
                                     break;
                                 }
-                                h = (h + 2 * pad - kernel) / stride + 1;
-                                w = (w + 2 * pad - kernel) / stride + 1;
+                                h = (h.saturating_add(2 * pad) - kernel) / stride + 1;
+                                w = (w.saturating_add(2 * pad) - kernel) / stride + 1;
                             }
                         }
                     }
@@ -884,7 +890,7 @@ impl Builder<'_> {
                             None,
                         );
                     } else {
-                        let want = img.ty.shape[0] * grid * grid;
+                        let want = img.ty.shape[0].saturating_mul(grid.saturating_mul(*grid));
                         let ok = net.heads.len() == 1 && net.heads[0].ty.shape == vec![want];
                         if !ok {
                             self.arch_err(

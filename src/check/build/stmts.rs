@@ -6,7 +6,7 @@
 //! loops in whose current iteration step `t` is defined). Observed and `given` data and
 //! params are readable anywhere; `partial` data like a latent.
 
-use super::exprs::{invalid, join, step_text};
+use super::exprs::{join, step_text};
 use super::{BuildError, Builder, Decl};
 use crate::ir::{self, Domain, LocalId, LoopId, SiteVar, Step, Type};
 use crate::span::Span;
@@ -58,6 +58,8 @@ pub(super) struct Cx<'a> {
     pub ended: HashSet<String>,
     /// Names already reported under E010 in this block.
     pub reported: HashSet<String>,
+    /// Loops whose bounds failed to resolve: no coverage or step checks on them.
+    pub bad_loops: HashSet<LoopId>,
 }
 
 impl Cx<'_> {
@@ -103,6 +105,9 @@ impl Cx<'_> {
                 ))
             };
         };
+        if self.bad_loops.contains(&l) {
+            return Ok(());
+        }
         let Some(def) = self.loops.get(l) else {
             return Err(String::new());
         };
@@ -117,7 +122,7 @@ impl Cx<'_> {
             };
         }
         if k > 0 {
-            return if upto >= to + k {
+            return if upto >= to.saturating_add(k) {
                 Ok(())
             } else {
                 Err(format!(
@@ -125,7 +130,7 @@ impl Cx<'_> {
                 ))
             };
         }
-        let first = from + k;
+        let first = from.saturating_add(k);
         if first < st.min {
             return Err(format!(
                 "at `{v} = {from}` this reads step {first}, which does not exist; start the loop later or read a later step"
@@ -138,7 +143,7 @@ impl Cx<'_> {
                 format!("step {first} of `{name}` is not defined before the loop")
             });
         }
-        if !(self.loop_defines(l, name) || upto >= to + k) {
+        if !(self.loop_defines(l, name) || upto >= to.saturating_add(k)) {
             return Err(format!(
                 "the loop never defines `{name}[{v}]`, so later iterations have no earlier step"
             ));
@@ -207,6 +212,7 @@ impl Builder<'_> {
             lets: HashSet::new(),
             ended: HashSet::new(),
             reported: HashSet::new(),
+            bad_loops: HashSet::new(),
         };
         let_names(block, &mut cx.lets);
         let stmts = self.stmts(&block.stmts, &mut cx);
@@ -263,16 +269,23 @@ impl Builder<'_> {
         span: Span,
         cx: &mut Cx<'a>,
     ) -> Option<ir::Stmt> {
-        if let Some((_, first)) = self.names.get(&var.name) {
+        let first = self
+            .names
+            .get(&var.name)
+            .map(|(_, s)| *s)
+            .or_else(|| cx.loop_var(&var.name).map(|(_, d)| d.span))
+            .or_else(|| cx.scope.get(&var.name).map(|&l| cx.locals[l].span));
+        if let Some(first) = first {
             self.errors.push(BuildError::Duplicate {
                 what: "name",
                 name: var.name.clone(),
                 span: var.span,
-                first: *first,
+                first,
             });
         }
         let a = self.int(from);
         let b = self.int(to);
+        let id = cx.loops.len();
         let (a, b) = match (a, b) {
             (Some(a), Some(b)) if a >= 0 && a <= b => (a as usize, b as usize),
             (Some(_), Some(_)) => {
@@ -282,11 +295,14 @@ impl Builder<'_> {
                     expected: "`a:b` with 0 <= a <= b".into(),
                     span: from.span.to(to.span),
                 });
+                cx.bad_loops.insert(id);
                 (1, 1)
             }
-            _ => (1, 1),
+            _ => {
+                cx.bad_loops.insert(id);
+                (1, 1)
+            }
         };
-        let id = cx.loops.len();
         cx.loops.push(ir::LoopDef {
             var: var.name.clone(),
             from: a,
@@ -310,7 +326,7 @@ impl Builder<'_> {
             if let Some(pos) = st.cur.iter().position(|&l| l == id) {
                 st.cur.remove(pos);
                 let contiguous = match st.upto {
-                    Some(u) => u + 1 >= a as i64,
+                    Some(u) => u.saturating_add(1) >= a as i64,
                     None => a as i64 == st.min,
                 };
                 if contiguous {
@@ -535,7 +551,7 @@ impl Builder<'_> {
             None => {
                 let c = step.offset;
                 let st = &mut cx.local_st[id];
-                let next = st.upto.map(|u| u + 1).unwrap_or(0);
+                let next = st.upto.map(|u| u.saturating_add(1)).unwrap_or(0);
                 if c == next {
                     st.upto = Some(c);
                     let steps = cx.locals[id].steps.unwrap_or(0).max(c.max(0) as usize);
@@ -552,7 +568,7 @@ impl Builder<'_> {
                         cx,
                         BuildError::StepNotDefined {
                             name: name.clone(),
-                            step: (c - 1).to_string(),
+                            step: c.saturating_sub(1).to_string(),
                             span: t.span,
                             hint: "define the steps of a sequence in order, starting at 0".into(),
                         },
@@ -596,27 +612,15 @@ impl Builder<'_> {
             Some(Decl::Latent(l)) => Some((SiteVar::Latent(l), self.prog.latents[l].ty.clone())),
             Some(Decl::Data(d)) => Some((SiteVar::Data(d), self.prog.data[d].ty.clone())),
             Some(d) if !cx.scope.contains_key(name) => {
-                self.errors.push(BuildError::NotSampleable {
-                    name: name.clone(),
-                    kind: d.kind(),
-                    span: target.name.span,
-                });
+                self.not_sampleable(cx, name, d.kind(), target.name.span);
                 None
             }
             _ if cx.scope.contains_key(name) => {
-                self.errors.push(BuildError::NotSampleable {
-                    name: name.clone(),
-                    kind: "local",
-                    span: target.name.span,
-                });
+                self.not_sampleable(cx, name, "local", target.name.span);
                 None
             }
             _ if cx.loop_var(name).is_some() => {
-                self.errors.push(BuildError::NotSampleable {
-                    name: name.clone(),
-                    kind: "loop variable",
-                    span: target.name.span,
-                });
+                self.not_sampleable(cx, name, "loop variable", target.name.span);
                 None
             }
             _ => {
@@ -643,7 +647,8 @@ impl Builder<'_> {
                     match var_ty.shape.first() {
                         Some(&t) => {
                             site_ty = Type::new(var_ty.domain, var_ty.shape[1..].to_vec());
-                            if let Some(def) = cx.loops.get(l) {
+                            if let (Some(def), false) = (cx.loops.get(l), cx.bad_loops.contains(&l))
+                            {
                                 if def.from != 1 || def.to != t {
                                     self.errors.push(BuildError::LoopCoverage {
                                         name: name.clone(),
@@ -681,7 +686,15 @@ impl Builder<'_> {
             }
         }
         let d = self.dist(dist, &site_ty, cx);
-        self.check_support(var, &site_ty, &d);
+        // A guide latent site is compared with the model's site by the rules (E008).
+        if !(cx.guide && matches!(var, SiteVar::Latent(_))) {
+            self.check_support(var, &site_ty, &d);
+        }
+        if !cx.guide {
+            for f in flows {
+                self.errors.push(BuildError::FlowInModel { span: f.span });
+            }
+        }
         let flows: Vec<ir::Flow> = flows
             .iter()
             .filter_map(|f| self.flow(f, &site_ty, cx))
@@ -716,6 +729,17 @@ impl Builder<'_> {
             strategy,
             span,
         })
+    }
+
+    /// A `~` target that is neither a latent nor data: E005 in `model`, E008 (a guide
+    /// site for a non-latent) in `guide`.
+    fn not_sampleable(&mut self, cx: &Cx, name: &str, kind: &'static str, span: Span) {
+        let name = name.to_string();
+        self.errors.push(if cx.guide {
+            BuildError::GuideSiteNotLatent { name, kind, span }
+        } else {
+            BuildError::NotSampleable { name, kind, span }
+        });
     }
 
     /// A latent's declared domain must equal the support; data must lie in it, with
@@ -794,10 +818,5 @@ impl Builder<'_> {
                 });
             }
         }
-    }
-
-    #[allow(dead_code)]
-    fn invalid_expr(span: Span) -> ir::Expr {
-        invalid(span)
     }
 }

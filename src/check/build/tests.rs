@@ -1161,7 +1161,7 @@ fn dist_arguments_e006() {
         Code::E006,
         "sigma",
     );
-    assert_eq!(d.hint.as_deref(), None);
+    assert_eq!(d.hint.as_deref(), Some("`Normal` takes `loc`, `scale`"));
     one(
         &vae(
             "z ~ Normal(0, 1)\n x ~ Bernoulli(probs = 0.5, logits = decoder(z))",
@@ -1174,6 +1174,18 @@ fn dist_arguments_e006() {
         "z ~ Normal(scale = 1, loc = 0)\n x ~ Bernoulli(probs = sigmoid(decoder(z)))",
         VAE_GUIDE,
     ));
+}
+
+#[test]
+fn one_arity_error_per_call() {
+    one(
+        &vae(
+            "z ~ Normal(0, 1, 2, 3)\n x ~ Bernoulli(logits = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E006,
+        "2",
+    );
 }
 
 #[test]
@@ -1260,6 +1272,11 @@ fn latent_support_e005() {
     let src = VAE_DECLS.replace("latent z : Real[Z]", "latent z : Positive[Z]")
         + "model { z ~ LogNormal(0, 1)\n x ~ Bernoulli(logits = decoder(log(z))) }";
     ok(&src);
+    // In the guide the rules compare the site with the model's (E008), not here.
+    ok(&vae(
+        VAE_MODEL,
+        "let (loc, scale) = encoder(x)\n z ~ LogNormal(loc, scale)",
+    ));
 }
 
 #[test]
@@ -1296,6 +1313,15 @@ fn sample_target_must_be_variable() {
         &vae(&format!("{VAE_MODEL}\n q ~ Normal(0, 1)"), VAE_GUIDE),
         Code::E002,
         "q",
+    );
+    one(&format!("{VAE_DECLS}\nparam p : Real\nmodel {{ {VAE_MODEL} }}\nguide {{ {VAE_GUIDE}\n p ~ Normal(0, 1) }}"), Code::E008, "p");
+    one(
+        &vae(
+            VAE_MODEL,
+            "let (loc, scale) = encoder(x)\n loc ~ Normal(0, 1)",
+        ),
+        Code::E008,
+        "loc",
     );
 }
 
@@ -1365,6 +1391,16 @@ fn flows() {
     one(&g("iaf(ar)"), Code::E006, "iaf(ar)");
     one(&g("iaf(ar, loc)"), Code::E004, "loc");
     one(&g("iaf(ar, zeros(H), step = 2)"), Code::E006, "step");
+    let m = format!("{decls}\nmodel {{ z ~ Normal(0, 1) |> iaf(ar, zeros(H))\n x ~ Bernoulli(logits = decoder(z)) }}");
+    one(&m, Code::E011, "iaf(ar, zeros(H))");
+    one(
+        &vae(
+            "z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decoder(z = z))",
+            VAE_GUIDE,
+        ),
+        Code::E006,
+        "z = z",
+    );
     let p = ok(&g("iaf(ar, zeros(H))"));
     assert_eq!(
         site(&guide_body(&p).stmts, 1).flows[0].kind,
@@ -1553,4 +1589,221 @@ fn errors_are_all_collected_and_never_panic() {
     ] {
         let _ = run(s);
     }
+}
+
+#[test]
+fn no_panic_on_mangled_specs() {
+    let bases = [
+        vae(VAE_MODEL, VAE_GUIDE),
+        seq("let h[0] = zeros(H)\n for t in 1:T { z[t] ~ Normal(h[t-1], 1)\n x[t] ~ Normal(z[t], 1)\n let h[t] = cell(h[t-1], z[t]) }\n let last = h[T]"),
+    ];
+    for base in &bases {
+        let chars: Vec<char> = base.chars().collect();
+        for len in [1usize, 2, 5] {
+            for start in 0..chars.len().saturating_sub(len) {
+                let s: String = chars[..start].iter().chain(&chars[start + len..]).collect();
+                if let Ok(file) = parse(&s) {
+                    let (c, _) = consts::resolve(&file, &[]);
+                    let _ = build(&file, &c);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn more_blocks_twice_e003() {
+    let src = vae(VAE_MODEL, VAE_GUIDE) + "guide exact";
+    one(&src, Code::E003, "guide exact");
+    let src = vae(VAE_MODEL, VAE_GUIDE) + "meta { train = all }\nmeta { train = all }";
+    one(&src, Code::E003, "meta { train = all }");
+}
+
+#[test]
+fn step_indexing_e004() {
+    one(
+        &seq("x ~ Normal(0, 1)\n for t in 1:T { z[t] ~ Normal(x[0], 1) }"),
+        Code::E004,
+        "0",
+    );
+    one(
+        &seq("x ~ Normal(0, 1)\n for t in 1:T { z[t] ~ Normal(x[T + 1], 1) }"),
+        Code::E004,
+        "T + 1",
+    );
+    ok(&seq(
+        "x ~ Normal(0, 1)\n for t in 1:T { z[t] ~ Normal(x[T] + x[1] + x[t], 1) }",
+    ));
+    let src = format!("{SEQ_DECLS}\nparam p : Real[H]\nmodel {{ x ~ Normal(0, 1)\n for t in 1:T {{ z[t] ~ Normal(p[t], 1) }} }}");
+    one(&src, Code::E004, "p[t]");
+    one(
+        &seq("let a = zeros(H)\n x ~ Normal(0, 1)\n for t in 1:T { z[t] ~ Normal(a[t], 1) }"),
+        Code::E004,
+        "a[t]",
+    );
+}
+
+#[test]
+fn data_steps_stay_in_range_e004() {
+    one(
+        &seq("for t in 1:T { z[t] ~ Normal(x[t+1], 1) }\n x ~ Normal(z, 1)"),
+        Code::E004,
+        "t+1",
+    );
+    one(
+        &seq("for t in 1:T { z[t] ~ Normal(x[t-1], 1) }\n x ~ Normal(z, 1)"),
+        Code::E004,
+        "t-1",
+    );
+    ok(&seq("for t in 2:T { let a = x[t-1] }\n for t in 1:T { z[t] ~ Normal(x[t], 1) }\n x ~ Normal(z, 1)"));
+}
+
+#[test]
+fn lstm_tuple_steps() {
+    let p = ok("
+const T = 5
+const H = 4
+data x : Real[T, H]
+net cell(h: Real[H], c: Real[H], x: Real[H]) -> (h: Real[H], c: Real[H]) = lstm()
+net out(h: Real[H]) -> Real[H] = linear()
+model {
+  let h[0] = zeros(H); let c[0] = zeros(H)
+  for t in 1:T { x[t] ~ Normal(out(h[t-1]), 1); let (h[t], c[t]) = cell(h[t-1], c[t-1], x[t]) }
+}
+");
+    let Stmt::Loop { body, .. } = &p.model.stmts[2] else {
+        panic!("loop")
+    };
+    let Stmt::Let { targets, .. } = &body[1] else {
+        panic!("let")
+    };
+    assert_eq!(targets.len(), 2);
+    assert_eq!((targets[0].local, targets[0].head), (0, Some(0)));
+    assert_eq!((targets[1].local, targets[1].head), (1, Some(1)));
+    assert_eq!(
+        targets[1].step,
+        Some(Step {
+            loop_id: Some(0),
+            offset: 0
+        })
+    );
+    assert_eq!(p.model.locals[1].steps, Some(5));
+}
+
+#[test]
+fn domain_algebra() {
+    ok(&vae(
+        "z ~ Normal(0, 1 + exp(z0()) * 2)\n x ~ Bernoulli(logits = decoder(z))",
+        VAE_GUIDE,
+    )
+    .replace("exp(z0())", "softplus(zeros(Z))"));
+    let d = one(
+        &vae(
+            "z ~ Normal(0, 2 - 1)\n x ~ Bernoulli(logits = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E005,
+        "2 - 1",
+    );
+    assert_eq!(
+        d.message,
+        "`scale` of `Normal` must be Positive, but this is Real"
+    );
+    one(
+        &vae(
+            "z ~ Normal(0, sqrt(-1))\n x ~ Bernoulli(logits = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E005,
+        "-1",
+    );
+    one(
+        &vae(
+            "z ~ Normal(0, abs(z0))\n x ~ Bernoulli(logits = decoder(z))",
+            VAE_GUIDE,
+        )
+        .replace("z0", "2"),
+        Code::E005,
+        "abs(2)",
+    );
+    ok(&vae(
+        "z ~ Normal(0, exp(1) / mean(ones(3)))\n x ~ Bernoulli(probs = sigmoid(decoder(z)) * 1)",
+        VAE_GUIDE,
+    )
+    .replace(" * 1)", ")"));
+}
+
+#[test]
+fn bernoulli_and_categorical_need_keywords() {
+    one(
+        &vae("z ~ Normal(0, 1)\n x ~ Bernoulli()", VAE_GUIDE),
+        Code::E006,
+        "Bernoulli()",
+    );
+    let d = one(
+        &vae("z ~ Normal(0, 1)\n x ~ Bernoulli(decoder(z))", VAE_GUIDE),
+        Code::E006,
+        "decoder(z)",
+    );
+    assert!(d.hint.as_deref().unwrap_or("").contains("`logits`"));
+}
+
+#[test]
+fn set_arguments_e005() {
+    let decls = format!("{VAE_DECLS}\nset S : Binary[D] size 4\nset R : Binary[Z] size 4\nnet summary(s: Set[Binary[D]]) -> Real[Z] = deepsets(phi = [H])");
+    one(
+        &format!(
+            "{decls}\nmodel {{ z ~ Normal(summary(x), 1)\n x ~ Bernoulli(logits = decoder(z)) }}"
+        ),
+        Code::E005,
+        "x",
+    );
+    one(
+        &format!(
+            "{decls}\nmodel {{ z ~ Normal(summary(R), 1)\n x ~ Bernoulli(logits = decoder(z)) }}"
+        ),
+        Code::E004,
+        "R",
+    );
+    one(
+        &format!("{decls}\nmodel {{ z ~ Normal(0, 1)\n x ~ Bernoulli(logits = decoder(S)) }}"),
+        Code::E005,
+        "S",
+    );
+    let p = ok(&format!(
+        "{decls}\nmodel {{ z ~ Normal(summary(S), 1)\n x ~ Bernoulli(logits = decoder(z)) }}"
+    ));
+    let ExprKind::NetCall { args, .. } = &site(&p.model.stmts, 0).dist.args[0].1.kind else {
+        panic!("call")
+    };
+    assert!(matches!(args[0].kind, ExprKind::Ref(Ref::Set(0))));
+}
+
+#[test]
+fn fill_dims_are_consts() {
+    one(
+        &vae(
+            "z ~ Normal(zeros(Z / 5), 1)\n x ~ Bernoulli(logits = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E015,
+        "Z / 5",
+    );
+    one(
+        &vae(
+            "z ~ Normal(zeros(x), 1)\n x ~ Bernoulli(logits = decoder(z))",
+            VAE_GUIDE,
+        ),
+        Code::E002,
+        "x",
+    );
+}
+
+#[test]
+fn conv_image_too_small() {
+    one(
+        &with_net("net f(img: Real[1, 2, 2]) -> Real[Z] = conv(channels = [8, 8], kernel = 6)"),
+        Code::E004,
+        "img: Real[1, 2, 2]",
+    );
 }

@@ -45,10 +45,16 @@ impl Builder<'_> {
         shape: Option<&[ast::Expr]>,
         _span: Span,
     ) -> Type {
+        let mut dims_ok = true;
         let dims: Vec<usize> = shape
             .unwrap_or(&[])
             .iter()
-            .map(|d| self.positive(d).unwrap_or(1))
+            .map(|d| {
+                self.positive(d).unwrap_or_else(|| {
+                    dims_ok = false;
+                    1
+                })
+            })
             .collect();
         let domain = match name.name.as_str() {
             "Real" => Domain::Real,
@@ -94,7 +100,8 @@ impl Builder<'_> {
             self.errors
                 .push(BuildError::SimplexWithoutShape { span: name.span });
         }
-        Type::new(domain, dims)
+        // A type with a failed dimension is unknown, so its uses are not reported again.
+        Type::new(if dims_ok { domain } else { Domain::Unknown }, dims)
     }
 
     /// A param's init, checked against its constrained domain; the default when absent
@@ -265,14 +272,13 @@ impl Builder<'_> {
         names: &[&str],
         positional: bool,
     ) -> Option<Vec<Option<&'e ast::Expr>>> {
-        self.bind(callee, &call.args, call.span, names, positional)
+        self.bind(callee, &call.args, names, positional)
     }
 
     pub(super) fn bind<'e>(
         &mut self,
         callee: &str,
         args: &'e [ast::Arg],
-        span: Span,
         names: &[&str],
         positional: bool,
     ) -> Option<Vec<Option<&'e ast::Expr>>> {
@@ -280,6 +286,7 @@ impl Builder<'_> {
         let mut spans: Vec<Span> = vec![Span::Artificial; names.len()];
         let mut next = 0usize;
         let mut ok = true;
+        let mut arity_reported = false;
         let npos = args.iter().filter(|a| a.name.is_none()).count();
         for a in args {
             match &a.name {
@@ -296,15 +303,17 @@ impl Builder<'_> {
                         });
                         ok = false;
                     } else if next >= names.len() {
-                        self.errors.push(BuildError::Arity {
-                            callee: callee.to_string(),
-                            expected: count_text(names.len()),
-                            given: npos,
-                            span: a.span,
-                        });
+                        // One arity error per call, at the first extra argument.
+                        if !arity_reported {
+                            arity_reported = true;
+                            self.errors.push(BuildError::Arity {
+                                callee: callee.to_string(),
+                                expected: count_text(names.len()),
+                                given: npos,
+                                span: a.span,
+                            });
+                        }
                         ok = false;
-                        // One arity error per call.
-                        next = usize::MAX / 2;
                     } else {
                         out[next] = Some(&a.value);
                         spans[next] = a.span;
@@ -332,13 +341,13 @@ impl Builder<'_> {
                             keyword: kw.name.clone(),
                             span: kw.span,
                             suggestion: suggest(&kw.name, names.iter().copied()),
+                            accepted: names.iter().map(|n| n.to_string()).collect(),
                         });
                         ok = false;
                     }
                 },
             }
         }
-        let _ = span;
         ok.then_some(out)
     }
 }
