@@ -14,3 +14,17 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), String> {
     std::fs::write(&tmp, contents).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
+
+/// The real file system, for the data module's [`crate::data::Fs`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealFs;
+
+impl crate::data::Fs for RealFs {
+    fn read(&self, path: &Path) -> Result<Vec<u8>, String> {
+        std::fs::read(path).map_err(|e| e.to_string())
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.is_file()
+    }
+}
