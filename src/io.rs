@@ -28,3 +28,14 @@ impl crate::data::Fs for RealFs {
         path.is_file()
     }
 }
+
+/// What the data module needs from the environment for a spec at `spec`: its directory
+/// (relative dataset paths resolve against it) and `VIC_DATA` (where `"mnist"` lives).
+pub fn data_env(spec: &Path) -> crate::data::DataEnv {
+    crate::data::DataEnv {
+        spec_dir: spec.parent().map(Path::to_path_buf).unwrap_or_default(),
+        vic_data: std::env::var_os("VIC_DATA")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from),
+    }
+}

@@ -162,10 +162,14 @@ fn idx_split(
         });
     }
     let pixels: usize = raw.shape[1..].iter().product();
+    let mut data = raw.data;
+    for p in &mut data {
+        *p /= 255.0;
+    }
     Ok(ImageSplit {
         images: RawArray {
             shape: vec![n, pixels],
-            data: raw.data.iter().map(|&p| p / 255.0).collect(),
+            data,
         },
         labels: labels.data,
         images_file,

@@ -233,6 +233,23 @@ impl DataError {
     }
 }
 
+impl DataError {
+    /// The whole diagnostic as the CLI prints it: title, message, and hint if any.
+    ///
+    /// ```text
+    /// error: missing array
+    ///   data variable `y` has no array "y" in data/x.npz (arrays present: `x`)
+    ///   hint: save the values of `y` under the name "y" (example axis first)
+    /// ```
+    pub fn report(&self) -> String {
+        let mut s = format!("error: {}\n  {self}", self.title());
+        if let Some(h) = self.hint() {
+            s.push_str(&format!("\n  hint: {h}"));
+        }
+        s
+    }
+}
+
 impl fmt::Display for DataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -396,8 +396,11 @@ pub fn parse_npz(bytes: &[u8], file: &str) -> Result<Vec<(String, RawArray)>, Da
             raw
         } else if method == zip::CompressionMethod::DEFLATE {
             let mut out = Vec::new();
+            // Deflate expands at most ~1032:1, so a header announcing more is a lie
+            // that must not turn into an allocation.
+            let cap = size.min((raw.len() as u64).saturating_mul(1032).saturating_add(1024));
             flate2::read::DeflateDecoder::new(raw.as_slice())
-                .take(size)
+                .take(cap)
                 .read_to_end(&mut out)
                 .map_err(|e| corrupt(format!("member {name}: {e}")))?;
             out

@@ -13,6 +13,24 @@
 //!
 //! Host arrays keep `Cat(K)` values as class indices (f32); [`batch`] turns them one-hot
 //! (`[B, ..., K]`) and binarizes `Binary` variables, matching lowering's value conventions.
+//!
+//! Decisions where LANGUAGE.md is silent:
+//! - Built-in images are scaled to [0, 1] (digits by 1/16, the IDX sets by 1/255). An image
+//!   variable is any non-`Cat` data variable with as many values as an image (64 or 784),
+//!   whatever its shape; labels go to the one `Cat(10)` variable (any role). Any other
+//!   data variable is an error: a built-in set provides nothing else.
+//! - Without a test split of its own, `round(n * split)` examples (at least one) are held
+//!   out, chosen by a permutation from `Rng::seed(seed)`; both parts keep file order.
+//! - An array may have any per-example shape with the declared number of values (it is
+//!   reshaped); a `Cat(K)` variable also accepts one-hot rows (`K` values per class).
+//! - In a `.npz` / `.safetensors` file, arrays no variable claims are ignored, except
+//!   `labels` / `labels_test`, which become [`Split::labels`] (evaluation only).
+//! - Any dataset path ending in `.gz` is gunzipped first (`.idx.gz`, also `.csv.gz`, ...);
+//!   IDX files may also be named `*-ubyte`.
+//! - `train.labels = N` hides `partial` values in the training split only (the test
+//!   split keeps all, for accuracy); hidden values are zeroed, so they cannot leak.
+//! - Validation stops at the first error: the example index it names is the position in
+//!   the file's array (or the `NAME_test` array), before any split.
 
 mod batch;
 mod bind;

@@ -247,7 +247,14 @@ fn digits_binds_labels_to_the_one_cat10_variable() {
     let d = load(&p, &builtin("digits"), &env(), &MemFs::default(), 0).unwrap();
     let y = d.train.var(1).unwrap();
     assert_eq!(y.shape, vec![1617]);
-    let labels: Vec<f32> = d.train.labels.as_ref().unwrap().iter().map(|&l| l as f32).collect();
+    let labels: Vec<f32> = d
+        .train
+        .labels
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|&l| l as f32)
+        .collect();
     assert_eq!(y.data, labels);
 }
 
@@ -1113,4 +1120,17 @@ fn partial_labels_keep_a_seeded_subset() {
     assert!(d.train.observed(1).unwrap().iter().all(|&m| m));
     // No mask for variables that are not partial.
     assert!(d.train.observed(0).is_none());
+}
+
+#[test]
+fn report_reads_like_a_diagnostic() {
+    let e = DataError::MissingArray {
+        var: "y".into(),
+        file: "data/x.npz".into(),
+        present: vec!["x".into()],
+    };
+    assert_eq!(
+        e.report(),
+        "error: missing array\n  data variable `y` has no array \"y\" in data/x.npz (arrays present: `x`)\n  hint: save the values of `y` under the name \"y\" (example axis first)"
+    );
 }
