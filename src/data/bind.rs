@@ -46,11 +46,18 @@ pub fn bind_images(data: &[DataDef], set: ImageSet) -> Result<Binding, DataError
     let image_var = match image_vars.as_slice() {
         [v] => *v,
         [] => {
+            let side = (set.pixels as f64).sqrt() as usize;
+            let shape = if side * side == set.pixels {
+                format!("{side}, {side}")
+            } else {
+                set.pixels.to_string()
+            };
             return Err(DataError::NoCandidate {
                 file,
                 what: what_images,
                 vars: var_names(data),
-            })
+                suggestion: format!("data x : Binary[{shape}]"),
+            });
         }
         _ => {
             return Err(DataError::AmbiguousBinding {

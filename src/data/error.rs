@@ -76,6 +76,8 @@ pub enum DataError {
         file: String,
         what: String,
         vars: Vec<String>,
+        /// A declaration that would fit, for the hint.
+        suggestion: String,
     },
     /// A built-in dataset found several data variables for its images or labels.
     AmbiguousBinding {
@@ -151,14 +153,17 @@ fn names(v: &[String]) -> String {
         .join(", ")
 }
 
-fn domain_rule(d: Domain) -> &'static str {
+fn domain_rule(d: Domain) -> String {
     match d {
-        Domain::Binary | Domain::Unit => "values in [0, 1]",
-        Domain::Positive => "values > 0",
-        Domain::Count => "non-negative whole numbers",
-        Domain::Cat(_) => "whole numbers from 0 to K-1 (class indices)",
-        Domain::Simplex => "non-negative values whose last axis sums to 1",
-        Domain::Real | Domain::Unknown => "finite values",
+        Domain::Binary | Domain::Unit => "values in [0, 1]".into(),
+        Domain::Positive => "values > 0".into(),
+        Domain::Count => "non-negative whole numbers".into(),
+        Domain::Cat(k) => format!(
+            "class indices, whole numbers from 0 to {}",
+            k.saturating_sub(1)
+        ),
+        Domain::Simplex => "non-negative values whose last axis sums to 1".into(),
+        Domain::Real | Domain::Unknown => "finite values".into(),
     }
 }
 
@@ -211,7 +216,7 @@ impl DataError {
             DataError::MissingArray { var, .. } => format!("save the values of `{var}` under the name \"{var}\" (example axis first)"),
             DataError::SingleArrayAmbiguous { .. } => "use a .npz or .safetensors file with one array per data variable".into(),
             DataError::SingleArrayUnbound { .. } => "use a .npz or .safetensors file with one array per data variable".into(),
-            DataError::NoCandidate { what, .. } => format!("declare a data variable for the {what}"),
+            DataError::NoCandidate { suggestion, .. } => format!("declare one, e.g. `{suggestion}`"),
             DataError::AmbiguousBinding { .. } => "keep one such variable, or use a .npz file whose arrays are named after the variables".into(),
             DataError::UnboundVariable { .. } => "use a .npz or .safetensors file that holds an array for this variable".into(),
             DataError::ShapeMismatch { var, declared, .. } => format!(
@@ -223,9 +228,10 @@ impl DataError {
             DataError::OutOfDomain { domain: Domain::Binary | Domain::Unit, .. } => {
                 "scale the data to [0, 1], or declare the variable `Real`".into()
             }
-            DataError::OutOfDomain { domain: Domain::Cat(_), .. } => {
-                "store class indices 0..K-1 (not one-hot vectors), or raise K".into()
-            }
+            DataError::OutOfDomain { domain: Domain::Cat(k), .. } => format!(
+                "store class indices 0..{} (or one-hot rows of {k}), or declare more classes",
+                k.saturating_sub(1)
+            ),
             DataError::OutOfDomain { .. } => "fix the data, or declare a wider domain".into(),
             DataError::TooFewExamples { .. } => "provide NAME_test arrays, or more examples".into(),
             _ => return None,
@@ -320,7 +326,9 @@ impl fmt::Display for DataError {
                 "{file} holds a single array, so `given` data variable(s) {} get no values",
                 names(vars)
             ),
-            DataError::NoCandidate { file, what, vars } => write!(
+            DataError::NoCandidate {
+                file, what, vars, ..
+            } => write!(
                 f,
                 "{file} provides {what}, and no data variable fits (data variables: {})",
                 names(vars)
