@@ -3,18 +3,6 @@
 
 use std::path::Path;
 
-/// Read a spec file as UTF-8, with an error message naming the file.
-pub fn read_source(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
-/// Write a file atomically (write a sibling temporary file, then rename).
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension("vic-tmp");
-    std::fs::write(&tmp, contents).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
 /// The real file system, for the data module's [`crate::data::Fs`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RealFs;
@@ -38,4 +26,16 @@ pub fn data_env(spec: &Path) -> crate::data::DataEnv {
             .filter(|v| !v.is_empty())
             .map(std::path::PathBuf::from),
     }
+}
+
+/// Read a spec file as UTF-8, with an error message naming the file.
+pub fn read_source(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Write a file atomically (write a sibling temporary file, then rename).
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("vic-tmp");
+    std::fs::write(&tmp, contents).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
