@@ -1,0 +1,97 @@
+//! Minibatches: rows of a split gathered into tensors in lowering's value conventions.
+
+use super::Split;
+use crate::ir::{Binarize, DataId, Domain, Program};
+use crate::rng::Rng;
+use candle_core::{Device, Error, Result, Tensor};
+
+/// The examples `indices` of `split`, one tensor per data variable, example axis first:
+/// `Real[D]` data is `[B, D]`, a scalar `[B]`; `Cat(K)` data is one-hot `[B, ..., K]`;
+/// `Binary` data is binarized per `binarize` (`Dynamic`: each pixel is 1 with the pixel
+/// value as probability, drawn from `rng`; `Threshold(t)`: `x > t`; `None`: as stored).
+/// Hidden values of `partial` variables arrive as class 0 (see [`batch_observed`]).
+pub fn batch(
+    split: &Split,
+    indices: &[usize],
+    program: &Program,
+    device: &Device,
+    binarize: &Binarize,
+    rng: &mut Rng,
+) -> Result<Vec<(DataId, Tensor)>> {
+    let mut out = Vec::with_capacity(split.vars.len());
+    for (id, array) in &split.vars {
+        let def = program
+            .data
+            .get(*id)
+            .ok_or_else(|| Error::Msg(format!("internal: no data variable {id}")))?;
+        let w = array.row_len();
+        let mut values = Vec::with_capacity(indices.len() * w);
+        for &i in indices {
+            if i >= split.n {
+                return Err(Error::Msg(format!(
+                    "internal: example {i} of a split of {}",
+                    split.n
+                )));
+            }
+            values.extend_from_slice(array.row(i));
+        }
+        let mut shape = vec![indices.len()];
+        shape.extend_from_slice(&def.ty.shape);
+        let tensor = match def.ty.domain {
+            Domain::Cat(k) => {
+                let mut hot = vec![0f32; values.len() * k];
+                for (j, &c) in values.iter().enumerate() {
+                    let c = c as usize;
+                    if c < k {
+                        hot[j * k + c] = 1.0;
+                    }
+                }
+                shape.push(k);
+                Tensor::from_vec(hot, shape, device)?
+            }
+            Domain::Binary => {
+                match binarize {
+                    Binarize::Dynamic => {
+                        let u = rng.uniform_vec(values.len());
+                        for (v, u) in values.iter_mut().zip(u) {
+                            *v = if u < *v { 1.0 } else { 0.0 };
+                        }
+                    }
+                    Binarize::Threshold(t) => {
+                        for v in values.iter_mut() {
+                            *v = if (*v as f64) > *t { 1.0 } else { 0.0 };
+                        }
+                    }
+                    Binarize::None => {}
+                }
+                Tensor::from_vec(values, shape, device)?
+            }
+            _ => Tensor::from_vec(values, shape, device)?,
+        };
+        out.push((*id, tensor));
+    }
+    Ok(out)
+}
+
+/// For each `partial` variable, a `[B]` f32 mask of the examples `indices`: 1 where the
+/// value is observed, 0 where it is hidden (and must be inferred).
+pub fn batch_observed(
+    split: &Split,
+    indices: &[usize],
+    device: &Device,
+) -> Result<Vec<(DataId, Tensor)>> {
+    split
+        .observed
+        .iter()
+        .map(|(id, mask)| {
+            let m: Vec<f32> = indices
+                .iter()
+                .map(|&i| match mask.get(i) {
+                    Some(true) => 1.0,
+                    _ => 0.0,
+                })
+                .collect();
+            Ok((*id, Tensor::from_vec(m, indices.len(), device)?))
+        })
+        .collect()
+}
