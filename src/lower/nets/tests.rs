@@ -1,0 +1,863 @@
+//! Tests of the networks against independent truth: PyTorch outputs for the same weights
+//! (tests/fixtures/nets_fixtures.py writes them), hand computations, closed forms, and
+//! the parameter counts and names of `arch`.
+
+use super::*;
+use crate::arch;
+use crate::ir::{
+    Activation, Domain, Head, HeadActivation, NetInput, Norm, Type, VdropKind, Weights,
+};
+use crate::span::Span;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+const FIXTURES: &str = include_str!("../../../tests/fixtures/nets_fixtures.json");
+
+fn ty(domain: Domain, shape: &[usize]) -> Type {
+    Type::new(domain, shape.to_vec())
+}
+fn real(shape: &[usize]) -> Type {
+    ty(Domain::Real, shape)
+}
+
+fn head_act(d: Domain) -> HeadActivation {
+    match d {
+        Domain::Positive => HeadActivation::Softplus,
+        Domain::Unit | Domain::Binary => HeadActivation::Sigmoid,
+        Domain::Simplex => HeadActivation::Softmax,
+        _ => HeadActivation::None,
+    }
+}
+
+fn net(name: &str, inputs: &[(&str, Type)], heads: &[(&str, Type)], arch: Arch) -> NetDef {
+    NetDef {
+        name: name.into(),
+        inputs: inputs
+            .iter()
+            .map(|(n, t)| NetInput {
+                name: n.to_string(),
+                ty: t.clone(),
+                set: false,
+                span: Span::Artificial,
+            })
+            .collect(),
+        heads: heads
+            .iter()
+            .map(|(n, t)| Head {
+                name: n.to_string(),
+                ty: t.clone(),
+                activation: head_act(t.domain),
+                span: Span::Artificial,
+            })
+            .collect(),
+        single_output: heads.len() == 1,
+        arch,
+        weights: Weights::Point,
+        per_member: false,
+        span: Span::Artificial,
+    }
+}
+
+fn mlp(hidden: &[usize], act: Activation, norm: Norm) -> Arch {
+    Arch::Mlp {
+        hidden: hidden.to_vec(),
+        act,
+        dropout: 0.0,
+        norm,
+    }
+}
+
+fn tensor_of(v: &Value) -> Tensor {
+    let shape: Vec<usize> = v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    let data: Vec<f32> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_f64().unwrap() as f32)
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+fn fixture(name: &str) -> Value {
+    let all: Value = serde_json::from_str(FIXTURES).unwrap();
+    all["cases"][name].clone()
+}
+
+fn built(net: &NetDef) -> (VarMap, Box<dyn Network>) {
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu).pp(&net.name);
+    let n = build(net, vb).unwrap();
+    (vm, n)
+}
+
+fn keys(vm: &VarMap) -> BTreeSet<String> {
+    vm.data().lock().unwrap().keys().cloned().collect()
+}
+
+fn close(a: &Tensor, b: &Tensor, tol: f32, what: &str) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * (1.0 + y.abs()),
+            "{what}[{i}]: {x} vs {y}"
+        );
+    }
+}
+
+/// Builds `net`, loads the fixture's parameters (every key must exist, and every
+/// variable of the net must be given), runs it and compares with PyTorch's outputs.
+fn against_torch(net: &NetDef, case: &str, train: bool) -> VarMap {
+    let fx = fixture(case);
+    assert!(fx.is_object(), "no fixture {case}");
+    let (mut vm, n) = built(net);
+    let params = fx["params"].as_object().unwrap();
+    let given: BTreeSet<String> = params.keys().map(|k| format!("{}.{k}", net.name)).collect();
+    assert_eq!(keys(&vm), given, "{case}: checkpoint keys");
+    for (k, v) in params {
+        vm.set_one(format!("{}.{k}", net.name), tensor_of(v))
+            .unwrap();
+    }
+    let inputs: Vec<Tensor> = fx["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(tensor_of)
+        .collect();
+    let mut rng = Rng::seed(1);
+    let mut ctx = NetCtx {
+        train,
+        rng: &mut rng,
+    };
+    let out = n.forward(&inputs, &mut ctx).unwrap();
+    let want: Vec<Tensor> = fx["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(tensor_of)
+        .collect();
+    assert_eq!(out.len(), want.len(), "{case}: heads");
+    for (i, (o, w)) in out.iter().zip(&want).enumerate() {
+        close(o, w, 2e-5, &format!("{case} head {i}"));
+    }
+    assert!(n.weight_kl().unwrap().is_none());
+    vm
+}
+
+#[test]
+fn linear_matches_torch() {
+    let n = net(
+        "enc",
+        &[("x", real(&[3])), ("c", ty(Domain::Cat(2), &[]))],
+        &[("loc", real(&[2])), ("scale", ty(Domain::Positive, &[2]))],
+        Arch::Linear { bias: true },
+    );
+    against_torch(&n, "linear", false);
+    let n = net(
+        "p",
+        &[("x", real(&[2, 2]))],
+        &[("p", ty(Domain::Simplex, &[3]))],
+        Arch::Linear { bias: false },
+    );
+    against_torch(&n, "linear_nobias", false);
+}
+
+#[test]
+fn linear_by_hand() {
+    // y = W x + b with W = [[1, 2], [-1, 0.5]], b = [0.5, -1]; the Positive head gets
+    // softplus + 1e-4.
+    let n = net(
+        "f",
+        &[("x", real(&[2]))],
+        &[("a", real(&[])), ("s", ty(Domain::Positive, &[]))],
+        Arch::Linear { bias: true },
+    );
+    let (mut vm, f) = built(&n);
+    let d = &Device::Cpu;
+    vm.set_one(
+        "f.layer0.weight",
+        Tensor::new(&[[1f32, 2.], [-1., 0.5]], d).unwrap(),
+    )
+    .unwrap();
+    vm.set_one("f.layer0.bias", Tensor::new(&[0.5f32, -1.], d).unwrap())
+        .unwrap();
+    let x = Tensor::new(&[[1f32, 1.], [2., -4.]], d).unwrap();
+    let mut rng = Rng::seed(0);
+    let out = f
+        .forward(
+            &[x],
+            &mut NetCtx {
+                train: true,
+                rng: &mut rng,
+            },
+        )
+        .unwrap();
+    // Scalar heads are [R].
+    assert_eq!(out[0].dims(), &[2]);
+    let a: Vec<f32> = out[0].to_vec1().unwrap();
+    assert_eq!(a, vec![3.5, -5.5]);
+    let s: Vec<f32> = out[1].to_vec1().unwrap();
+    let sp = |v: f64| (1.0 + v.exp()).ln() + 1e-4;
+    assert!((s[0] as f64 - sp(-1.5)).abs() < 1e-6);
+    assert!((s[1] as f64 - sp(-5.0)).abs() < 1e-6);
+}
+
+fn mlp_net(act: Activation, norm: Norm) -> NetDef {
+    net(
+        "m",
+        &[("x", real(&[4])), ("y", real(&[2]))],
+        &[
+            ("a", real(&[2])),
+            ("u", ty(Domain::Unit, &[1])),
+            ("s", ty(Domain::Simplex, &[3])),
+        ],
+        mlp(&[5, 3], act, norm),
+    )
+}
+
+#[test]
+fn mlp_matches_torch_for_every_activation() {
+    for (act, norm, case) in [
+        (Activation::Relu, Norm::None, "mlp_relu"),
+        (Activation::Tanh, Norm::Layer, "mlp_tanh_layer"),
+        (Activation::Gelu, Norm::None, "mlp_gelu"),
+        (Activation::Elu, Norm::None, "mlp_elu"),
+        (Activation::Softplus, Norm::None, "mlp_softplus"),
+        (Activation::Sigmoid, Norm::None, "mlp_sigmoid"),
+        (Activation::LeakyRelu, Norm::Batch, "mlp_leaky_batch_eval"),
+    ] {
+        against_torch(&mlp_net(act, norm), case, false);
+    }
+}
+
+#[test]
+fn batch_norm_trains_on_batch_statistics_and_updates_running_averages() {
+    let n = mlp_net(Activation::LeakyRelu, Norm::Batch);
+    let vm = against_torch(&n, "mlp_leaky_batch_train", true);
+    let fx = fixture("mlp_leaky_batch_train");
+    let data = vm.data().lock().unwrap();
+    for i in 0..2 {
+        for s in ["running_mean", "running_var"] {
+            let got = data[&format!("m.norm{i}.{s}")].as_tensor().clone();
+            close(&got, &tensor_of(&fx[format!("after.norm{i}.{s}")]), 2e-5, s);
+        }
+    }
+}
+
+#[test]
+fn dropout_is_off_in_eval_and_seeded_in_training() {
+    let mut n = mlp_net(Activation::Relu, Norm::None);
+    if let Arch::Mlp { dropout, .. } = &mut n.arch {
+        *dropout = 0.5;
+    }
+    let (_vm, f) = built(&n);
+    let d = &Device::Cpu;
+    let x = Tensor::ones((64, 4), DType::F32, d).unwrap();
+    let y = Tensor::ones((64, 2), DType::F32, d).unwrap();
+    let run = |train: bool, seed: u64| -> Vec<f32> {
+        let mut rng = Rng::seed(seed);
+        let out = f
+            .forward(
+                &[x.clone(), y.clone()],
+                &mut NetCtx {
+                    train,
+                    rng: &mut rng,
+                },
+            )
+            .unwrap();
+        out[0].flatten_all().unwrap().to_vec1().unwrap()
+    };
+    // Evaluation: identical rows, whatever the seed.
+    let e1 = run(false, 1);
+    assert_eq!(e1, run(false, 2));
+    assert!(e1.chunks(2).all(|r| r == &e1[0..2]));
+    // Training: the same seed gives the same masks, rows differ from one another.
+    let t1 = run(true, 7);
+    assert_eq!(t1, run(true, 7));
+    assert_ne!(t1, run(true, 8));
+    assert!(t1.chunks(2).any(|r| r != &t1[0..2]));
+}
+
+#[test]
+fn dropout_keeps_the_expected_fraction_and_scales() {
+    let mut rng = Rng::seed(3);
+    let x = Tensor::ones((100, 100), DType::F32, &Device::Cpu).unwrap();
+    let mut ctx = NetCtx {
+        train: true,
+        rng: &mut rng,
+    };
+    let y: Vec<f32> = layers::dropout(&x, 0.3, &mut ctx)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / y.len() as f64;
+    assert!((kept - 0.7).abs() < 0.02, "{kept}");
+    assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
+}
+
+/// Every architecture the tests know, for counts, names and gradients.
+fn zoo() -> Vec<NetDef> {
+    let mut v = vec![
+        net(
+            "lin",
+            &[("x", real(&[3])), ("c", ty(Domain::Cat(4), &[2]))],
+            &[("loc", real(&[2])), ("scale", ty(Domain::Positive, &[2]))],
+            Arch::Linear { bias: true },
+        ),
+        net(
+            "nob",
+            &[("x", real(&[3]))],
+            &[("y", real(&[2]))],
+            Arch::Linear { bias: false },
+        ),
+        mlp_net(Activation::Tanh, Norm::None),
+        mlp_net(Activation::Relu, Norm::Layer),
+        mlp_net(Activation::Elu, Norm::Batch),
+        net(
+            "made",
+            &[("z", real(&[4])), ("h", real(&[3]))],
+            &[("m", real(&[4])), ("s", real(&[4]))],
+            Arch::Made {
+                hidden: vec![7, 5],
+                act: Activation::Elu,
+            },
+        ),
+    ];
+    v.extend(more_zoo());
+    v
+}
+
+fn all_weights() -> Vec<Weights> {
+    vec![
+        Weights::Point,
+        Weights::Bayes { prior_scale: 0.5 },
+        Weights::Vdrop { kind: VdropKind::A },
+        Weights::Vdrop { kind: VdropKind::B },
+    ]
+}
+
+/// Feeds a network random inputs of its signature's shapes.
+fn inputs_for(n: &NetDef, r: usize, rng: &mut Rng) -> Vec<Tensor> {
+    let d = &Device::Cpu;
+    n.inputs
+        .iter()
+        .map(|i| {
+            let mut shape = vec![r];
+            if i.set {
+                shape.push(SET_SIZE);
+            }
+            shape.extend_from_slice(&i.ty.shape);
+            if let Domain::Cat(k) = i.ty.domain {
+                // one-hot along a trailing K axis
+                let m: usize = shape.iter().product();
+                let idx: Vec<u32> = (0..m).map(|_| rng.below(k) as u32).collect();
+                let idx = Tensor::from_vec(idx, m, d).unwrap();
+                let eye = Tensor::eye(k, DType::F32, d).unwrap();
+                shape.push(k);
+                eye.index_select(&idx, 0).unwrap().reshape(shape).unwrap()
+            } else {
+                rng.normal(&shape, d).unwrap()
+            }
+        })
+        .collect()
+}
+
+const SET_SIZE: usize = 5;
+
+#[test]
+fn parameter_counts_and_names_agree_with_arch() {
+    for base in zoo() {
+        for w in all_weights() {
+            let mut n = base.clone();
+            n.weights = w.clone();
+            let (vm, _f) = built(&n);
+            let data = vm.data().lock().unwrap();
+            let count: usize = data
+                .iter()
+                .filter(|(k, _)| !layers::is_buffer(k))
+                .map(|(_, v)| v.elem_count())
+                .sum();
+            assert_eq!(count as u64, arch::param_count(&n), "{} ({:?})", n.name, w);
+            // Every key is `<net>.<layer>.<param>` with a layer of arch::layers.
+            let layer_names: BTreeSet<String> =
+                arch::layers(&n).into_iter().map(|l| l.name).collect();
+            let mut per_layer: BTreeMap<String, u64> = BTreeMap::new();
+            for (k, v) in data.iter() {
+                let rest = k.strip_prefix(&format!("{}.", n.name)).unwrap();
+                let (layer, _) = rest.split_once('.').unwrap();
+                assert!(
+                    layer_names.contains(layer),
+                    "{k} not a layer of {layer_names:?}"
+                );
+                if !layers::is_buffer(k) {
+                    *per_layer.entry(layer.to_string()).or_default() += v.elem_count() as u64;
+                }
+            }
+            for l in arch::layers(&n) {
+                let want = l.kind.param_count(&n.weights);
+                assert_eq!(
+                    per_layer.get(&l.name).copied().unwrap_or(0),
+                    want,
+                    "{}.{} ({:?})",
+                    n.name,
+                    l.name,
+                    w
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn checkpoint_names() {
+    let n = mlp_net(Activation::Relu, Norm::Batch);
+    let (vm, _) = built(&n);
+    let k = keys(&vm);
+    let want: BTreeSet<String> = [
+        "m.layer0.weight",
+        "m.layer0.bias",
+        "m.norm0.weight",
+        "m.norm0.bias",
+        "m.norm0.running_mean",
+        "m.norm0.running_var",
+        "m.layer1.weight",
+        "m.layer1.bias",
+        "m.norm1.weight",
+        "m.norm1.bias",
+        "m.norm1.running_mean",
+        "m.norm1.running_var",
+        "m.layer2.weight",
+        "m.layer2.bias",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(k, want);
+    let mut n = net(
+        "enc",
+        &[("x", real(&[3]))],
+        &[("y", real(&[2]))],
+        Arch::Linear { bias: true },
+    );
+    n.weights = Weights::Bayes { prior_scale: 1.0 };
+    let got = keys(&built(&n).0);
+    let want: BTreeSet<String> = [
+        "enc.layer0.weight_mu",
+        "enc.layer0.weight_logvar",
+        "enc.layer0.bias_mu",
+        "enc.layer0.bias_logvar",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(got, want);
+    n.weights = Weights::Vdrop { kind: VdropKind::B };
+    let got = keys(&built(&n).0);
+    let want: BTreeSet<String> = [
+        "enc.layer0.weight",
+        "enc.layer0.weight_log_alpha",
+        "enc.layer0.bias",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn initialization_is_seeded_and_loaded_values_are_kept() {
+    let n = mlp_net(Activation::Relu, Norm::None);
+    let w = |vm: &VarMap| -> Vec<f32> {
+        vm.data().lock().unwrap()["m.layer0.weight"]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (a, _) = built(&n);
+    let (b, _) = built(&n);
+    assert_eq!(w(&a), w(&b));
+    // PyTorch's bound 1/sqrt(fan_in), fan_in = 6.
+    let bound = 1.0 / 6f32.sqrt();
+    assert!(w(&a).iter().all(|v| v.abs() < bound));
+    // A second build over the same store reuses the variables.
+    let vb = VarBuilder::from_varmap(&a, DType::F32, &Device::Cpu).pp("m");
+    let before = w(&a);
+    let mut rng = Rng::seed(99);
+    let _ = build_with_rng(&n, vb, &mut rng).unwrap();
+    assert_eq!(w(&a), before);
+}
+
+#[test]
+fn heads_have_their_domains() {
+    let n = net(
+        "h",
+        &[("x", real(&[3]))],
+        &[
+            ("p", ty(Domain::Positive, &[4])),
+            ("u", ty(Domain::Unit, &[2, 2])),
+            ("s", ty(Domain::Simplex, &[2, 3])),
+        ],
+        mlp(&[8], Activation::Relu, Norm::None),
+    );
+    let (vm, f) = built(&n);
+    // Scale the last layer up so some pre-activations are far negative.
+    {
+        let data = vm.data().lock().unwrap();
+        let w = &data["h.layer1.weight"];
+        w.set(&(w.as_tensor() * 200.0).unwrap()).unwrap();
+    }
+    let mut rng = Rng::seed(5);
+    let x = inputs_for(&n, 50, &mut rng);
+    let out = f
+        .forward(
+            &x,
+            &mut NetCtx {
+                train: false,
+                rng: &mut rng,
+            },
+        )
+        .unwrap();
+    assert_eq!(out[0].dims(), &[50, 4]);
+    assert_eq!(out[1].dims(), &[50, 2, 2]);
+    assert_eq!(out[2].dims(), &[50, 2, 3]);
+    let p: Vec<f32> = out[0].flatten_all().unwrap().to_vec1().unwrap();
+    assert!(p.iter().all(|&v| v >= 1e-4 && v.is_finite()));
+    let u: Vec<f32> = out[1].flatten_all().unwrap().to_vec1().unwrap();
+    assert!(u.iter().all(|&v| (0.0..=1.0).contains(&v)));
+    let sums: Vec<f32> = out[2]
+        .sum(2)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert!(sums.iter().all(|&v| (v - 1.0).abs() < 1e-5));
+}
+
+#[test]
+fn gradients_reach_every_parameter() {
+    for base in zoo() {
+        for w in all_weights() {
+            let mut n = base.clone();
+            n.weights = w.clone();
+            let (vm, f) = built(&n);
+            let mut rng = Rng::seed(11);
+            let x = inputs_for(&n, 6, &mut rng);
+            let mut ctx = NetCtx {
+                train: true,
+                rng: &mut rng,
+            };
+            let out = f.forward(&x, &mut ctx).unwrap();
+            let mut loss = out
+                .iter()
+                .map(|o| o.sqr().unwrap().sum_all().unwrap())
+                .reduce(|a, b| (a + b).unwrap())
+                .unwrap();
+            if let Some(kl) = f.weight_kl().unwrap() {
+                assert_eq!(kl.rank(), 0);
+                loss = (loss + kl).unwrap();
+            }
+            let grads = loss.backward().unwrap();
+            for (k, v) in vm.data().lock().unwrap().iter() {
+                if layers::is_buffer(k) {
+                    continue;
+                }
+                let g = grads.get(v.as_tensor());
+                assert!(g.is_some(), "{k} ({w:?}) has no gradient");
+                let g: Vec<f32> = g.unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                assert!(g.iter().all(|x| x.is_finite()), "{k}: {g:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn made_is_autoregressive() {
+    for (z, hidden) in [(4, vec![7, 5]), (5, vec![3]), (1, vec![4]), (3, vec![])] {
+        let n = net(
+            "made",
+            &[("z", real(&[z])), ("h", real(&[2]))],
+            &[("m", real(&[z])), ("s", real(&[z]))],
+            Arch::Made {
+                hidden,
+                act: Activation::Tanh,
+            },
+        );
+        let (_vm, f) = built(&n);
+        let mut rng = Rng::seed(2);
+        let x = inputs_for(&n, 1, &mut rng);
+        let eval = |zv: &Tensor, h: &Tensor| -> Vec<Vec<f32>> {
+            let mut r = Rng::seed(0);
+            f.forward(
+                &[zv.clone(), h.clone()],
+                &mut NetCtx {
+                    train: false,
+                    rng: &mut r,
+                },
+            )
+            .unwrap()
+            .iter()
+            .map(|o| o.flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
+        };
+        let base = eval(&x[0], &x[1]);
+        let z0: Vec<f32> = x[0].flatten_all().unwrap().to_vec1().unwrap();
+        // Changing input j must leave outputs 0..=j unchanged, and (with these random
+        // weights) change some later output.
+        for j in 0..z {
+            let mut zj = z0.clone();
+            zj[j] += 1.5;
+            let zt = Tensor::from_vec(zj, (1, z), &Device::Cpu).unwrap();
+            let moved = eval(&zt, &x[1]);
+            let mut later_changed = false;
+            for (hb, hm) in base.iter().zip(&moved) {
+                for i in 0..z {
+                    if i <= j {
+                        assert_eq!(hb[i], hm[i], "z={z} input {j} moved output {i}");
+                    } else if (hb[i] - hm[i]).abs() > 1e-7 {
+                        later_changed = true;
+                    }
+                }
+            }
+            assert!(
+                later_changed || j + 1 == z,
+                "z={z}: input {j} reaches no output"
+            );
+        }
+        // The context reaches every output but the first (which, as in Germain et al.
+        // and Pyro's conditional MADE, sees no hidden unit: hidden degrees start at 1).
+        let h2 = (&x[1] + 1.0).unwrap();
+        let moved = eval(&x[0], &h2);
+        assert!(moved[0].iter().zip(&base[0]).skip(1).all(|(a, b)| a != b));
+    }
+}
+
+#[test]
+fn made_masks_by_hand() {
+    // Z = 3, no context, one hidden layer of 4: hidden degrees 1, 2, 1, 2.
+    let m = dense::made_masks(3, 0, &[4], 1);
+    assert_eq!(m[0].1, 4);
+    assert_eq!(m[0].2, 3);
+    #[rustfmt::skip]
+    let want0 = vec![
+        1., 0., 0.,
+        1., 1., 0.,
+        1., 0., 0.,
+        1., 1., 0.,
+    ];
+    assert_eq!(m[0].0, want0);
+    // output degrees 1, 2, 3 see hidden degrees < d.
+    #[rustfmt::skip]
+    let want1 = vec![
+        0., 0., 0., 0.,
+        1., 0., 1., 0.,
+        1., 1., 1., 1.,
+    ];
+    assert_eq!(m[1].0, want1);
+}
+
+// ---------------------------------------------------------------------------------
+// Weight posteriors
+
+fn bayes_linear(weights: Weights) -> (VarMap, Box<dyn Network>, NetDef) {
+    let mut n = net(
+        "b",
+        &[("x", real(&[3]))],
+        &[("y", real(&[2]))],
+        Arch::Linear { bias: true },
+    );
+    n.weights = weights;
+    let (vm, f) = built(&n);
+    (vm, f, n)
+}
+
+fn set(vm: &mut VarMap, k: &str, v: &[f32], shape: &[usize]) {
+    vm.set_one(
+        k,
+        Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap(),
+    )
+    .unwrap();
+}
+
+const X: [f32; 3] = [0.5, -1.0, 2.0];
+const MU: [f32; 6] = [0.3, -0.2, 0.1, 0.7, 0.0, -0.4];
+const LV: [f32; 6] = [-1.0, -2.0, -0.5, -3.0, -1.5, -2.5];
+
+#[test]
+fn bayes_kl_matches_closed_form() {
+    let (mut vm, f, _) = bayes_linear(Weights::Bayes { prior_scale: 0.5 });
+    set(&mut vm, "b.layer0.weight_mu", &MU, &[2, 3]);
+    set(&mut vm, "b.layer0.weight_logvar", &LV, &[2, 3]);
+    set(&mut vm, "b.layer0.bias_mu", &[0.2, -0.1], &[2]);
+    set(&mut vm, "b.layer0.bias_logvar", &[-1.0, 0.0], &[2]);
+    let kl: f32 = f.weight_kl().unwrap().unwrap().to_scalar().unwrap();
+    // KL(N(m, s²) ‖ N(0, p²)) = ln(p/s) + (s² + m²)/(2p²) − ½
+    let p = 0.5f64;
+    let one = |m: f64, lv: f64| (p.ln() - 0.5 * lv) + (lv.exp() + m * m) / (2.0 * p * p) - 0.5;
+    let want: f64 = MU
+        .iter()
+        .zip(&LV)
+        .map(|(&m, &l)| one(m as f64, l as f64))
+        .sum::<f64>()
+        + one(0.2, -1.0)
+        + one(-0.1, 0.0);
+    assert!(
+        (kl as f64 - want).abs() < 1e-4 * want.abs(),
+        "{kl} vs {want}"
+    );
+}
+
+/// Mean and variance over rows of each output column.
+fn moments(t: &Tensor) -> Vec<(f64, f64)> {
+    let v: Vec<Vec<f32>> = t.to_vec2().unwrap();
+    let r = v.len() as f64;
+    (0..v[0].len())
+        .map(|j| {
+            let m = v.iter().map(|row| row[j] as f64).sum::<f64>() / r;
+            let var = v.iter().map(|row| (row[j] as f64 - m).powi(2)).sum::<f64>() / r;
+            (m, var)
+        })
+        .collect()
+}
+
+#[test]
+fn bayes_local_reparameterization_has_the_right_moments() {
+    let (mut vm, f, _) = bayes_linear(Weights::Bayes { prior_scale: 1.0 });
+    set(&mut vm, "b.layer0.weight_mu", &MU, &[2, 3]);
+    set(&mut vm, "b.layer0.weight_logvar", &LV, &[2, 3]);
+    set(&mut vm, "b.layer0.bias_mu", &[0.2, -0.1], &[2]);
+    set(&mut vm, "b.layer0.bias_logvar", &[-1.0, 0.0], &[2]);
+    let r = 40_000;
+    let x = Tensor::from_vec(X.to_vec(), (1, 3), &Device::Cpu)
+        .unwrap()
+        .repeat((r, 1))
+        .unwrap();
+    let mut rng = Rng::seed(4);
+    let y = f
+        .forward(
+            std::slice::from_ref(&x),
+            &mut NetCtx {
+                train: true,
+                rng: &mut rng,
+            },
+        )
+        .unwrap();
+    let bm = [0.2f64, -0.1];
+    let blv = [-1.0f64, 0.0];
+    for (j, (m, v)) in moments(&y[0]).into_iter().enumerate() {
+        let want_m: f64 = (0..3)
+            .map(|i| X[i] as f64 * MU[j * 3 + i] as f64)
+            .sum::<f64>()
+            + bm[j];
+        let want_v: f64 = (0..3)
+            .map(|i| (X[i] as f64).powi(2) * (LV[j * 3 + i] as f64).exp())
+            .sum::<f64>()
+            + blv[j].exp();
+        let se = (want_v / r as f64).sqrt();
+        assert!((m - want_m).abs() < 5.0 * se, "mean {j}: {m} vs {want_m}");
+        assert!(
+            (v - want_v).abs() < 0.05 * want_v,
+            "var {j}: {v} vs {want_v}"
+        );
+    }
+    // Evaluation uses the mean weights.
+    let e = f
+        .forward(
+            &[x.narrow(0, 0, 2).unwrap()],
+            &mut NetCtx {
+                train: false,
+                rng: &mut rng,
+            },
+        )
+        .unwrap();
+    let e: Vec<Vec<f32>> = e[0].to_vec2().unwrap();
+    let want0: f64 = (0..3).map(|i| X[i] as f64 * MU[i] as f64).sum::<f64>() + 0.2;
+    assert!((e[0][0] as f64 - want0).abs() < 1e-6);
+    assert_eq!(e[0], e[1]);
+}
+
+/// Molchanov et al. (2017)'s approximation, written out independently.
+fn molchanov_kl(la: f64) -> f64 {
+    let (k1, k2, k3) = (0.63576, 1.87320, 1.48695);
+    let sig = 1.0 / (1.0 + (-(k2 + k3 * la)).exp());
+    -(k1 * sig - 0.5 * (1.0 + (-la).exp()).ln() - k1)
+}
+
+#[test]
+fn vdrop_kl_and_moments() {
+    let theta = [0.5f32, -1.0, 0.25, 2.0, 0.1, -0.3];
+    let la_b = [-2.0f32, 0.0, 1.0, -4.0, 3.0, -0.5];
+    // kind B: one log α per weight.
+    let (mut vm, f, _) = bayes_linear(Weights::Vdrop { kind: VdropKind::B });
+    set(&mut vm, "b.layer0.weight", &theta, &[2, 3]);
+    set(&mut vm, "b.layer0.weight_log_alpha", &la_b, &[2, 3]);
+    set(&mut vm, "b.layer0.bias", &[0.2, -0.1], &[2]);
+    let kl: f32 = f.weight_kl().unwrap().unwrap().to_scalar().unwrap();
+    let want: f64 = la_b.iter().map(|&l| molchanov_kl(l as f64)).sum();
+    assert!(
+        (kl as f64 - want).abs() < 1e-4 * want.abs().max(1.0),
+        "{kl} vs {want}"
+    );
+    // The approximation is close to 0 for huge α and grows like −½ ln α for small α.
+    assert!(molchanov_kl(8.0) < 0.01);
+    let r = 40_000;
+    let x = Tensor::from_vec(X.to_vec(), (1, 3), &Device::Cpu)
+        .unwrap()
+        .repeat((r, 1))
+        .unwrap();
+    let mut rng = Rng::seed(9);
+    let y = f
+        .forward(
+            &[x],
+            &mut NetCtx {
+                train: true,
+                rng: &mut rng,
+            },
+        )
+        .unwrap();
+    let b = [0.2f64, -0.1];
+    for (j, (m, v)) in moments(&y[0]).into_iter().enumerate() {
+        let want_m: f64 = (0..3)
+            .map(|i| X[i] as f64 * theta[j * 3 + i] as f64)
+            .sum::<f64>()
+            + b[j];
+        let want_v: f64 = (0..3)
+            .map(|i| {
+                let k = j * 3 + i;
+                (X[i] as f64).powi(2) * (la_b[k] as f64).exp() * (theta[k] as f64).powi(2)
+            })
+            .sum();
+        let se = (want_v / r as f64).sqrt();
+        assert!((m - want_m).abs() < 5.0 * se, "mean {j}: {m} vs {want_m}");
+        assert!(
+            (v - want_v).abs() < 0.05 * want_v,
+            "var {j}: {v} vs {want_v}"
+        );
+    }
+    // kind A: one log α per output unit, counted once per weight of its row.
+    let (mut vm, f, _) = bayes_linear(Weights::Vdrop { kind: VdropKind::A });
+    set(&mut vm, "b.layer0.weight", &theta, &[2, 3]);
+    set(&mut vm, "b.layer0.weight_log_alpha", &[-1.0, 2.0], &[2]);
+    let kl: f32 = f.weight_kl().unwrap().unwrap().to_scalar().unwrap();
+    let want = 3.0 * (molchanov_kl(-1.0) + molchanov_kl(2.0));
+    assert!(
+        (kl as f64 - want).abs() < 1e-4 * want.abs(),
+        "{kl} vs {want}"
+    );
+}
+
+fn more_zoo() -> Vec<NetDef> {
+    vec![]
+}
