@@ -585,7 +585,7 @@ fn gradients_reach_every_parameter() {
 
 #[test]
 fn made_is_autoregressive() {
-    for (z, hidden) in [(4, vec![7, 5]), (5, vec![3]), (1, vec![4]), (3, vec![])] {
+    for (z, hidden) in [(4, vec![7, 5]), (5, vec![8]), (1, vec![4]), (3, vec![])] {
         let n = net(
             "made",
             &[("z", real(&[z])), ("h", real(&[2]))],
