@@ -2,7 +2,9 @@
 //! (dense inputs to one image head), with the layers of `arch::layers`.
 
 use super::dense::{gather, widths, DenseStack, StackConfig};
-use super::layers::{activate, flat_input, head_activation, split_heads, sum_kl, Linear, LinearSpec, Op};
+use super::layers::{
+    activate, flat_input, head_activation, split_heads, sum_kl, Linear, LinearSpec, Op,
+};
 use super::{NetCtx, Network};
 use crate::arch::{self, image_chw, LayerKind};
 use crate::ir::{Activation, Head, NetDef, Norm};
@@ -56,7 +58,13 @@ impl ConvNet {
                     weight_name: "weight",
                     bias_name: "bias",
                 };
-                convs.push(Linear::new(&spec, &net.weights, None, &vb.pp(&l.name), rng)?);
+                convs.push(Linear::new(
+                    &spec,
+                    &net.weights,
+                    None,
+                    &vb.pp(&l.name),
+                    rng,
+                )?);
                 flat = c_out * out_hw[0] * out_hw[1];
             }
         }
@@ -138,6 +146,8 @@ pub struct DeconvNet {
     /// `[c0, h0, w0]` of the seed image, when there are transposed convolutions.
     seed: Option<(usize, usize, usize)>,
     deconvs: Vec<Linear>,
+    /// `[h, w]` to crop each transposed convolution's output to, where the sides differ.
+    crops: Vec<Option<[usize; 2]>>,
     act: Activation,
     head: Head,
 }
@@ -161,6 +171,7 @@ impl DeconvNet {
         let mut seed = None;
         let n = channels.len();
         let mut cur = [0usize; 2];
+        let mut crops = Vec::new();
         for (i, l) in layers
             .iter()
             .filter(|l| matches!(l.kind, LayerKind::ConvTranspose2d { .. }))
@@ -189,9 +200,15 @@ impl DeconvNet {
                     op[a] = target[a].saturating_sub(base);
                     cur[a] = base;
                 }
-                // One output padding for both sides (candle's conv_transpose2d takes one).
-                let pad = if op[0] == op[1] && op[0] < stride { op[0] } else { 0 };
-                cur = [cur[0] + pad, cur[1] + pad];
+                // candle's conv_transpose2d takes one output padding for both sides:
+                // take the larger and crop the other side (output padding only extends
+                // the range of output positions computed, so the crop equals PyTorch's
+                // per-side output_padding).
+                let pad = op[0].max(op[1]);
+                let pad = if pad < stride { pad } else { 0 };
+                let full = [cur[0] + pad, cur[1] + pad];
+                cur = [cur[0] + op[0].min(pad), cur[1] + op[1].min(pad)];
+                crops.push(if cur != full { Some(cur) } else { None });
                 let spec = LinearSpec {
                     op: Op::ConvT {
                         stride,
@@ -204,7 +221,13 @@ impl DeconvNet {
                     weight_name: "weight",
                     bias_name: "bias",
                 };
-                deconvs.push(Linear::new(&spec, &net.weights, None, &vb.pp(&l.name), rng)?);
+                deconvs.push(Linear::new(
+                    &spec,
+                    &net.weights,
+                    None,
+                    &vb.pp(&l.name),
+                    rng,
+                )?);
             }
         }
         if n > 0 && cur != [h, w] {
@@ -245,6 +268,7 @@ impl DeconvNet {
             stack,
             seed,
             deconvs,
+            crops,
             act,
             head,
         })
@@ -261,8 +285,11 @@ impl Network for DeconvNet {
         };
         let mut x = x.reshape((r, c0, h0, w0))?; // [R, c0, h0, w0]
         let n = self.deconvs.len();
-        for (i, d) in self.deconvs.iter().enumerate() {
+        for (i, (d, crop)) in self.deconvs.iter().zip(&self.crops).enumerate() {
             x = d.forward(&x, ctx)?; // [R, c_out, h·s, w·s]
+            if let Some([h, w]) = *crop {
+                x = x.narrow(2, 0, h)?.narrow(3, 0, w)?;
+            }
             if i + 1 < n {
                 x = activate(&x, self.act)?;
             }

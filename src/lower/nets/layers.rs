@@ -255,6 +255,12 @@ impl Linear {
                     };
                     Some((theta, log_alpha))
                 } else {
+                    if *kind == crate::ir::VdropKind::A && out_units > 0 {
+                        // arch counts one log α per row even for a weight with no
+                        // columns (a GRU cell whose only input is its state); it acts
+                        // on nothing, but the checkpoint has the count `arch` reports.
+                        param(vb, rng, &format!("{wn}_log_alpha"), &[out_units], la)?;
+                    }
                     None
                 };
                 Params::Vdrop {
@@ -566,7 +572,8 @@ pub fn head_activation(x: &Tensor, act: HeadActivation) -> Result<Tensor> {
         HeadActivation::None => Ok(x.clone()),
         HeadActivation::Softplus => softplus(x)? + POSITIVE_FLOOR,
         HeadActivation::Sigmoid => candle_nn::ops::sigmoid(x),
-        HeadActivation::Softmax => candle_nn::ops::softmax_last_dim(x),
+        // Not `softmax_last_dim`: that fused op has no backward pass in candle 0.11.
+        HeadActivation::Softmax => candle_nn::ops::softmax(x, D::Minus1),
     }
 }
 

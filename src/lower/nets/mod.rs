@@ -32,8 +32,11 @@
 //! prefix, [`build_with_rng`] takes the run's stream. Parameters already in the var store
 //! (a loaded checkpoint) keep their values.
 
+pub mod conv;
 pub mod dense;
 pub mod layers;
+pub mod recurrent;
+pub mod sets;
 
 #[cfg(test)]
 mod tests;
@@ -85,6 +88,27 @@ pub fn build_with_rng(net: &NetDef, vb: VarBuilder, rng: &mut Rng) -> Result<Box
         Arch::Made { hidden, act } => {
             Ok(Box::new(dense::DenseNet::made(net, hidden, *act, vb, rng)?))
         }
+        Arch::Conv { hidden, act, .. } => {
+            Ok(Box::new(conv::ConvNet::new(net, hidden, *act, vb, rng)?))
+        }
+        Arch::Deconv {
+            channels,
+            hidden,
+            act,
+            ..
+        } => Ok(Box::new(conv::DeconvNet::new(
+            net, channels, hidden, *act, vb, rng,
+        )?)),
+        Arch::Gru => Ok(Box::new(recurrent::Gru::new(net, vb, rng)?)),
+        Arch::Lstm => Ok(Box::new(recurrent::Lstm::new(net, vb, rng)?)),
+        Arch::DeepSets {
+            phi,
+            rho,
+            pool,
+            act,
+        } => Ok(Box::new(sets::DeepSets::new(
+            net, phi, rho, *pool, *act, vb, rng,
+        )?)),
         other => bail!(
             "network `{}`: architecture `{}` is not lowered yet",
             net.name,

@@ -22,7 +22,13 @@ struct Cell {
 }
 
 impl Cell {
-    fn new(net: &NetDef, gates: usize, skip: usize, vb: &VarBuilder, rng: &mut Rng) -> Result<Cell> {
+    fn new(
+        net: &NetDef,
+        gates: usize,
+        skip: usize,
+        vb: &VarBuilder,
+        rng: &mut Rng,
+    ) -> Result<Cell> {
         let hidden = net.inputs.first().map(|i| i.ty.numel()).unwrap_or(0);
         let xs: Vec<(usize, usize)> = widths(net, skip)
             .into_iter()
@@ -39,8 +45,20 @@ impl Cell {
             bias_name: b,
         };
         let vb = vb.pp("cell");
-        let ih = Linear::new(&spec(input, "weight_ih", "bias_ih"), &net.weights, None, &vb, rng)?;
-        let hh = Linear::new(&spec(hidden, "weight_hh", "bias_hh"), &net.weights, None, &vb, rng)?;
+        let ih = Linear::new(
+            &spec(input, "weight_ih", "bias_ih"),
+            &net.weights,
+            None,
+            &vb,
+            rng,
+        )?;
+        let hh = Linear::new(
+            &spec(hidden, "weight_hh", "bias_hh"),
+            &net.weights,
+            None,
+            &vb,
+            rng,
+        )?;
         Ok(Cell {
             ih,
             hh,

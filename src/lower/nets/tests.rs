@@ -5,7 +5,7 @@
 use super::*;
 use crate::arch;
 use crate::ir::{
-    Activation, Domain, Head, HeadActivation, NetInput, Norm, Type, VdropKind, Weights,
+    Activation, Domain, Head, HeadActivation, NetInput, Norm, Pool, Type, VdropKind, Weights,
 };
 use crate::span::Span;
 use candle_core::{DType, Device, Tensor};
@@ -571,7 +571,9 @@ fn gradients_reach_every_parameter() {
             }
             let grads = loss.backward().unwrap();
             for (k, v) in vm.data().lock().unwrap().iter() {
-                if layers::is_buffer(k) {
+                // Buffers are not learned; a vdrop-A log α of a GRU cell without
+                // inputs (kept for arch's count) acts on nothing.
+                if layers::is_buffer(k) || k == "g0.cell.weight_ih_log_alpha" {
                     continue;
                 }
                 let g = grads.get(v.as_tensor());
@@ -858,6 +860,267 @@ fn vdrop_kl_and_moments() {
     );
 }
 
+fn set_net(mut n: NetDef) -> NetDef {
+    n.inputs[0].set = true;
+    n
+}
+
+fn gru_net() -> NetDef {
+    net(
+        "cell",
+        &[
+            ("h", real(&[3])),
+            ("x", real(&[2])),
+            ("b", ty(Domain::Binary, &[1])),
+        ],
+        &[("cell", real(&[3]))],
+        Arch::Gru,
+    )
+}
+
+fn lstm_net() -> NetDef {
+    net(
+        "lstm",
+        &[("h", real(&[2])), ("c", real(&[2])), ("x", real(&[3]))],
+        &[("h", real(&[2])), ("c", real(&[2]))],
+        Arch::Lstm,
+    )
+}
+
+fn conv_net() -> NetDef {
+    net(
+        "enc",
+        &[("img", real(&[1, 5, 5])), ("e", real(&[2]))],
+        &[("loc", real(&[3])), ("scale", ty(Domain::Positive, &[3]))],
+        Arch::Conv {
+            channels: vec![2, 3],
+            kernel: 3,
+            stride: 2,
+            act: Activation::Relu,
+            hidden: vec![4],
+        },
+    )
+}
+
+fn deconv_net(head: &[usize], channels: &[usize], kernel: usize, hidden: &[usize]) -> NetDef {
+    net(
+        "dec",
+        &[("z", real(&[3]))],
+        &[("x", ty(Domain::Binary, head))],
+        Arch::Deconv {
+            channels: channels.to_vec(),
+            kernel,
+            stride: 2,
+            act: Activation::Elu,
+            hidden: hidden.to_vec(),
+        },
+    )
+}
+
+fn deepsets_net(pool: Pool) -> NetDef {
+    set_net(net(
+        "summary",
+        &[("S", real(&[2])), ("w", real(&[1]))],
+        &[("s", real(&[2]))],
+        Arch::DeepSets {
+            phi: vec![3],
+            rho: vec![4],
+            pool,
+            act: Activation::Tanh,
+        },
+    ))
+}
+
 fn more_zoo() -> Vec<NetDef> {
-    vec![]
+    vec![
+        gru_net(),
+        net("g0", &[("h", real(&[4]))], &[("h", real(&[4]))], Arch::Gru),
+        lstm_net(),
+        conv_net(),
+        net(
+            "c2",
+            &[("img", ty(Domain::Binary, &[6, 7]))],
+            &[("y", ty(Domain::Simplex, &[4]))],
+            Arch::Conv {
+                channels: vec![2],
+                kernel: 4,
+                stride: 1,
+                act: Activation::Gelu,
+                hidden: vec![],
+            },
+        ),
+        deconv_net(&[1, 7, 7], &[2], 4, &[5]),
+        deconv_net(&[2, 8, 12], &[3, 2], 4, &[]),
+        deconv_net(&[5, 4], &[], 4, &[6]),
+        deepsets_net(Pool::Mean),
+        deepsets_net(Pool::Max),
+        set_net(net(
+            "ds",
+            &[("S", ty(Domain::Cat(3), &[2]))],
+            &[("s", real(&[2]))],
+            Arch::DeepSets {
+                phi: vec![],
+                rho: vec![],
+                pool: Pool::Sum,
+                act: Activation::Relu,
+            },
+        )),
+    ]
+}
+
+#[test]
+fn gru_and_lstm_match_torch() {
+    against_torch(&gru_net(), "gru", false);
+    against_torch(&lstm_net(), "lstm", false);
+}
+
+#[test]
+fn gru_by_hand() {
+    // H = 1, I = 1: every weight 0.5, every bias 0: r = z = σ(0.5 x + 0.5 h),
+    // n = tanh(0.5 x + r · 0.5 h), h' = (1 − z) n + z h.
+    let n = net(
+        "g",
+        &[("h", real(&[1])), ("x", real(&[1]))],
+        &[("g", real(&[1]))],
+        Arch::Gru,
+    );
+    let (mut vm, f) = built(&n);
+    for k in ["weight_ih", "weight_hh"] {
+        set(&mut vm, &format!("g.cell.{k}"), &[0.5; 3], &[3, 1]);
+    }
+    for k in ["bias_ih", "bias_hh"] {
+        set(&mut vm, &format!("g.cell.{k}"), &[0.0; 3], &[3]);
+    }
+    let (h, x) = (0.8f64, -0.6f64);
+    let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+    let r = sig(0.5 * x + 0.5 * h);
+    let nn = (0.5 * x + r * 0.5 * h).tanh();
+    let want = (1.0 - r) * nn + r * h;
+    let d = &Device::Cpu;
+    let mut rng = Rng::seed(0);
+    let out = f
+        .forward(
+            &[
+                Tensor::new(&[[h as f32]], d).unwrap(),
+                Tensor::new(&[[x as f32]], d).unwrap(),
+            ],
+            &mut NetCtx {
+                train: false,
+                rng: &mut rng,
+            },
+        )
+        .unwrap();
+    let got: Vec<Vec<f32>> = out[0].to_vec2().unwrap();
+    assert!((got[0][0] as f64 - want).abs() < 1e-6, "{got:?} vs {want}");
+}
+
+#[test]
+fn conv_deconv_and_deepsets_match_torch() {
+    against_torch(&conv_net(), "conv", false);
+    against_torch(&deconv_net(&[1, 7, 7], &[2], 4, &[5]), "deconv", false);
+    against_torch(&deepsets_net(Pool::Mean), "deepsets_mean", false);
+    against_torch(&deepsets_net(Pool::Sum), "deepsets_sum", false);
+    against_torch(&deepsets_net(Pool::Max), "deepsets_max", false);
+}
+
+fn shapes_of(n: &NetDef, r: usize) -> Vec<Vec<usize>> {
+    let (_vm, f) = built(n);
+    let mut rng = Rng::seed(3);
+    let x = inputs_for(n, r, &mut rng);
+    let out = f
+        .forward(
+            &x,
+            &mut NetCtx {
+                train: true,
+                rng: &mut rng,
+            },
+        )
+        .unwrap();
+    out.iter().map(|o| o.dims().to_vec()).collect()
+}
+
+#[test]
+fn conv_and_deconv_output_shapes() {
+    // Odd and even sides, one or more layers, [H, W] read as one channel.
+    for (head, channels, kernel) in [
+        (vec![1, 28, 28], vec![64, 32], 4),
+        (vec![1, 7, 7], vec![2], 4),
+        (vec![3, 9, 9], vec![4, 2], 4),
+        (vec![2, 8, 12], vec![3, 2], 4),
+        (vec![1, 11, 11], vec![3], 3),
+        (vec![5, 4], vec![2], 4),
+        (vec![1, 5, 5], vec![], 4),
+    ] {
+        let n = deconv_net(&head, &channels, kernel, &[6]);
+        let mut want = vec![2];
+        want.extend_from_slice(&head);
+        assert_eq!(shapes_of(&n, 2), vec![want], "{head:?} {channels:?}");
+    }
+    for (img, kernel, stride) in [
+        (vec![1, 28, 28], 3, 2),
+        (vec![3, 9, 7], 3, 2),
+        (vec![2, 5, 5], 5, 1),
+        (vec![6, 7], 4, 3),
+    ] {
+        let n = net(
+            "c",
+            &[("img", real(&img)), ("y", ty(Domain::Cat(3), &[]))],
+            &[("a", real(&[2, 2])), ("b", ty(Domain::Unit, &[3]))],
+            Arch::Conv {
+                channels: vec![4, 3],
+                kernel,
+                stride,
+                act: Activation::Relu,
+                hidden: vec![5],
+            },
+        );
+        assert_eq!(shapes_of(&n, 3), vec![vec![3, 2, 2], vec![3, 3]], "{img:?}");
+        let (vm, _) = built(&n);
+        let count: usize = vm.all_vars().iter().map(|v| v.elem_count()).sum();
+        assert_eq!(count as u64, arch::param_count(&n));
+    }
+}
+
+#[test]
+fn deconv_that_cannot_reach_the_head_is_an_error() {
+    // k = 3, s = 2, p = 0: sides 2·h + 1 from h = 8/4 = 2 give 5, then 11: never 8.
+    let n = deconv_net(&[1, 8, 8], &[2, 2], 3, &[]);
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu).pp("dec");
+    let e = match build(&n, vb) {
+        Ok(_) => panic!("built"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("8x8"), "{e}");
+}
+
+#[test]
+fn deepsets_is_permutation_invariant() {
+    for pool in [Pool::Mean, Pool::Sum, Pool::Max] {
+        let n = deepsets_net(pool);
+        let (_vm, f) = built(&n);
+        let mut rng = Rng::seed(8);
+        let x = inputs_for(&n, 2, &mut rng);
+        let perm = Tensor::new(&[3u32, 0, 4, 2, 1], &Device::Cpu).unwrap();
+        let shuffled = x[0].index_select(&perm, 1).unwrap();
+        let run = |s: &Tensor| -> Vec<f32> {
+            let mut r = Rng::seed(0);
+            f.forward(
+                &[s.clone(), x[1].clone()],
+                &mut NetCtx {
+                    train: false,
+                    rng: &mut r,
+                },
+            )
+            .unwrap()[0]
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let (a, b) = (run(&x[0]), run(&shuffled));
+        for (u, v) in a.iter().zip(&b) {
+            assert!((u - v).abs() < 1e-5, "{pool:?}: {a:?} vs {b:?}");
+        }
+    }
 }
