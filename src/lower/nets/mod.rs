@@ -32,6 +32,7 @@
 //! prefix, [`build_with_rng`] takes the run's stream. Parameters already in the var store
 //! (a loaded checkpoint) keep their values.
 
+pub mod attend;
 pub mod conv;
 pub mod dense;
 pub mod layers;
@@ -109,6 +110,9 @@ pub fn build_with_rng(net: &NetDef, vb: VarBuilder, rng: &mut Rng) -> Result<Box
         } => Ok(Box::new(sets::DeepSets::new(
             net, phi, rho, *pool, *act, vb, rng,
         )?)),
+        Arch::AttendRead { grid } => Ok(Box::new(attend::AttendRead::new(net, *grid, vb, rng)?)),
+        Arch::AttendWrite { grid } => Ok(Box::new(attend::AttendWrite::new(net, *grid, vb, rng)?)),
+        #[allow(unreachable_patterns)]
         other => bail!(
             "network `{}`: architecture `{}` is not lowered yet",
             net.name,

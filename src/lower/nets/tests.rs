@@ -954,6 +954,8 @@ fn more_zoo() -> Vec<NetDef> {
         deconv_net(&[5, 4], &[], 4, &[6]),
         deepsets_net(Pool::Mean),
         deepsets_net(Pool::Max),
+        read_net(),
+        write_net(),
         set_net(net(
             "ds",
             &[("S", ty(Domain::Cat(3), &[2]))],
@@ -1123,4 +1125,83 @@ fn deepsets_is_permutation_invariant() {
             assert!((u - v).abs() < 1e-5, "{pool:?}: {a:?} vs {b:?}");
         }
     }
+}
+
+fn read_net() -> NetDef {
+    net(
+        "read",
+        &[("img", real(&[2, 6, 5])), ("h", real(&[3]))],
+        &[("read", real(&[18]))],
+        Arch::AttendRead { grid: 3 },
+    )
+}
+
+fn write_net() -> NetDef {
+    net(
+        "write",
+        &[("h", real(&[3]))],
+        &[("write", real(&[2, 6, 5]))],
+        Arch::AttendWrite { grid: 3 },
+    )
+}
+
+#[test]
+fn attention_matches_torch() {
+    against_torch(&read_net(), "attend_read", false);
+    against_torch(&write_net(), "attend_write", false);
+}
+
+#[test]
+fn attention_with_a_unit_grid_copies_the_image() {
+    // N = H = W = 4, centre g̃ = 0, δ̃ = 1 (δ = (4 − 1)/(4 − 1) = 1), σ² = 1e-4, γ = 1:
+    // the filter centres are the pixels 1..4 and both filterbanks are the identity.
+    let params = |vm: &mut VarMap, name: &str, inp: usize| {
+        set(
+            vm,
+            &format!("{name}.params.weight"),
+            &vec![0.0; 5 * inp],
+            &[5, inp],
+        );
+        set(
+            vm,
+            &format!("{name}.params.bias"),
+            &[0.0, 0.0, (1e-4f32).ln(), 0.0, 0.0],
+            &[5],
+        );
+    };
+    let d = &Device::Cpu;
+    let read = net(
+        "r",
+        &[("img", real(&[1, 4, 4])), ("h", real(&[2]))],
+        &[("g", real(&[1, 4, 4]))],
+        Arch::AttendRead { grid: 4 },
+    );
+    let (mut vm, f) = built(&read);
+    params(&mut vm, "r", 2);
+    let mut rng = Rng::seed(1);
+    let img = rng.normal(&[2, 1, 4, 4], d).unwrap();
+    let h = rng.normal(&[2, 2], d).unwrap();
+    let mut ctx = NetCtx {
+        train: false,
+        rng: &mut rng,
+    };
+    let out = f.forward(&[img.clone(), h.clone()], &mut ctx).unwrap();
+    close(&out[0], &img, 1e-5, "read");
+    let write = net(
+        "w",
+        &[("h", real(&[2]))],
+        &[("x", real(&[1, 4, 4]))],
+        Arch::AttendWrite { grid: 4 },
+    );
+    let (mut vm, f) = built(&write);
+    params(&mut vm, "w", 2);
+    let patch: Vec<f32> = (0..16).map(|i| i as f32 * 0.1).collect();
+    set(&mut vm, "w.patch.weight", &vec![0.0; 32], &[16, 2]);
+    set(&mut vm, "w.patch.bias", &patch, &[16]);
+    let out = f.forward(&[h], &mut ctx).unwrap();
+    let want = Tensor::from_vec(patch, (1, 1, 4, 4), d)
+        .unwrap()
+        .repeat((2, 1, 1, 1))
+        .unwrap();
+    close(&out[0], &want, 1e-5, "write");
 }
