@@ -1020,6 +1020,13 @@ fn gru_by_hand() {
 fn conv_deconv_and_deepsets_match_torch() {
     against_torch(&conv_net(), "conv", false);
     against_torch(&deconv_net(&[1, 7, 7], &[2], 4, &[5]), "deconv", false);
+    let mut uneven = deconv_net(&[1, 5, 4], &[2], 4, &[]);
+    uneven.heads[0] = Head {
+        activation: HeadActivation::None,
+        ty: real(&[1, 5, 4]),
+        ..uneven.heads[0].clone()
+    };
+    against_torch(&uneven, "deconv_uneven", false);
     against_torch(&deepsets_net(Pool::Mean), "deepsets_mean", false);
     against_torch(&deepsets_net(Pool::Sum), "deepsets_sum", false);
     against_torch(&deepsets_net(Pool::Max), "deepsets_max", false);
@@ -1196,7 +1203,7 @@ fn attention_with_a_unit_grid_copies_the_image() {
     let (mut vm, f) = built(&write);
     params(&mut vm, "w", 2);
     let patch: Vec<f32> = (0..16).map(|i| i as f32 * 0.1).collect();
-    set(&mut vm, "w.patch.weight", &vec![0.0; 32], &[16, 2]);
+    set(&mut vm, "w.patch.weight", &[0.0; 32], &[16, 2]);
     set(&mut vm, "w.patch.bias", &patch, &[16]);
     let out = f.forward(&[h], &mut ctx).unwrap();
     let want = Tensor::from_vec(patch, (1, 1, 4, 4), d)
@@ -1204,4 +1211,109 @@ fn attention_with_a_unit_grid_copies_the_image() {
         .repeat((2, 1, 1, 1))
         .unwrap();
     close(&out[0], &want, 1e-5, "write");
+}
+
+/// The same network with tanh activations (finite differences across a ReLU kink lie).
+fn smooth(mut n: NetDef) -> NetDef {
+    if let Arch::Conv { act, .. } = &mut n.arch {
+        *act = Activation::Tanh;
+    }
+    n
+}
+
+/// Central finite differences of a scalar loss against candle's backward pass, for a few
+/// entries of every parameter (f32: a loose tolerance, but a wrong formula is far off).
+#[test]
+fn gradients_match_finite_differences() {
+    let nets = [
+        deconv_net(&[1, 5, 4], &[2], 4, &[3]),
+        deconv_net(&[2, 7, 7], &[3, 2], 4, &[]),
+        smooth(conv_net()),
+        smooth(net(
+            "c2",
+            &[("img", real(&[2, 6, 7]))],
+            &[("y", real(&[4]))],
+            Arch::Conv {
+                channels: vec![2],
+                kernel: 4,
+                stride: 1,
+                act: Activation::Tanh,
+                hidden: vec![],
+            },
+        )),
+        gru_net(),
+        lstm_net(),
+        read_net(),
+        write_net(),
+        deepsets_net(Pool::Max),
+        mlp_net(Activation::Gelu, Norm::Layer),
+    ];
+    for n in nets {
+        let (vm, f) = built(&n);
+        let mut rng = Rng::seed(21);
+        let x = inputs_for(&n, 3, &mut rng);
+        // A fixed random projection of every output, so no symmetry hides an error.
+        let proj: Vec<Tensor> = {
+            let mut r0 = Rng::seed(5);
+            let mut ctx = NetCtx {
+                train: false,
+                rng: &mut r0,
+            };
+            f.forward(&x, &mut ctx)
+                .unwrap()
+                .iter()
+                .map(|o| rng.normal(o.dims(), &Device::Cpu).unwrap())
+                .collect()
+        };
+        let loss = || -> Tensor {
+            let mut r0 = Rng::seed(5);
+            let mut ctx = NetCtx {
+                train: false,
+                rng: &mut r0,
+            };
+            f.forward(&x, &mut ctx)
+                .unwrap()
+                .iter()
+                .zip(&proj)
+                .map(|(o, p)| (o * p).unwrap().sum_all().unwrap())
+                .reduce(|a, b| (a + b).unwrap())
+                .unwrap()
+        };
+        let grads = loss().backward().unwrap();
+        let vars: Vec<(String, candle_core::Var)> = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in vars {
+            let g: Vec<f32> = grads
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let orig: Vec<f32> = v.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let eps = 1e-2f32;
+            for i in (0..orig.len()).step_by(orig.len().div_ceil(4)) {
+                let at = |d: f32| -> f64 {
+                    let mut w = orig.clone();
+                    w[i] += d;
+                    v.set(&Tensor::from_vec(w, v.shape(), &Device::Cpu).unwrap())
+                        .unwrap();
+                    loss().to_scalar::<f32>().unwrap() as f64
+                };
+                let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+                v.set(&Tensor::from_vec(orig.clone(), v.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let an = g[i] as f64;
+                assert!(
+                    (fd - an).abs() <= 2e-2 * (1.0 + an.abs()),
+                    "{k}[{i}]: finite differences {fd}, backward {an}"
+                );
+            }
+        }
+    }
 }
