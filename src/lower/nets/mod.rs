@@ -18,6 +18,20 @@
 //! every random draw (dropout masks, local-reparameterization noise) comes from
 //! [`NetCtx::rng`], vic's seeded generator, never from candle's.
 //!
+//! # Architectures
+//!
+//! - `linear`, `mlp`, `made`: [`dense`]. An `mlp` hidden layer is dense → norm → act →
+//!   dropout; the last layer is plain. `made` uses Germain et al.'s degrees (input 1..Z,
+//!   context 0, hidden cycling over 1..Z−1, outputs 1..Z per head), so output i sees
+//!   z\[0..i\] and the context; output 0 sees no hidden unit, so it is a constant (as in
+//!   the paper and Pyro), and a hidden layer narrower than Z − 1 leaves the last inputs
+//!   unused.
+//! - `conv`, `deconv`: [`conv`] (sizes from `arch::layers`; `deconv` adds PyTorch's
+//!   `output_padding` where needed so the image head's sides come out exactly).
+//! - `gru`, `lstm`: [`recurrent`] (PyTorch's cell equations and layouts).
+//! - `deepsets`: [`sets`] (every `phi` and `rho` layer activated, `out` plain).
+//! - `attend_read`, `attend_write`: [`attend`] (DRAW's Gaussian filterbanks).
+//!
 //! # Parameters
 //!
 //! Keys are `<layer>.<param>` under the caller's prefix (`encoder.layer0.weight`):

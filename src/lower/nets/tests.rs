@@ -1317,3 +1317,72 @@ fn gradients_match_finite_differences() {
         }
     }
 }
+
+#[test]
+fn bayes_convolution_moments_match_the_closed_form() {
+    // One 3x3 kernel, stride 2, padding 1, on a 4x4 image: out[oy, ox] =
+    // Σ x[2oy − 1 + ky, 2ox − 1 + kx] w[ky, kx] + b (zero outside), and under local
+    // reparameterization Var = Σ x² σ_w² + σ_b².
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let spec = layers::LinearSpec {
+        op: layers::Op::Conv {
+            stride: 2,
+            padding: 1,
+        },
+        w_shape: vec![1, 1, 3, 3],
+        bias: true,
+        bound: 0.3,
+        weight_name: "weight",
+        bias_name: "bias",
+    };
+    let mut rng = Rng::seed(0);
+    let conv = layers::Linear::new(
+        &spec,
+        &Weights::Bayes { prior_scale: 1.0 },
+        None,
+        &vb,
+        &mut rng,
+    )
+    .unwrap();
+    let mut vm = vm;
+    let w: Vec<f32> = (0..9).map(|i| (i as f32 - 4.0) * 0.2).collect();
+    let lv: Vec<f32> = (0..9).map(|i| -1.0 - 0.2 * i as f32).collect();
+    set(&mut vm, "weight_mu", &w, &[1, 1, 3, 3]);
+    set(&mut vm, "weight_logvar", &lv, &[1, 1, 3, 3]);
+    set(&mut vm, "bias_mu", &[0.3], &[1]);
+    set(&mut vm, "bias_logvar", &[-2.0], &[1]);
+    let img: Vec<f32> = (0..16).map(|i| ((i * 7) % 5) as f32 * 0.5 - 1.0).collect();
+    let r = 30_000;
+    let x = Tensor::from_vec(img.clone(), (1, 1, 4, 4), &Device::Cpu)
+        .unwrap()
+        .repeat((r, 1, 1, 1))
+        .unwrap();
+    let mut ctx = NetCtx {
+        train: true,
+        rng: &mut rng,
+    };
+    let y = conv.forward(&x, &mut ctx).unwrap(); // [R, 1, 2, 2]
+    let y = y.reshape((r, 4)).unwrap();
+    for (j, (m, v)) in moments(&y).into_iter().enumerate() {
+        let (oy, ox) = (j / 2, j % 2);
+        let (mut want_m, mut want_v) = (0.3f64, (-2.0f64).exp());
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let (iy, ix) = (2 * oy + ky, 2 * ox + kx);
+                if iy == 0 || ix == 0 || iy > 4 || ix > 4 {
+                    continue; // padding
+                }
+                let xv = img[(iy - 1) * 4 + (ix - 1)] as f64;
+                want_m += xv * w[ky * 3 + kx] as f64;
+                want_v += xv * xv * (lv[ky * 3 + kx] as f64).exp();
+            }
+        }
+        let se = (want_v / r as f64).sqrt();
+        assert!((m - want_m).abs() < 5.0 * se, "mean {j}: {m} vs {want_m}");
+        assert!(
+            (v - want_v).abs() < 0.05 * want_v,
+            "var {j}: {v} vs {want_v}"
+        );
+    }
+}
