@@ -774,6 +774,19 @@ fn bayes_local_reparameterization_has_the_right_moments() {
             "var {j}: {v} vs {want_v}"
         );
     }
+    // The noise comes from vic's generator: the same seed gives the same draws.
+    let again = f
+        .forward(
+            std::slice::from_ref(&x),
+            &mut NetCtx {
+                train: true,
+                rng: &mut Rng::seed(4),
+            },
+        )
+        .unwrap();
+    let first: Vec<f32> = y[0].flatten_all().unwrap().to_vec1().unwrap();
+    let second: Vec<f32> = again[0].flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(first, second);
     // Evaluation uses the mean weights.
     let e = f
         .forward(
