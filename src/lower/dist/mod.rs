@@ -28,6 +28,26 @@
 //!
 //! All parameters take the dtype and device of the first parameter of rank >= 1
 //! (f32 in training; the tests also use f64).
+//!
+//! # API
+//!
+//! - [`DistValue::new`]`(kind, params, component, event_shape)`, [`DistValue::mixture`];
+//!   [`DistValue::with_rows`] broadcasts a one-row distribution to R rows.
+//! - [`DistValue::log_prob`]`(value) -> [R]`: Bernoulli takes 0/1 (or relaxed) values and
+//!   uses `x l - softplus(l)` with logits, clamped probs otherwise; Categorical takes
+//!   one-hot (or relaxed) values and returns `Σ value · log_softmax(logits)`;
+//!   ContinuousBernoulli includes its normalizer (series near logit 0); Mixture is
+//!   `logsumexp_k(log w_k + log p_k(value))`. Outside the support: `-inf`.
+//! - [`DistValue::rsample`]`(rng)`: Normal, LogNormal, Laplace, StudentT, Uniform,
+//!   Exponential, ContinuousBernoulli (inverse CDF); an error for the others.
+//! - [`DistValue::sample`]`(rng)`: every family, detached.
+//! - [`DistValue::relaxed_sample`]`(temperature, rng)`: Gumbel-softmax (Categorical),
+//!   binary Concrete (Bernoulli).
+//! - [`DistValue::enumerate_support`]: a Categorical of event shape `[]` (K one-hots
+//!   `[R, K]`) or a Bernoulli of one element (0 and 1); an error otherwise.
+//! - [`DistValue::mean`]; [`kl`]`(q, p) -> [R]` for the pairs of
+//!   [`has_analytic_kl`](crate::ir::has_analytic_kl).
+//! - [`special`]: `lgamma`, `digamma`, `softplus`, `logsumexp`, ... on tensors.
 
 mod kl;
 mod sample;
@@ -347,14 +367,24 @@ impl DistValue {
             .unwrap_or(Device::Cpu)
     }
 
-    /// The shape of one value: `[R, ...event_shape]`, `Categorical` `[R, ...shape, K]`.
+    /// The shape of one value: `[R, ...event_shape]`, `Categorical` `[R, ...shape, K]`
+    /// (and a `Mixture` of Categoricals likewise).
     pub fn value_shape(&self) -> Vec<usize> {
         let mut s = vec![self.rows];
         s.extend_from_slice(&self.event_shape);
-        if let (DistKind::Categorical, Some(k)) = (self.kind, self.categories) {
+        if let Some(k) = self.one_hot_classes() {
             s.push(k);
         }
         s
+    }
+
+    /// The trailing one-hot axis of a value: a Categorical's K, or its Mixture's.
+    fn one_hot_classes(&self) -> Option<usize> {
+        match (self.kind, &self.component) {
+            (DistKind::Categorical, _) => self.categories,
+            (DistKind::Mixture, Some(c)) => c.one_hot_classes(),
+            _ => None,
+        }
     }
 
     /// A required parameter (present by construction).

@@ -1696,3 +1696,73 @@ fn bad_inputs_are_errors_not_panics() {
         .iter()
         .all(|v| v.is_nan()));
 }
+
+#[test]
+fn mixtures_sum_the_component_event_inside_the_logsumexp() {
+    let dev = &Device::Cpu;
+    let lse = |a: &[f64]| {
+        let m = a.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        m + a.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+    };
+    let log_w = |w: &[f64]| {
+        let z = lse(w);
+        w.iter().map(|x| x - z).collect::<Vec<f64>>()
+    };
+    let n01 = |x: f64, m: f64| -0.5 * (x - m) * (x - m) - 0.9189385332046727;
+    // Two Normal components over an event of shape [2]: the event is summed per component.
+    let w = [0.4, -0.3];
+    let mu = [[0.0, 1.0], [2.0, -1.0]];
+    let x = [0.5, 0.2];
+    let m = DistValue::mixture(
+        Tensor::new(&[w], dev).unwrap(),
+        DistKind::Normal,
+        vec![
+            (DistParam::Loc, Tensor::new(&[mu], dev).unwrap()),
+            (DistParam::Scale, scalar(1.0)),
+        ],
+        &[2],
+    )
+    .unwrap();
+    let lw = log_w(&w);
+    let want = lse(&[
+        lw[0] + n01(x[0], mu[0][0]) + n01(x[1], mu[0][1]),
+        lw[1] + n01(x[0], mu[1][0]) + n01(x[1], mu[1][1]),
+    ]);
+    let got = vec1(&m.log_prob(&Tensor::new(&[x], dev).unwrap()).unwrap());
+    assert_all_close("mixture event", &got, &[want], 1e-12, 1e-12);
+
+    // A mixture of two Categoricals over K = 3 classes: values are one-hot [R, 3].
+    let c = [[0.0, 1.0, 2.0], [3.0, 0.0, -1.0]];
+    let m = DistValue::mixture(
+        Tensor::new(&[w], dev).unwrap(),
+        DistKind::Categorical,
+        vec![(DistParam::Logits, Tensor::new(&[c], dev).unwrap())],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(m.value_shape(), vec![1, 3]);
+    let (l0, l1) = (log_w(&c[0]), log_w(&c[1]));
+    for j in 0..3 {
+        let v: Vec<f64> = (0..3).map(|i| f64::from(i == j)).collect();
+        let got = vec1(
+            &m.log_prob(
+                &Tensor::new(v.as_slice(), dev)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap(),
+            )
+            .unwrap(),
+        );
+        let want = lse(&[lw[0] + l0[j], lw[1] + l1[j]]);
+        assert_all_close("mixture of categoricals", &got, &[want], 1e-12, 1e-12);
+    }
+    let mean = vec1(&m.mean().unwrap());
+    let want: Vec<f64> = (0..3)
+        .map(|j| lw[0].exp() * l0[j].exp() + lw[1].exp() * l1[j].exp())
+        .collect();
+    assert_all_close("mixture of categoricals mean", &mean, &want, 1e-12, 1e-12);
+    let mut rng = Rng::seed(2);
+    let s = m.with_rows(5).unwrap().sample(&mut rng).unwrap();
+    assert_eq!(s.dims(), &[5, 3]);
+    assert_eq!(vec1(&s.sum(1).unwrap()), vec![1.0; 5]);
+}
