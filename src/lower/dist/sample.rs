@@ -357,11 +357,24 @@ fn min_positive(dtype: DType) -> f64 {
 /// logarithm by `l`).
 const CB_ICDF_TAYLOR: f64 = 0.2;
 
+/// The ContinuousBernoulli inverse CDF's series in the logit `l`: the coefficient of `lⁿ`
+/// is `u(1-u) P_n(u) / (n+1)!`, `P_n` given by its coefficients in ascending powers of `u`
+/// (derived with sympy from `log(1 + u (e^l - 1)) / l`).
+const CB_ICDF_SERIES: [(&[f64], f64); 6] = [
+    (&[1.0], 2.0),
+    (&[1.0, -2.0], 6.0),
+    (&[1.0, -6.0, 6.0], 24.0),
+    (&[1.0, -14.0, 36.0, -24.0], 120.0),
+    (&[1.0, -30.0, 150.0, -240.0, 120.0], 720.0),
+    (&[1.0, -62.0, 540.0, -1560.0, 1800.0, -720.0], 5040.0),
+];
+
 /// The ContinuousBernoulli inverse CDF at `u` in logits:
 /// `x = log(1 + u (e^l - 1)) / l`, computed as
 /// `(max(l, 0) + log((1 - u) e^{-max(l,0)} + u e^{l - max(l,0)})) / l` so that neither
-/// exponential overflows, and for small `|l|` by its series (w = u(1-u)):
-/// `u + l w/2 + l² w(1-2u)/6 + l³ w(1-6u+6u²)/24 + l⁴ w(1-2u)(1-12u+12u²)/120`.
+/// exponential overflows, and for small `|l|` by its series
+/// `u + w Σ_{n=1..6} lⁿ P_n(u) / (n+1)!` with `w = u(1-u)` and the polynomials of
+/// [`CB_ICDF_SERIES`] (truncation error below 1e-10 at |l| < 0.2).
 pub(super) fn cb_icdf(l: &Tensor, u: &Tensor) -> Result<Tensor> {
     let (small, large_l, small_l) = cb_split(l, CB_ICDF_TAYLOR)?;
     let m = large_l.relu()?;
@@ -369,15 +382,12 @@ pub(super) fn cb_icdf(l: &Tensor, u: &Tensor) -> Result<Tensor> {
     let inner = ((&one_minus_u * m.neg()?.exp()?)? + (u * (&large_l - &m)?.exp()?)?)?;
     let closed = ((m + inner.log()?)? / &large_l)?;
     let w = (u * &one_minus_u)?;
-    let one_2u = u.affine(-2.0, 1.0)?;
-    let c1 = w.affine(0.5, 0.0)?;
-    let c2 = (&w * &one_2u)?.affine(1.0 / 6.0, 0.0)?;
-    let c3 = (&w * special_horner(u, &[1.0, -6.0, 6.0])?)?.affine(1.0 / 24.0, 0.0)?;
-    let c4 =
-        ((&w * &one_2u)? * special_horner(u, &[1.0, -12.0, 12.0])?)?.affine(1.0 / 120.0, 0.0)?;
-    let poly = (&small_l * (c3 + (&small_l * c4)?)?)?;
-    let poly = (&small_l * (c2 + poly)?)?;
-    let poly = (&small_l * (c1 + poly)?)?;
-    let series = (u + poly)?;
+    // Horner in l over the coefficients P_n(u) / (n+1)!, highest order first.
+    let mut acc = small_l.zeros_like()?;
+    for (poly, div) in CB_ICDF_SERIES.iter().rev() {
+        let c = special_horner(u, poly)?.affine(1.0 / div, 0.0)?;
+        acc = (c + (&small_l * acc)?)?;
+    }
+    let series = (u + (w * (&small_l * acc)?)?)?;
     small.where_cond(&series, &closed)?.clamp(0.0, 1.0)
 }

@@ -411,6 +411,24 @@ fn event_axes_are_summed_and_parameters_broadcast() {
         1e-12,
     );
 
+    // `[1]`-shaped constants broadcast everywhere: one row.
+    let c = DistValue::new(
+        DistKind::Normal,
+        vec![(DistParam::Loc, t1(&[0.0])), (DistParam::Scale, t1(&[1.0]))],
+        None,
+        &[2, 3],
+    )
+    .unwrap();
+    assert_eq!((c.rows(), c.value_shape()), (1, vec![1, 2, 3]));
+    let lp = vec1(&c.log_prob(&v).unwrap());
+    assert_all_close(
+        "[1] constants",
+        &lp,
+        &[-6.0 * 0.9189385332046727; 4],
+        1e-12,
+        1e-12,
+    );
+
     // A [R] parameter for an event [D] is one value per row, not a [D] vector.
     let scale_rows = t1(&[1.0, 2.0]); // R = 2, D = 2 (the ambiguous case)
     let d = DistValue::new(
@@ -1765,4 +1783,51 @@ fn mixtures_sum_the_component_event_inside_the_logsumexp() {
     let s = m.with_rows(5).unwrap().sample(&mut rng).unwrap();
     assert_eq!(s.dims(), &[5, 3]);
     assert_eq!(vec1(&s.sum(1).unwrap()), vec![1.0; 5]);
+}
+
+#[test]
+fn continuous_bernoulli_inverse_cdf_is_exact_on_both_sides_of_its_series() {
+    // x = log1p(u expm1(l)) / l, computed on the host with log1p / expm1 (no cancellation),
+    // at logits inside the series region (|l| < 0.2), at its edge, and far out.
+    let ls: [f64; 10] = [0.0, 1e-6, 0.05, -0.15, 0.199, 0.201, -1.0, 3.0, -30.0, 80.0];
+    let us: [f64; 6] = [1e-6, 0.1, 0.37, 0.5, 0.9, 1.0 - 1e-6];
+    let exact = |l: f64, u: f64| {
+        if l == 0.0 {
+            u
+        } else if l > 0.0 {
+            // log(1 + u (e^l - 1)) = l + log1p((1 - u)(e^-l - 1)): no overflow at large l
+            (l + ((1.0 - u) * (-l).exp_m1()).ln_1p()) / l
+        } else {
+            (u * l.exp_m1()).ln_1p() / l
+        }
+    };
+    let (mut lv, mut uv) = (vec![], vec![]);
+    for &l in &ls {
+        for &u in &us {
+            lv.push(l);
+            uv.push(u);
+        }
+    }
+    let want: Vec<f64> = lv.iter().zip(&uv).map(|(l, u)| exact(*l, *u)).collect();
+    let got = vec1(&super::sample::cb_icdf(&t1(&lv), &t1(&uv)).unwrap());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() < 1e-9,
+            "icdf(l = {}, u = {}): {g} vs {w}",
+            lv[i],
+            uv[i]
+        );
+    }
+    // f32, against the exact inverse at the f32-rounded inputs: a few ulps.
+    let (l32, u32) = (
+        t1(&lv).to_dtype(DType::F32).unwrap(),
+        t1(&uv).to_dtype(DType::F32).unwrap(),
+    );
+    let want: Vec<f64> = vec1(&l32)
+        .iter()
+        .zip(vec1(&u32))
+        .map(|(l, u)| exact(*l, u))
+        .collect();
+    let got = vec1(&super::sample::cb_icdf(&l32, &u32).unwrap());
+    assert_all_close("icdf f32", &got, &want, 0.0, 2e-6);
 }
