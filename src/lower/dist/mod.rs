@@ -262,16 +262,15 @@ impl DistValue {
             (_, None) => (None, event_shape.to_vec(), None),
         };
 
-        // Rows: the largest leading axis among parameters of rank >= 1 (and the component).
-        let mut rows = 1;
-        for (_, t) in &params {
-            if t.rank() > 0 {
-                rows = rows.max(t.dims()[0]);
-            }
-        }
-        if let Some(c) = &component {
-            rows = rows.max(c.rows);
-        }
+        // Rows: the leading axis of the parameters of rank >= 1 (and the component) that is
+        // not 1; `broadcast_param` refuses a second, different one. (0 rows is allowed.)
+        let rows = params
+            .iter()
+            .filter(|(_, t)| t.rank() > 0)
+            .map(|(_, t)| t.dims()[0])
+            .chain(component.iter().map(|c| c.rows))
+            .find(|r| *r != 1)
+            .unwrap_or(1);
         let component = match component {
             Some(c) => Some(Box::new(c.with_rows(rows)?)),
             None => None,
