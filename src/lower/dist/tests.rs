@@ -12,6 +12,18 @@ use serde_json::Value;
 
 const FIXTURES: &str = include_str!("../../../tests/fixtures/dist_fixtures.json");
 
+/// The CPU, and the GPU when vic is built with `--features cuda` on a machine with one:
+/// the reference-value tests run on each.
+fn devices() -> Vec<Device> {
+    let mut v = vec![Device::Cpu];
+    if let Ok(d) = Device::cuda_if_available(0) {
+        if d.is_cuda() {
+            v.push(d);
+        }
+    }
+    v
+}
+
 fn fixtures() -> Value {
     serde_json::from_str(FIXTURES).unwrap()
 }
@@ -56,7 +68,7 @@ fn param_of(name: &str) -> DistParam {
 }
 
 /// A JSON number or nested list as a tensor (rows first).
-fn json_tensor(v: &Value, dtype: DType) -> Tensor {
+fn json_tensor(v: &Value, dtype: DType, dev: &Device) -> Tensor {
     fn flat(v: &Value, out: &mut Vec<f64>, shape: &mut Vec<usize>, depth: usize) {
         match v {
             Value::Array(items) => {
@@ -72,7 +84,7 @@ fn json_tensor(v: &Value, dtype: DType) -> Tensor {
     }
     let (mut out, mut shape) = (Vec::new(), Vec::new());
     flat(v, &mut out, &mut shape, 0);
-    Tensor::from_vec(out, shape.as_slice(), &Device::Cpu)
+    Tensor::from_vec(out, shape.as_slice(), dev)
         .unwrap()
         .to_dtype(dtype)
         .unwrap()
@@ -87,11 +99,11 @@ fn json_refs(v: &Value, sign: f64) -> Vec<f64> {
         .collect()
 }
 
-fn json_params(v: &Value, dtype: DType) -> Vec<(DistParam, Tensor)> {
+fn json_params(v: &Value, dtype: DType, dev: &Device) -> Vec<(DistParam, Tensor)> {
     v.as_object()
         .unwrap()
         .iter()
-        .map(|(k, t)| (param_of(k), json_tensor(t, dtype)))
+        .map(|(k, t)| (param_of(k), json_tensor(t, dtype, dev)))
         .collect()
 }
 
@@ -131,9 +143,9 @@ fn assert_all_close(what: &str, got: &[f64], want: &[f64], rel: f64, abs: f64) {
 
 /// A distribution from a fixture entry (scalar events; Dirichlet `[K]`; Mixture of a
 /// scalar component).
-fn fixture_dist(case: &Value, dtype: DType) -> DistValue {
+fn fixture_dist(case: &Value, dtype: DType, dev: &Device) -> DistValue {
     let kind = kind_of(case["dist"].as_str().unwrap());
-    let params = json_params(&case["params"], dtype);
+    let params = json_params(&case["params"], dtype, dev);
     match kind {
         DistKind::Mixture => {
             let logits = params[0].1.clone();
@@ -141,7 +153,7 @@ fn fixture_dist(case: &Value, dtype: DType) -> DistValue {
             DistValue::mixture(
                 logits,
                 kind_of(comp["dist"].as_str().unwrap()),
-                json_params(&comp["params"], dtype),
+                json_params(&comp["params"], dtype, dev),
                 &[],
             )
             .unwrap()
@@ -270,9 +282,12 @@ fn log_prob_matches_scipy_for_every_family() {
         seen.insert(name.to_string());
         let want = json_refs(&case["log_prob"], -1.0);
         // f64: the lgamma series is accurate to ~1e-10 absolute.
-        for (dtype, rel, abs) in [(DType::F64, 1e-9, 2e-10), (DType::F32, 2e-5, 2e-5)] {
-            let d = fixture_dist(case, dtype);
-            let value = json_tensor(&case["value"], dtype);
+        for ((dtype, rel, abs), dev) in [(DType::F64, 1e-9, 2e-10), (DType::F32, 2e-5, 2e-5)]
+            .into_iter()
+            .flat_map(|t| devices().into_iter().map(move |d| (t, d)))
+        {
+            let d = fixture_dist(case, dtype, &dev);
+            let value = json_tensor(&case["value"], dtype, &dev);
             let got = d.log_prob(&value).unwrap();
             assert_eq!(got.dims(), &[want.len()], "{name}: log_prob is [R]");
             assert_eq!(got.dtype(), dtype);
@@ -291,7 +306,7 @@ fn means_match_scipy() {
     let fx = fixtures();
     for case in fx["mean"].as_array().unwrap() {
         let name = case["dist"].as_str().unwrap();
-        let d = fixture_dist(case, DType::F64);
+        let d = fixture_dist(case, DType::F64, &Device::Cpu);
         let got = vec1(&d.mean().unwrap());
         // null: no mean (StudentT with df <= 1): NaN.
         for (i, (g, w)) in got.iter().zip(case["mean"].as_array().unwrap()).enumerate() {
@@ -300,7 +315,7 @@ fn means_match_scipy() {
                 None => assert!(g.is_nan(), "{name} mean[{i}] should be NaN, got {g}"),
             }
         }
-        let got32 = vec1(&fixture_dist(case, DType::F32).mean().unwrap());
+        let got32 = vec1(&fixture_dist(case, DType::F32, &Device::Cpu).mean().unwrap());
         for (g, w) in got32.iter().zip(case["mean"].as_array().unwrap()) {
             if let Some(w) = w.as_f64() {
                 assert!(close(*g, w, 1e-5, 1e-6), "{name} f32 mean: {g} vs {w}");
@@ -355,13 +370,13 @@ fn event_axes_are_summed_and_parameters_broadcast() {
     let fx = fixtures();
     let case = &fx["log_prob"].as_array().unwrap()[0];
     assert_eq!(case["dist"], "Normal");
-    let loc = json_tensor(&case["params"]["loc"], DType::F64)
+    let loc = json_tensor(&case["params"]["loc"], DType::F64, &Device::Cpu)
         .reshape((1, 5))
         .unwrap();
-    let scale = json_tensor(&case["params"]["scale"], DType::F64)
+    let scale = json_tensor(&case["params"]["scale"], DType::F64, &Device::Cpu)
         .reshape((1, 5))
         .unwrap();
-    let x = json_tensor(&case["value"], DType::F64)
+    let x = json_tensor(&case["value"], DType::F64, &Device::Cpu)
         .reshape((1, 5))
         .unwrap();
     let want: f64 = json_refs(&case["log_prob"], -1.0).iter().sum();
@@ -548,9 +563,9 @@ fn continuous_bernoulli_is_stable_through_zero_logits() {
         .find(|c| c["dist"] == "ContinuousBernoulli")
         .unwrap()
         .clone();
-    let d = fixture_dist(&case, DType::F32);
+    let d = fixture_dist(&case, DType::F32, &Device::Cpu);
     let got = vec1(
-        &d.log_prob(&json_tensor(&case["value"], DType::F32))
+        &d.log_prob(&json_tensor(&case["value"], DType::F32, &Device::Cpu))
             .unwrap(),
     );
     assert_all_close(
@@ -596,14 +611,19 @@ fn kl_matches_numerical_integrals_and_sums() {
         seen.insert(name.to_string());
         let kind = kind_of(name);
         let want = json_refs(&case["kl"], 1.0);
-        for (dtype, rel, abs) in [(DType::F64, 1e-7, 1e-9), (DType::F32, 1e-4, 2e-5)] {
+        for ((dtype, rel, abs), dev) in [(DType::F64, 1e-7, 1e-9), (DType::F32, 1e-4, 2e-5)]
+            .into_iter()
+            .flat_map(|t| devices().into_iter().map(move |d| (t, d)))
+        {
             let event: Vec<usize> = if kind == DistKind::Dirichlet {
                 vec![3]
             } else {
                 vec![]
             };
-            let q = DistValue::new(kind, json_params(&case["q"], dtype), None, &event).unwrap();
-            let p = DistValue::new(kind, json_params(&case["p"], dtype), None, &event).unwrap();
+            let q =
+                DistValue::new(kind, json_params(&case["q"], dtype, &dev), None, &event).unwrap();
+            let p =
+                DistValue::new(kind, json_params(&case["p"], dtype, &dev), None, &event).unwrap();
             let got = kl(&q, &p).unwrap();
             assert_eq!(got.dims(), &[want.len()]);
             assert_all_close(
@@ -1455,14 +1475,18 @@ fn reparameterized_gradients_are_unbiased() {
 
 #[test]
 fn rsample_shapes_and_the_families_without_it() {
+    // On every device: sampling, log_prob, mean and rsample of every family.
     let mut rng = Rng::seed(1);
-    for kind in ALL {
+    for (kind, dev) in ALL
+        .into_iter()
+        .flat_map(|k| devices().into_iter().map(move |d| (k, d)))
+    {
         let d = match kind {
             DistKind::Categorical => DistValue::new(
                 kind,
                 vec![(
                     DistParam::Logits,
-                    Tensor::zeros((4, 2, 3), DType::F32, &Device::Cpu).unwrap(),
+                    Tensor::zeros((4, 2, 3), DType::F32, &dev).unwrap(),
                 )],
                 None,
                 &[2],
@@ -1471,20 +1495,20 @@ fn rsample_shapes_and_the_families_without_it() {
                 kind,
                 vec![(
                     DistParam::Concentration,
-                    Tensor::ones((4, 2, 3), DType::F32, &Device::Cpu).unwrap(),
+                    Tensor::ones((4, 2, 3), DType::F32, &dev).unwrap(),
                 )],
                 None,
                 &[2, 3],
             ),
             DistKind::Mixture => DistValue::mixture(
-                Tensor::zeros((4, 2), DType::F32, &Device::Cpu).unwrap(),
+                Tensor::zeros((4, 2), DType::F32, &dev).unwrap(),
                 DistKind::Normal,
                 vec![
                     (
                         DistParam::Loc,
-                        Tensor::zeros((4, 2, 1, 2), DType::F32, &Device::Cpu).unwrap(),
+                        Tensor::zeros((4, 2, 1, 2), DType::F32, &dev).unwrap(),
                     ),
-                    (DistParam::Scale, Tensor::new(1f32, &Device::Cpu).unwrap()),
+                    (DistParam::Scale, Tensor::new(1f32, &dev).unwrap()),
                 ],
                 &[2, 2],
             ),
@@ -1509,7 +1533,7 @@ fn rsample_shapes_and_the_families_without_it() {
                         } else {
                             1.0 + i as f32
                         };
-                        (n, Tensor::full(v, (4, 2, 2), &Device::Cpu).unwrap())
+                        (n, Tensor::full(v, (4, 2, 2), &dev).unwrap())
                     })
                     .collect();
                 DistValue::new(kind, ps, None, &[2, 2])
@@ -1517,6 +1541,7 @@ fn rsample_shapes_and_the_families_without_it() {
         }
         .unwrap();
         let s = d.sample(&mut rng).unwrap();
+        assert!(s.device().same_device(&dev), "{kind:?} sample device");
         assert_eq!(
             s.dims(),
             d.value_shape().as_slice(),
