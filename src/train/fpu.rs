@@ -28,16 +28,25 @@
 //! computation done at run time. Nothing in vic depends on denormal results.
 
 /// MXCSR bit 15: flush-to-zero (denormal results become 0).
-#[cfg(any(target_arch = "x86_64", all(target_arch = "x86", target_feature = "sse")))]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "x86", target_feature = "sse")
+))]
 const MXCSR_FTZ: u32 = 1 << 15;
 /// MXCSR bit 6: denormals-are-zero (denormal inputs are read as 0).
-#[cfg(any(target_arch = "x86_64", all(target_arch = "x86", target_feature = "sse")))]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "x86", target_feature = "sse")
+))]
 const MXCSR_DAZ: u32 = 1 << 6;
 /// FPCR bit 24 (FZ): flush denormal inputs and outputs to zero.
 #[cfg(target_arch = "aarch64")]
 const FPCR_FZ: u64 = 1 << 24;
 
-#[cfg(any(target_arch = "x86_64", all(target_arch = "x86", target_feature = "sse")))]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "x86", target_feature = "sse")
+))]
 fn read_mxcsr() -> u32 {
     let mut csr: u32 = 0;
     // SAFETY: stmxcsr stores the 32-bit MXCSR into the pointed-to, writable u32.
@@ -51,7 +60,10 @@ fn read_mxcsr() -> u32 {
     csr
 }
 
-#[cfg(any(target_arch = "x86_64", all(target_arch = "x86", target_feature = "sse")))]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "x86", target_feature = "sse")
+))]
 fn write_mxcsr(csr: u32) {
     // SAFETY: ldmxcsr loads MXCSR from a valid u32; the value only adds the FTZ/DAZ bits
     // to the current one, which every SSE2 CPU supports (DAZ since the Pentium 4).
@@ -67,7 +79,10 @@ fn write_mxcsr(csr: u32) {
 /// Sets flush-to-zero and denormals-are-zero for the calling thread (x86: MXCSR FTZ and
 /// DAZ; aarch64: FPCR FZ; elsewhere nothing).
 pub fn flush_denormals() {
-    #[cfg(any(target_arch = "x86_64", all(target_arch = "x86", target_feature = "sse")))]
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "x86", target_feature = "sse")
+    ))]
     write_mxcsr(read_mxcsr() | MXCSR_FTZ | MXCSR_DAZ);
 
     #[cfg(target_arch = "aarch64")]
@@ -85,7 +100,10 @@ pub fn flush_denormals() {
 /// Whether the calling thread flushes denormals (always `false` where
 /// [`flush_denormals`] is a no-op).
 pub fn denormals_flushed() -> bool {
-    #[cfg(any(target_arch = "x86_64", all(target_arch = "x86", target_feature = "sse")))]
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "x86", target_feature = "sse")
+    ))]
     {
         read_mxcsr() & (MXCSR_FTZ | MXCSR_DAZ) == MXCSR_FTZ | MXCSR_DAZ
     }
@@ -143,4 +161,31 @@ pub fn flush_denormals_everywhere() -> GlobalPool {
     // handler before the first timed step.
     rayon::broadcast(|_| flush_denormals());
     how
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hint::black_box;
+
+    fn denormal_product() -> f32 {
+        black_box(1e-30f32) * black_box(1e-10f32)
+    }
+
+    #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn pool_threads_flush_from_their_start() {
+        // Built from a test thread without the flags, so the workers get them only from
+        // the start handler (not by inheriting them).
+        assert!(!denormals_flushed());
+        let pool = flushing_pool_builder().num_threads(2).build().unwrap();
+        let seen: Vec<(f32, bool)> = pool.broadcast(|_| (denormal_product(), denormals_flushed()));
+        assert!(seen.iter().all(|&(x, f)| x == 0.0 && f), "{seen:?}");
+        // And a plain pool built the same way does not flush: the test can fail.
+        let plain = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        assert!(plain.install(denormal_product) > 0.0);
+    }
 }

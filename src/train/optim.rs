@@ -525,9 +525,7 @@ fn moment_names(config: &ir::Optimizer) -> [Option<&'static str>; 2] {
     match config {
         ir::Optimizer::Adam { .. } => [Some("exp_avg"), Some("exp_avg_sq")],
         ir::Optimizer::Adamax { .. } => [Some("exp_avg"), Some("exp_inf")],
-        ir::Optimizer::Sgd { momentum, .. } if *momentum != 0.0 => {
-            [Some("momentum_buffer"), None]
-        }
+        ir::Optimizer::Sgd { momentum, .. } if *momentum != 0.0 => [Some("momentum_buffer"), None],
         ir::Optimizer::Sgd { .. } => [None, None],
     }
 }
@@ -604,7 +602,10 @@ fn sum_of_squares(g: &Tensor) -> Result<f64> {
             });
         }
     }
-    Ok(g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?)
+    Ok(g.to_dtype(DType::F64)?
+        .sqr()?
+        .sum_all()?
+        .to_scalar::<f64>()?)
 }
 
 fn sumsq_f32(xs: &[f32]) -> f64 {
@@ -617,7 +618,11 @@ fn sumsq_f32(xs: &[f32]) -> f64 {
             acc[k] += x * x;
         }
     }
-    let tail: f64 = chunks.remainder().iter().map(|&x| (x as f64) * (x as f64)).sum();
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum();
     acc.iter().sum::<f64>() + tail
 }
 
@@ -721,12 +726,12 @@ fn update_two(kernel: Kernel, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [
             for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
                 let mut g = g * scale;
                 if wd_on {
-                    g = g + wd * *p;
+                    g += wd * *p;
                 }
                 let m1 = lerp.apply(*m, g);
                 let v1 = *v * b2 + (c2 * g) * g;
                 let denom = v1.sqrt() / bc2_sqrt + eps;
-                *p = *p + (neg_step * m1) / denom;
+                *p += (neg_step * m1) / denom;
                 *m = m1;
                 *v = v1;
             }
@@ -742,7 +747,7 @@ fn update_two(kernel: Kernel, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [
                 let g = g * scale;
                 let m1 = lerp.apply(*m, g);
                 let u1 = (*u * b2).max(g.abs() + eps);
-                *p = *p + (neg_step * m1) / u1;
+                *p += (neg_step * m1) / u1;
                 *m = m1;
                 *u = u1;
             }
@@ -765,14 +770,14 @@ fn update_sgd(kernel: Kernel, p: &mut [f32], g: &[f32], b: &mut [f32]) {
             for ((p, &g), b) in p.iter_mut().zip(g).zip(b.iter_mut()) {
                 let g = g * scale;
                 let b1 = *b * mu + g;
-                *p = *p + neg_lr * b1;
+                *p += neg_lr * b1;
                 *b = b1;
             }
         }
         None => {
             for (p, &g) in p.iter_mut().zip(g) {
                 let g = g * scale;
-                *p = *p + neg_lr * g;
+                *p += neg_lr * g;
             }
         }
     }
@@ -817,7 +822,10 @@ fn generic_step(
             eps,
             neg_step,
         } => {
-            let (m, v) = (a.as_ref().ok_or_else(missing)?, b.as_ref().ok_or_else(missing)?);
+            let (m, v) = (
+                a.as_ref().ok_or_else(missing)?,
+                b.as_ref().ok_or_else(missing)?,
+            );
             let mut g = scale_of(g, scale)?;
             if let Some(wd) = wd {
                 g = (g + scaled(&p, wd)?)?;
@@ -838,7 +846,10 @@ fn generic_step(
             eps,
             neg_step,
         } => {
-            let (m, u) = (a.as_ref().ok_or_else(missing)?, b.as_ref().ok_or_else(missing)?);
+            let (m, u) = (
+                a.as_ref().ok_or_else(missing)?,
+                b.as_ref().ok_or_else(missing)?,
+            );
             let g = scale_of(g, scale)?;
             let m1 = lerp_of(lerp, m, &g)?;
             let u1 = scaled(u, b2)?.maximum(&g.abs()?.affine(1.0, eps as f64)?)?;
