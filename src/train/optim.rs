@@ -318,7 +318,9 @@ impl Optimizer {
 
     /// One optimizer step over the parameters `only` lists (all when `None`), with the
     /// gradients in `grads`. A parameter without a gradient is skipped (see the module
-    /// docs). On `Err(NonFiniteGradient)` nothing has changed.
+    /// docs). On the errors of the checks (`NonFiniteGradient`, `GradMismatch`,
+    /// `NoSuchParam`) nothing has changed; only a failure inside candle while updating can
+    /// leave a step half done.
     pub fn step(&mut self, grads: &GradStore, only: Option<&[usize]>) -> Result<StepStats> {
         let count = self.slots.len();
         let mut chosen = vec![only.is_none(); count];
