@@ -39,3 +39,120 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), String> {
     std::fs::write(&tmp, contents).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
+
+/// A run directory (LANGUAGE.md section 12). The resumable state lives in
+/// `checkpoint/`, replaced as a whole: the new set is written to `checkpoint.tmp/`,
+/// the old one moved to `checkpoint.old/`, the new one moved into place, the old one
+/// removed. A run killed at any point (even with SIGKILL) leaves either `checkpoint/`
+/// or `checkpoint.old/` complete, and `load_checkpoint` takes whichever is.
+pub struct RunDir {
+    pub path: std::path::PathBuf,
+}
+
+impl RunDir {
+    pub fn create(path: &Path) -> Result<RunDir, String> {
+        std::fs::create_dir_all(path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(RunDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// An existing run directory (for `vic eval`, `sample`, `encode`).
+    pub fn open(path: &Path) -> Result<RunDir, String> {
+        if !path.join("ir.ron").is_file() {
+            return Err(format!(
+                "{} is not a run directory (it has no ir.ron); pass the --out directory of `vic train`",
+                path.display()
+            ));
+        }
+        Ok(RunDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn read(&self, name: &str) -> Result<Vec<u8>, String> {
+        let p = self.path.join(name);
+        std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    }
+
+    fn read_dir_files(dir: &Path) -> Result<std::collections::HashMap<String, Vec<u8>>, String> {
+        let mut out = std::collections::HashMap::new();
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        for entry in entries.flatten() {
+            let p = entry.path();
+            if p.is_file() {
+                if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
+                    let bytes = std::fs::read(&p)
+                        .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                    out.insert(name.to_string(), bytes);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let mut f =
+        std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+impl crate::train::RunStore for RunDir {
+    fn save_checkpoint(&mut self, files: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+        let tmp = self.path.join("checkpoint.tmp");
+        let cur = self.path.join("checkpoint");
+        let old = self.path.join("checkpoint.old");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)
+                .map_err(|e| format!("cannot clear {}: {e}", tmp.display()))?;
+        }
+        std::fs::create_dir(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        for (name, bytes) in &files {
+            write_synced(&tmp.join(name), bytes)?;
+        }
+        if cur.is_dir() {
+            if old.exists() {
+                std::fs::remove_dir_all(&old)
+                    .map_err(|e| format!("cannot clear {}: {e}", old.display()))?;
+            }
+            std::fs::rename(&cur, &old)
+                .map_err(|e| format!("cannot move {}: {e}", cur.display()))?;
+        }
+        std::fs::rename(&tmp, &cur).map_err(|e| format!("cannot move {}: {e}", tmp.display()))?;
+        if old.exists() {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        if let Ok(dir) = std::fs::File::open(&self.path) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    fn load_checkpoint(
+        &self,
+    ) -> Result<Option<std::collections::HashMap<String, Vec<u8>>>, String> {
+        for name in ["checkpoint", "checkpoint.old"] {
+            let dir = self.path.join(name);
+            if dir.join("state.json").is_file() {
+                return RunDir::read_dir_files(&dir).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        write_atomic(&self.path.join(name), bytes)
+    }
+}
+
+/// Write a tensor as a .npy file.
+pub fn write_npy(path: &Path, t: &candle_core::Tensor) -> Result<(), String> {
+    t.write_npy(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

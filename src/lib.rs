@@ -12,6 +12,7 @@ pub mod dot;
 pub mod driver;
 pub mod explain;
 pub mod fmt;
+pub mod image;
 pub mod io;
 pub mod ir;
 pub mod lower;

@@ -11,6 +11,8 @@ use vic::diag::{Code, Diagnostic, Severity};
 use vic::driver::{self, Emit};
 use vic::{io, render};
 
+mod run;
+
 #[derive(Parser)]
 #[command(
     name = "vic",
@@ -58,29 +60,52 @@ enum Command {
     },
     /// Explain an error or warning code, e.g. `vic explain E004`.
     Explain { code: String },
-    /// Train a spec (not built yet).
+    /// Train a spec with a progress bar; writes the run directory.
     Train {
         file: PathBuf,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<String>,
+        /// A built-in dataset name or a data file, instead of the spec's `train.dataset`.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// The run directory (default: runs/<spec name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a const (`--set Z=16`) or a numeric train setting (`--set train.epochs=2`).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        overrides: Vec<String>,
+        /// cpu, cuda or cuda:N (default: the spec's `train.device`).
+        #[arg(long)]
+        device: Option<String>,
+        /// Continue an interrupted run from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
     },
-    /// Evaluate a trained run (not built yet).
+    /// Evaluate a trained run on its test split: ELBO, IWAE bound, reconstruction.
     Eval {
         run: PathBuf,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<String>,
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Importance samples of the IWAE bound (default: the spec's `train.eval`).
+        #[arg(long)]
+        samples: Option<usize>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
-    /// Draw samples from a trained model (not built yet).
+    /// Draw from a trained model: a PNG grid for image data, .npy otherwise.
     Sample {
         run: PathBuf,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<String>,
+        #[arg(short = 'n', default_value_t = 64)]
+        n: usize,
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
     },
-    /// Posterior means of a trained run's latents (not built yet).
+    /// Posterior means of the latents of every example (train split, then test split).
     Encode {
         run: PathBuf,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<String>,
+        #[arg(long)]
+        dataset: Option<String>,
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
     },
     /// Linear-probe accuracy of a `meta` run (not built yet).
     Probe {
@@ -91,7 +116,7 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     Human,
     Json,
     Github,
@@ -117,9 +142,9 @@ fn parse_override(s: &str) -> Result<(String, i64), String> {
 }
 
 /// Exit statuses of section 12.
-const OK: u8 = 0;
-const FAILED: u8 = 1;
-const USAGE: u8 = 2;
+pub(crate) const OK: u8 = 0;
+pub(crate) const FAILED: u8 = 1;
+pub(crate) const USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -138,15 +163,29 @@ fn main() -> ExitCode {
             overrides,
         } => cmd_compile(&file, emit, output.as_deref(), overrides),
         Command::Explain { code } => cmd_explain(&code),
-        Command::Train { .. }
-        | Command::Eval { .. }
-        | Command::Sample { .. }
-        | Command::Encode { .. }
-        | Command::Probe { .. } => {
+        Command::Train {
+            file,
+            dataset,
+            out,
+            overrides,
+            device,
+            resume,
+        } => run::train(&file, dataset, out, &overrides, device, resume),
+        Command::Eval {
+            run,
+            dataset,
+            samples,
+            json,
+        } => run::eval(&run, dataset, samples, json),
+        Command::Sample { run, n, output } => run::sample(&run, n, output),
+        Command::Encode {
+            run,
+            dataset,
+            output,
+        } => run::encode(&run, dataset, &output),
+        Command::Probe { .. } => {
             eprintln!(
-                "vic: training is not built yet: this release checks, formats and compiles \
-                 specs (`vic check`, `vic fmt`, `vic compile`); lowering to candle and the \
-                 trainer come in the next one"
+                "vic: `vic probe` is not built yet: it arrives with the lowering of `meta` families"
             );
             USAGE
         }
@@ -159,7 +198,7 @@ fn use_color() -> bool {
 }
 
 /// Print diagnostics of one file in the chosen format.
-fn report(path: &Path, src: &str, diags: &[Diagnostic], format: Format) {
+pub(crate) fn report(path: &Path, src: &str, diags: &[Diagnostic], format: Format) {
     let name = path.display().to_string();
     match format {
         Format::Human => {

@@ -1,5 +1,6 @@
 //! Lowering: the typed IR and its plan turned into candle computations, and the one
-//! generic objective (ELBO / IWAE / exact marginal likelihood) that the trainer drives.
+//! generic objective (ELBO / IWAE) that the trainer drives. Every model family goes
+//! through this code: nothing here knows what a VAE or a CVAE is.
 //!
 //! Value conventions shared by every part of lowering:
 //! - every runtime value is an f32 tensor whose first axis is the *rows* axis `R`
@@ -14,4 +15,185 @@
 //!   `[R, ...shape, K]`); log-densities sum every event axis and return `[R]`.
 
 pub mod dist;
+pub mod eval;
 pub mod nets;
+pub mod objective;
+pub mod params;
+
+use crate::ir::{Body, Domain, Guide, Init, NetId, ParamId, Program, SiteVar};
+use crate::plan::Plan;
+use candle_core::{bail, Device, Result, Tensor};
+use dist::DistValue;
+use eval::Pass;
+use nets::Network;
+use params::ParamStore;
+
+/// What one `~` statement did in a pass: its distribution and the value it drew or
+/// scored (`[rows, ...]`).
+#[derive(Clone, Debug)]
+pub struct SiteRecord {
+    pub var: SiteVar,
+    /// The time step of a stepped site.
+    pub step: Option<i64>,
+    pub dist: DistValue,
+    pub value: Tensor,
+}
+
+/// A program lowered onto a device: its networks built and its parameters created.
+pub struct LoweredModel {
+    pub program: Program,
+    pub plan: Plan,
+    pub store: ParamStore,
+    nets: Vec<Box<dyn Network>>,
+    /// Unconstrained tensors of the `param`s, by `ParamId`.
+    params: Vec<Tensor>,
+}
+
+/// softplus⁻¹(y) = log(exp(y) - 1), for initializing Positive params.
+fn softplus_inverse(y: f64) -> f64 {
+    if y > 20.0 {
+        y
+    } else {
+        (y.exp_m1()).max(1e-30).ln()
+    }
+}
+
+impl LoweredModel {
+    /// Build every network and param of `program` in declaration order, taking values
+    /// from `store` (seeded or loaded).
+    pub fn new(program: Program, store: ParamStore) -> Result<LoweredModel> {
+        let plan = crate::plan::plan(&program);
+        let mut nets = Vec::with_capacity(program.nets.len());
+        // Network initialization draws from the run's seeded stream.
+        let mut init_rng = store.fork_rng()?;
+        for def in &program.nets {
+            if def.per_member {
+                bail!(
+                    "`@per_member` network `{}` is not lowered by this release",
+                    def.name
+                );
+            }
+            nets.push(nets::build_with_rng(
+                def,
+                store.builder(&def.name),
+                &mut init_rng,
+            )?);
+        }
+        let mut params = Vec::with_capacity(program.params.len());
+        for def in &program.params {
+            let n = def.ty.numel().max(1);
+            let domain = def.ty.domain;
+            let init = def.init.clone();
+            let t = store.custom(&def.name, &def.ty.shape, |rng| {
+                let constrained: Vec<f64> = match init {
+                    Init::Zeros => vec![0.0; n],
+                    Init::Ones => vec![1.0; n],
+                    Init::Value(v) => vec![v; n],
+                    Init::Normal { mean, std } => rng
+                        .normal_vec(n)
+                        .into_iter()
+                        .map(|z| mean + std * z as f64)
+                        .collect(),
+                    Init::Uniform { low, high } => rng
+                        .uniform_vec(n)
+                        .into_iter()
+                        .map(|u| low + (high - low) * u as f64)
+                        .collect(),
+                };
+                constrained
+                    .into_iter()
+                    .map(|y| match domain {
+                        Domain::Positive => softplus_inverse(y.max(1e-6)) as f32,
+                        Domain::Unit => {
+                            let y = y.clamp(1e-6, 1.0 - 1e-6);
+                            (y / (1.0 - y)).ln() as f32
+                        }
+                        Domain::Simplex => y.max(1e-6).ln() as f32,
+                        _ => y as f32,
+                    })
+                    .collect()
+            })?;
+            params.push(t);
+        }
+        Ok(LoweredModel {
+            program,
+            plan,
+            store,
+            nets,
+            params,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.store.device()
+    }
+
+    pub fn net(&self, id: NetId) -> Result<&dyn Network> {
+        match self.nets.get(id) {
+            Some(n) => Ok(n.as_ref()),
+            None => bail!("internal error: no network {id}"),
+        }
+    }
+
+    /// A param's value in its constrained domain.
+    pub fn param_value(&self, id: ParamId) -> Result<Tensor> {
+        let (Some(t), Some(def)) = (self.params.get(id), self.program.params.get(id)) else {
+            bail!("internal error: no param {id}")
+        };
+        match def.ty.domain {
+            Domain::Positive => eval::softplus(t),
+            Domain::Unit => candle_nn::ops::sigmoid(t),
+            // softmax_last_dim has no backward pass in candle 0.11.
+            Domain::Simplex => candle_nn::ops::softmax(t, candle_core::D::Minus1),
+            _ => Ok(t.clone()),
+        }
+    }
+
+    /// The block a pass runs.
+    pub fn program_body(&self, pass: Pass) -> &Body {
+        match (pass, &self.program.guide) {
+            (Pass::Guide, Guide::Amortized(body)) => body,
+            _ => &self.program.model,
+        }
+    }
+
+    /// Checkpoint names of the guide's parameters (networks and params used only in
+    /// `guide`): the E-step group of `schedule = alternate(...)`. Everything else is the
+    /// model's (M-step) group.
+    pub fn guide_parameter_prefixes(&self) -> Vec<String> {
+        let Guide::Amortized(guide) = &self.program.guide else {
+            return Vec::new();
+        };
+        let used_in = |body: &Body| {
+            let mut nets = std::collections::BTreeSet::new();
+            let mut params = std::collections::BTreeSet::new();
+            crate::lower::objective::visit_refs(body, &mut |r| match r {
+                Used::Net(n) => {
+                    nets.insert(n);
+                }
+                Used::Param(p) => {
+                    params.insert(p);
+                }
+            });
+            (nets, params)
+        };
+        let (gn, gp) = used_in(guide);
+        let (mn, mp) = used_in(&self.program.model);
+        let mut out: Vec<String> = gn
+            .difference(&mn)
+            .filter_map(|&n| self.program.nets.get(n).map(|d| format!("{}.", d.name)))
+            .collect();
+        out.extend(
+            gp.difference(&mp)
+                .filter_map(|&p| self.program.params.get(p).map(|d| d.name.clone())),
+        );
+        out
+    }
+}
+
+/// A network or param an expression uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Used {
+    Net(NetId),
+    Param(ParamId),
+}

@@ -1,5 +1,505 @@
-//! Training: one generic loop over any lowered model, its optimizers, checkpoints and
-//! metrics.
+//! Training: one generic loop over any lowered model — its batches, the objective, the
+//! optimizer step, the `joint` / `alternate` schedules, metrics, atomic checkpoints and
+//! `--resume`. No model family has a loop of its own.
+//!
+//! The loop does no I/O itself: checkpoints go through a [`RunStore`], progress to an
+//! [`Observer`], and the clock is a function the caller passes.
 
 pub mod fpu;
 pub mod optim;
+
+use crate::data::{self, DataSet, Split};
+use crate::ir::{Objective, Program, Schedule};
+use crate::lower::objective::{Batch, Settings};
+use crate::lower::params::ParamStore;
+use crate::lower::LoweredModel;
+use crate::rng::Rng;
+use candle_core::{Device, Tensor};
+use optim::{OptimError, Optimizer};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Where a run's files go (a run directory, or memory in tests).
+pub trait RunStore {
+    /// Replace the checkpoint with these files, all or nothing: after a crash at any
+    /// point, `load_checkpoint` returns either the old set or the new one.
+    fn save_checkpoint(&mut self, files: Vec<(String, Vec<u8>)>) -> Result<(), String>;
+    /// The last complete checkpoint, if any.
+    fn load_checkpoint(&self) -> Result<Option<HashMap<String, Vec<u8>>>, String>;
+    /// Write one file of the run directory atomically.
+    fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), String>;
+}
+
+/// Progress reports (a progress bar in the CLI).
+pub trait Observer {
+    fn start(&mut self, _total_steps: u64, _first_step: u64) {}
+    fn step(&mut self, _info: &StepInfo) {}
+    fn epoch(&mut self, _row: &MetricsRow) {}
+    fn note(&mut self, _message: &str) {}
+}
+
+/// What one optimizer step did.
+#[derive(Clone, Debug)]
+pub struct StepInfo {
+    pub epoch: usize,
+    pub step: u64,
+    pub examples: usize,
+    pub loss: f64,
+    pub terms: Vec<(String, f64)>,
+}
+
+/// One row of metrics.csv (one per epoch).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MetricsRow {
+    pub epoch: usize,
+    pub step: u64,
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Mean training bound (ELBO or IWAE) over the epoch.
+    pub train_bound: f64,
+    /// Test-split ELBO (one sample) at the end of the epoch.
+    pub test_elbo: f64,
+    /// Mean of each named term over the epoch.
+    pub terms: Vec<(String, f64)>,
+    pub examples_per_second: f64,
+    pub seconds: f64,
+}
+
+/// What the trainer keeps between epochs for `--resume`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TrainState {
+    /// Epochs completed.
+    epoch: usize,
+    step: u64,
+    rng: Rng,
+    metrics: Vec<MetricsRow>,
+    /// A fingerprint of the IR, so a checkpoint is not resumed under another spec.
+    ir_hash: u64,
+}
+
+/// Why training stopped early.
+#[derive(Debug)]
+pub enum TrainError {
+    /// A loss term or gradient became NaN or infinite.
+    NonFinite {
+        epoch: usize,
+        step: u64,
+        what: String,
+        /// Epochs completed in the checkpoint that was kept.
+        kept_epoch: usize,
+    },
+    /// `--resume` found a checkpoint that does not fit.
+    Resume(String),
+    Store(String),
+    Compute(String),
+}
+
+impl std::fmt::Display for TrainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrainError::NonFinite {
+                epoch,
+                step,
+                what,
+                kept_epoch,
+            } => write!(
+                f,
+                "training stopped at epoch {epoch}, step {step}: {what} is not finite; the last \
+                 good checkpoint (after epoch {kept_epoch}) is kept; lower the learning rate or \
+                 add `clip = 10` to `train`, then continue with `--resume`"
+            ),
+            TrainError::Resume(m) => write!(f, "cannot resume: {m}"),
+            TrainError::Store(m) => write!(f, "cannot write the run directory: {m}"),
+            TrainError::Compute(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl From<OptimError> for TrainError {
+    fn from(e: OptimError) -> TrainError {
+        TrainError::Compute(e.to_string())
+    }
+}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> TrainError {
+        TrainError::Compute(e.to_string())
+    }
+}
+
+/// Options beyond the spec's `train` block.
+pub struct TrainOptions {
+    pub device: Device,
+    pub resume: bool,
+    /// Seconds since some fixed point (the caller's clock).
+    pub clock: Box<dyn Fn() -> f64>,
+}
+
+/// The result of a finished run.
+pub struct Trained {
+    pub model: LoweredModel,
+    pub metrics: Vec<MetricsRow>,
+}
+
+/// A fingerprint of everything that determines the trajectory of a run except the
+/// number of epochs (so a finished run can be continued for more).
+fn ir_hash(program: &Program) -> u64 {
+    // FNV-1a over the IR's RON text: stable across runs and platforms.
+    let mut program = program.clone();
+    program.train.epochs = 0;
+    let text = ron::to_string(&program).unwrap_or_default();
+    text.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn tensors_to_bytes(tensors: Vec<(String, Tensor)>) -> Result<Vec<u8>, TrainError> {
+    let map: HashMap<String, Tensor> = tensors.into_iter().collect();
+    safetensors::tensor::serialize(&map, None).map_err(|e| TrainError::Store(e.to_string()))
+}
+
+fn bytes_to_tensors(bytes: &[u8], device: &Device) -> Result<HashMap<String, Tensor>, TrainError> {
+    candle_core::safetensors::load_buffer(bytes, device)
+        .map_err(|e| TrainError::Resume(format!("a checkpoint file is unreadable: {e}")))
+}
+
+/// The model's parameters as safetensors bytes (the run directory's model.safetensors).
+pub fn model_bytes(model: &LoweredModel) -> Result<Vec<u8>, TrainError> {
+    tensors_to_bytes(
+        model
+            .store
+            .named()
+            .into_iter()
+            .map(|(k, v)| (k, v.as_tensor().clone()))
+            .collect(),
+    )
+}
+
+/// Load a trained model from model.safetensors bytes.
+pub fn load_model(
+    program: Program,
+    bytes: &[u8],
+    device: &Device,
+) -> Result<LoweredModel, TrainError> {
+    let tensors = bytes_to_tensors(bytes, device)?;
+    let store = ParamStore::loaded(tensors, device);
+    let model = LoweredModel::new(program, store)?;
+    let unused = model.store.unused_loaded();
+    if !unused.is_empty() {
+        return Err(TrainError::Resume(format!(
+            "the checkpoint has parameters the spec does not: {}",
+            unused.join(", ")
+        )));
+    }
+    Ok(model)
+}
+
+/// A batch of `split` rows `indices` as the objective wants it.
+pub fn make_batch(
+    program: &Program,
+    split: &Split,
+    indices: &[usize],
+    device: &Device,
+    rng: &mut Rng,
+) -> Result<Batch, TrainError> {
+    let tensors = data::batch(
+        split,
+        indices,
+        program,
+        device,
+        &program.train.binarize,
+        rng,
+    )?;
+    let mut data: Vec<Option<Tensor>> = vec![None; program.data.len()];
+    for (id, t) in tensors {
+        if let Some(slot) = data.get_mut(id) {
+            *slot = Some(t);
+        }
+    }
+    Ok(Batch {
+        data,
+        rows: indices.len(),
+    })
+}
+
+/// The mean of a per-example bound over a whole split (evaluation mode).
+pub fn mean_bound(
+    model: &LoweredModel,
+    split: &Split,
+    settings: &Settings,
+    batch_size: usize,
+    rng: &mut Rng,
+) -> Result<f64, TrainError> {
+    let mut total = 0.0;
+    let mut count = 0usize;
+    let idx: Vec<usize> = (0..split.n).collect();
+    for chunk in idx.chunks(batch_size.max(1)) {
+        let batch = make_batch(&model.program, split, chunk, model.device(), rng)?;
+        let out = model.objective(&batch, settings, rng)?;
+        total += out.bound.sum_all()?.to_scalar::<f32>()? as f64;
+        count += chunk.len();
+    }
+    Ok(if count == 0 {
+        f64::NAN
+    } else {
+        total / count as f64
+    })
+}
+
+/// Train `program` on `data`.
+pub fn train(
+    program: Program,
+    data: &DataSet,
+    opts: TrainOptions,
+    store: &mut dyn RunStore,
+    observer: &mut dyn Observer,
+) -> Result<Trained, TrainError> {
+    let cfg = program.train.clone();
+    let device = opts.device.clone();
+    let hash = ir_hash(&program);
+
+    // Where to start: a fresh model, or the last checkpoint.
+    let checkpoint = if opts.resume {
+        store.load_checkpoint().map_err(TrainError::Resume)?
+    } else {
+        None
+    };
+    if opts.resume && checkpoint.is_none() {
+        observer.note("no checkpoint to resume from: starting from the beginning");
+    }
+    let (model, mut state, optim_state) = match checkpoint {
+        Some(files) => {
+            let get = |name: &str| {
+                files
+                    .get(name)
+                    .ok_or_else(|| TrainError::Resume(format!("the checkpoint lacks {name}")))
+            };
+            let state: TrainState = serde_json::from_slice(get("state.json")?)
+                .map_err(|e| TrainError::Resume(format!("state.json is unreadable: {e}")))?;
+            if state.ir_hash != hash {
+                return Err(TrainError::Resume(
+                    "the checkpoint was trained from a different spec or --set values".into(),
+                ));
+            }
+            let model = load_model(program, get("model.safetensors")?, &device)?;
+            let optim = bytes_to_tensors(get("optimizer.safetensors")?, &device)?;
+            (model, state, Some(optim))
+        }
+        None => {
+            let store = ParamStore::seeded(cfg.seed, &device);
+            let model = LoweredModel::new(program, store)?;
+            let state = TrainState {
+                epoch: 0,
+                step: 0,
+                // The training stream is independent of the initialization stream.
+                rng: Rng::seed(cfg.seed.wrapping_add(0x9e37_79b9_7f4a_7c15)),
+                metrics: Vec::new(),
+                ir_hash: hash,
+            };
+            (model, state, None)
+        }
+    };
+
+    let named = model.store.named();
+    let guide_prefixes = model.guide_parameter_prefixes();
+    let is_guide = |name: &str| guide_prefixes.iter().any(|p| name.starts_with(p.as_str()));
+    let guide_group: Vec<usize> = (0..named.len())
+        .filter(|&i| is_guide(&named[i].0))
+        .collect();
+    let model_group: Vec<usize> = (0..named.len())
+        .filter(|&i| !is_guide(&named[i].0))
+        .collect();
+    let mut optimizer = Optimizer::new(&cfg.optimizer, cfg.clip, named)?;
+    if let Some(t) = optim_state {
+        optimizer
+            .load_state(t)
+            .map_err(|e| TrainError::Resume(e.to_string()))?;
+    }
+
+    let n = data.train.n;
+    let batch = cfg.batch.max(1);
+    let steps_per_epoch = n.div_ceil(batch) as u64;
+    let (samples, iwae) = match cfg.objective {
+        Objective::Elbo { samples } => (samples, false),
+        Objective::Iwae { samples } => (samples, true),
+    };
+    observer.start(steps_per_epoch * cfg.epochs as u64, state.step);
+
+    while state.epoch < cfg.epochs {
+        let epoch = state.epoch + 1;
+        let started = (opts.clock)();
+        let order = state.rng.permutation(n);
+        let (mut loss_sum, mut bound_sum, mut seen) = (0.0f64, 0.0f64, 0usize);
+        let mut term_sums: Vec<(String, f64)> = Vec::new();
+        for chunk in order.chunks(batch) {
+            let progress = state.step as f64 / (steps_per_epoch.max(1) as f64);
+            let anneal = match cfg.anneal {
+                Some(a) if a.epochs > 0 => (progress / a.epochs as f64).min(1.0),
+                _ => 1.0,
+            };
+            let settings = Settings {
+                samples,
+                iwae,
+                train: true,
+                kl_weight: cfg.beta * anneal,
+                free_bits: cfg.free_bits,
+                dataset_size: n,
+            };
+            let b = make_batch(&model.program, &data.train, chunk, &device, &mut state.rng)?;
+            let out = model.objective(&b, &settings, &mut state.rng)?;
+            let loss = out.loss.to_scalar::<f32>()? as f64;
+            let mut terms = Vec::with_capacity(out.terms.len());
+            for t in &out.terms {
+                terms.push((t.name.clone(), t.value.to_scalar::<f32>()? as f64));
+            }
+            if !loss.is_finite() {
+                let what = terms
+                    .iter()
+                    .find(|(_, v)| !v.is_finite())
+                    .map(|(n, _)| format!("the term {n}"))
+                    .unwrap_or_else(|| "the loss".into());
+                return Err(TrainError::NonFinite {
+                    epoch,
+                    step: state.step + 1,
+                    what,
+                    kept_epoch: state.epoch,
+                });
+            }
+            let grads = out.loss.backward()?;
+            let group = match cfg.schedule {
+                Schedule::Joint => None,
+                Schedule::Alternate { e_steps, m_steps } => {
+                    let cycle = (e_steps + m_steps).max(1) as u64;
+                    if state.step % cycle < e_steps as u64 {
+                        Some(guide_group.as_slice())
+                    } else {
+                        Some(model_group.as_slice())
+                    }
+                }
+            };
+            match optimizer.step(&grads, group) {
+                Ok(_) => {}
+                Err(OptimError::NonFiniteGradient { params }) => {
+                    return Err(TrainError::NonFinite {
+                        epoch,
+                        step: state.step + 1,
+                        what: format!("the gradient of `{}`", params.join("`, `")),
+                        kept_epoch: state.epoch,
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            }
+            state.step += 1;
+            let rows = chunk.len();
+            seen += rows;
+            loss_sum += loss * rows as f64;
+            bound_sum += out.bound.sum_all()?.to_scalar::<f32>()? as f64;
+            for (name, v) in &terms {
+                match term_sums.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, s)) => *s += v * rows as f64,
+                    None => term_sums.push((name.clone(), v * rows as f64)),
+                }
+            }
+            observer.step(&StepInfo {
+                epoch,
+                step: state.step,
+                examples: rows,
+                loss,
+                terms,
+            });
+        }
+        let seconds = (opts.clock)() - started;
+        let mut eval_rng = state.rng.fork();
+        let eval_settings = Settings {
+            samples: 1,
+            iwae: false,
+            train: false,
+            kl_weight: 1.0,
+            free_bits: 0.0,
+            dataset_size: n,
+        };
+        let test_elbo = mean_bound(&model, &data.test, &eval_settings, 1000, &mut eval_rng)?;
+        let denom = seen.max(1) as f64;
+        let row = MetricsRow {
+            epoch,
+            step: state.step,
+            train_loss: loss_sum / denom,
+            train_bound: bound_sum / denom,
+            test_elbo,
+            terms: term_sums
+                .iter()
+                .map(|(n, s)| (n.clone(), s / denom))
+                .collect(),
+            examples_per_second: seen as f64 / seconds.max(1e-9),
+            seconds,
+        };
+        state.epoch = epoch;
+        state.metrics.push(row.clone());
+        save_checkpoint(&model, &optimizer, &state, store)?;
+        observer.epoch(&row);
+    }
+    Ok(Trained {
+        model,
+        metrics: state.metrics,
+    })
+}
+
+fn save_checkpoint(
+    model: &LoweredModel,
+    optimizer: &Optimizer,
+    state: &TrainState,
+    store: &mut dyn RunStore,
+) -> Result<(), TrainError> {
+    let model_file = model_bytes(model)?;
+    let optim_file = tensors_to_bytes(optimizer.state_tensors()?)?;
+    let state_file =
+        serde_json::to_vec_pretty(state).map_err(|e| TrainError::Store(e.to_string()))?;
+    store
+        .save_checkpoint(vec![
+            ("model.safetensors".into(), model_file.clone()),
+            ("optimizer.safetensors".into(), optim_file),
+            ("state.json".into(), state_file),
+        ])
+        .map_err(TrainError::Store)?;
+    // The user-facing copies: written after the checkpoint, so a crash in between
+    // leaves them one epoch behind at worst, never ahead of what resumes.
+    store
+        .write("model.safetensors", &model_file)
+        .map_err(TrainError::Store)?;
+    store
+        .write("metrics.csv", metrics_csv(&state.metrics).as_bytes())
+        .map_err(TrainError::Store)
+}
+
+/// metrics.csv: one row per epoch, the named terms as extra columns.
+pub fn metrics_csv(rows: &[MetricsRow]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for r in rows {
+        for (n, _) in &r.terms {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    let mut out = String::from("epoch,step,train_loss,train_bound,test_elbo");
+    for n in &names {
+        out.push(',');
+        out.push_str(&format!("\"{}\"", n.replace('"', "'")));
+    }
+    out.push_str(",examples_per_second,seconds\n");
+    for r in rows {
+        out.push_str(&format!(
+            "{},{},{:.6},{:.6},{:.6}",
+            r.epoch, r.step, r.train_loss, r.train_bound, r.test_elbo
+        ));
+        for n in &names {
+            let v = r.terms.iter().find(|(m, _)| m == n).map(|(_, v)| *v);
+            match v {
+                Some(v) => out.push_str(&format!(",{v:.6}")),
+                None => out.push(','),
+            }
+        }
+        out.push_str(&format!(",{:.1},{:.3}\n", r.examples_per_second, r.seconds));
+    }
+    out
+}

@@ -1,0 +1,70 @@
+//! Where a training step's time goes: batch assembly, the objective's forward pass,
+//! backward, and the optimizer step, averaged over 100 steps of a spec's model on its
+//! dataset. `cargo run --release --example step_time -- specs/vae.vi` (set FLUSH=1 to
+//! flush denormals first). Prints timings; asserts nothing.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)]
+use std::time::Instant;
+use vic::lower::objective::Settings;
+fn main() {
+    let src = std::fs::read_to_string(std::env::args().nth(1).unwrap()).unwrap();
+    let front = vic::driver::front_end(&src, &Default::default());
+    let program = front.program.unwrap();
+    let flush = std::env::var("FLUSH").is_ok();
+    if flush {
+        vic::train::fpu::flush_denormals_everywhere();
+    }
+    let env = vic::data::DataEnv {
+        spec_dir: ".".into(),
+        vic_data: None,
+    };
+    let data =
+        vic::data::load(&program, &program.train.dataset, &env, &vic::io::RealFs, 0).unwrap();
+    let dev = candle_core::Device::Cpu;
+    let store = vic::lower::params::ParamStore::seeded(0, &dev);
+    let model = vic::lower::LoweredModel::new(program.clone(), store).unwrap();
+    let mut opt =
+        vic::train::optim::Optimizer::new(&program.train.optimizer, None, model.store.named())
+            .unwrap();
+    let mut rng = vic::rng::Rng::seed(1);
+    let s = Settings {
+        samples: 1,
+        iwae: false,
+        train: true,
+        kl_weight: 1.0,
+        free_bits: 0.0,
+        dataset_size: data.train.n,
+    };
+    let (mut tb, mut tf, mut tbw, mut to) = (0.0, 0.0, 0.0, 0.0);
+    let steps = 100;
+    for i in 0..steps + 10 {
+        let idx: Vec<usize> = ((i * 128)..(i * 128 + 128))
+            .map(|j| j % data.train.n)
+            .collect();
+        let t0 = Instant::now();
+        let b = vic::train::make_batch(&model.program, &data.train, &idx, &dev, &mut rng).unwrap();
+        let t1 = Instant::now();
+        let out = model.objective(&b, &s, &mut rng).unwrap();
+        let _ = out.loss.to_scalar::<f32>().unwrap();
+        let t2 = Instant::now();
+        let g = out.loss.backward().unwrap();
+        let t3 = Instant::now();
+        opt.step(&g, None).unwrap();
+        let t4 = Instant::now();
+        if i >= 10 {
+            tb += (t1 - t0).as_secs_f64();
+            tf += (t2 - t1).as_secs_f64();
+            tbw += (t3 - t2).as_secs_f64();
+            to += (t4 - t3).as_secs_f64();
+        }
+    }
+    let ms = |x: f64| x * 1000.0 / steps as f64;
+    println!(
+        "per step ms: batch {:.2} fwd {:.2} bwd {:.2} opt {:.2} total {:.2} -> {:.0} ex/s",
+        ms(tb),
+        ms(tf),
+        ms(tbw),
+        ms(to),
+        ms(tb + tf + tbw + to),
+        128.0 * steps as f64 / (tb + tf + tbw + to)
+    );
+}

@@ -1,0 +1,729 @@
+//! The interpreter of the IR on candle tensors: evaluates expressions and statements of
+//! `guide` and `model` for a batch, following the value conventions of `lower`.
+//!
+//! Rows: a batch starts with `B` rows (one per example). Drawing `S` samples multiplies
+//! the rows of everything downstream of a sampled site by `S`; values computed before
+//! (an encoder's output) stay at fewer rows and are *lifted* (each row repeated, in
+//! order) when combined with more. Row `r` of a lifted value belongs to example
+//! `r / (R / B)`. Enumeration (a later release) multiplies rows the same way.
+
+use super::dist::DistValue;
+use super::nets::NetCtx;
+use super::{LoweredModel, SiteRecord};
+use crate::ir::{
+    BinaryOp, DataId, Expr, ExprKind, Reduce, Ref, Site, SiteVar, Step, Stmt, Type, UnaryFn,
+};
+use crate::rng::Rng;
+use candle_core::{bail, Result, Tensor, D};
+
+/// A runtime value: shared by every row (numbers, fills, params, global latents) or one
+/// per row.
+#[derive(Clone, Debug)]
+pub enum Val {
+    /// No rows axis: shape is the per-example shape.
+    Shared(Tensor),
+    /// `[rows, ...per-example shape]`.
+    Rows(Tensor),
+}
+
+impl Val {
+    pub fn rows(&self) -> Option<usize> {
+        match self {
+            Val::Shared(_) => None,
+            Val::Rows(t) => t.dims().first().copied(),
+        }
+    }
+}
+
+/// Repeat each row of `t` so that it has `rows` rows (`rows` a multiple of its rows).
+pub fn lift(t: &Tensor, rows: usize) -> Result<Tensor> {
+    let have = t.dim(0)?;
+    if have == rows {
+        return Ok(t.clone());
+    }
+    if have == 0 || rows % have != 0 {
+        bail!("internal error: cannot lift {have} rows to {rows}");
+    }
+    let factor = rows / have;
+    let mut dims = t.dims().to_vec();
+    let mut expanded = dims.clone();
+    expanded.insert(1, factor);
+    dims[0] = rows;
+    t.unsqueeze(1)?
+        .broadcast_as(expanded)?
+        .contiguous()?
+        .reshape(dims)
+}
+
+/// The value as a tensor `[rows, ...shape]` (broadcasting a shared value).
+pub fn materialize(v: &Val, rows: usize, shape: &[usize]) -> Result<Tensor> {
+    let mut full = vec![rows];
+    full.extend_from_slice(shape);
+    match v {
+        Val::Shared(t) => t.broadcast_as(full),
+        Val::Rows(t) => {
+            let t = lift(t, rows)?;
+            if t.dims() == full.as_slice() {
+                Ok(t)
+            } else if t.rank() == 1 {
+                // A per-row scalar used where a shaped value is expected.
+                let mut ones = vec![rows];
+                ones.extend(std::iter::repeat_n(1, shape.len()));
+                t.reshape(ones)?.broadcast_as(full)
+            } else {
+                t.broadcast_as(full)
+            }
+        }
+    }
+}
+
+/// The tensor shape of a value of type `ty` for one example: a `Cat(K)` value carries a
+/// trailing one-hot axis.
+pub fn value_shape(ty: &Type) -> Vec<usize> {
+    let mut s = ty.shape.clone();
+    if let crate::ir::Domain::Cat(k) = ty.domain {
+        s.push(k);
+    }
+    s
+}
+
+/// A sequence or single `let` value.
+#[derive(Clone, Debug)]
+enum LocalVal {
+    Unset,
+    Single(Val),
+    Steps(Vec<Option<Val>>),
+}
+
+/// Which pass is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// The guide: latents are drawn from q.
+    Guide,
+    /// The model scoring latents drawn by the guide and observed data.
+    Score,
+    /// The model drawing its own latents (ancestral sampling, `vic sample`).
+    Prior,
+}
+
+/// Evaluation state of one pass over one block.
+pub struct Frame<'m> {
+    pub model: &'m LoweredModel,
+    pub pass: Pass,
+    /// Rows of the batch (examples).
+    pub base_rows: usize,
+    /// Rows once samples are drawn.
+    pub sample_rows: usize,
+    pub train: bool,
+    /// Batch data per `DataId` at `base_rows` rows (None: not bound, e.g. sampling).
+    pub data: &'m [Option<Tensor>],
+    /// Latent values per `LatentId` (whole value) and per step for stepped latents.
+    pub latents: Vec<Option<Val>>,
+    pub latent_steps: Vec<Vec<Option<Val>>>,
+    /// Observed data values drawn in `Prior` passes (for `vic sample`).
+    pub drawn_data: Vec<Option<Val>>,
+    locals: Vec<LocalVal>,
+    loop_values: Vec<usize>,
+    /// What each site did, in order.
+    pub records: Vec<SiteRecord>,
+}
+
+impl<'m> Frame<'m> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        model: &'m LoweredModel,
+        pass: Pass,
+        locals: usize,
+        loops: usize,
+        base_rows: usize,
+        sample_rows: usize,
+        train: bool,
+        data: &'m [Option<Tensor>],
+    ) -> Frame<'m> {
+        let n_latents = model.program.latents.len();
+        Frame {
+            model,
+            pass,
+            base_rows,
+            sample_rows,
+            train,
+            data,
+            latents: vec![None; n_latents],
+            latent_steps: vec![Vec::new(); n_latents],
+            drawn_data: vec![None; model.program.data.len()],
+            locals: vec![LocalVal::Unset; locals],
+            loop_values: vec![0; loops],
+            records: Vec::new(),
+        }
+    }
+
+    fn step_index(&self, step: &Step) -> Result<i64> {
+        let base = match step.loop_id {
+            Some(l) => *self.loop_values.get(l).unwrap_or(&0) as i64,
+            None => 0,
+        };
+        Ok(base + step.offset)
+    }
+
+    fn data_value(&self, id: DataId) -> Result<Val> {
+        if let Some(Some(v)) = self.drawn_data.get(id) {
+            return Ok(v.clone());
+        }
+        match self.data.get(id) {
+            Some(Some(t)) => Ok(Val::Rows(t.clone())),
+            _ => {
+                let name = self
+                    .model
+                    .program
+                    .data
+                    .get(id)
+                    .map(|d| d.name.as_str())
+                    .unwrap_or("?");
+                bail!("the data variable `{name}` has no value in this pass")
+            }
+        }
+    }
+
+    fn latent_value(&self, id: usize) -> Result<Val> {
+        if let Some(Some(v)) = self.latents.get(id) {
+            return Ok(v.clone());
+        }
+        // A stepped latent read whole: stack its steps along axis 1.
+        if let Some(steps) = self.latent_steps.get(id) {
+            if !steps.is_empty() && steps.iter().all(|s| s.is_some()) {
+                let rows = steps
+                    .iter()
+                    .filter_map(|s| s.as_ref().and_then(Val::rows))
+                    .max()
+                    .unwrap_or(self.base_rows);
+                let ty = &self.model.program.latents[id].ty;
+                let step_shape = value_shape(&Type::new(ty.domain, ty.shape[1..].to_vec()));
+                let parts: Vec<Tensor> = steps
+                    .iter()
+                    .flatten()
+                    .map(|v| materialize(v, rows, &step_shape).and_then(|t| t.unsqueeze(1)))
+                    .collect::<Result<_>>()?;
+                return Ok(Val::Rows(Tensor::cat(&parts, 1)?));
+            }
+        }
+        let name = &self.model.program.latents[id].name;
+        bail!("internal error: latent `{name}` read before it was drawn")
+    }
+
+    /// Evaluate an expression.
+    pub fn eval(&mut self, e: &Expr, rng: &mut Rng) -> Result<Val> {
+        let dev = self.model.device();
+        match &e.kind {
+            ExprKind::Number(v) => Ok(Val::Shared(Tensor::new(*v as f32, dev)?)),
+            ExprKind::Fill(v) => Ok(Val::Shared(
+                Tensor::ones(e.ty.shape.as_slice(), candle_core::DType::F32, dev)?
+                    .affine(*v, 0.0)?,
+            )),
+            ExprKind::Ref(r) => match r {
+                Ref::Data(id) => self.data_value(*id),
+                Ref::Latent(id) => self.latent_value(*id),
+                Ref::Param(id) => Ok(Val::Shared(self.model.param_value(*id)?)),
+                Ref::Local(id) => match self.locals.get(*id) {
+                    Some(LocalVal::Single(v)) => Ok(v.clone()),
+                    _ => bail!("internal error: local read before it was set"),
+                },
+                Ref::LoopVar(l) => Ok(Val::Shared(Tensor::new(
+                    *self.loop_values.get(*l).unwrap_or(&0) as f32,
+                    dev,
+                )?)),
+                Ref::Set(_) => bail!(
+                    "context sets (`set`) are not lowered by this release; they arrive with `meta`"
+                ),
+            },
+            ExprKind::Step { base, step } => {
+                let t = self.step_index(step)?;
+                match &base.kind {
+                    ExprKind::Ref(Ref::Local(id)) => match self.locals.get(*id) {
+                        Some(LocalVal::Steps(v)) => match v.get(t.max(0) as usize) {
+                            Some(Some(val)) if t >= 0 => Ok(val.clone()),
+                            _ => bail!("internal error: sequence step {t} read before it was set"),
+                        },
+                        _ => bail!("internal error: sequence read before it was set"),
+                    },
+                    ExprKind::Ref(Ref::Latent(id)) => {
+                        if let Some(Some(v)) = self
+                            .latent_steps
+                            .get(*id)
+                            .and_then(|s| s.get((t - 1).max(0) as usize))
+                        {
+                            return Ok(v.clone());
+                        }
+                        let whole = self.latent_value(*id)?;
+                        narrow_step(&whole, t)
+                    }
+                    _ => {
+                        let whole = self.eval(base, rng)?;
+                        narrow_step(&whole, t)
+                    }
+                }
+            }
+            ExprKind::Select { base, index } => {
+                let b = self.eval(base, rng)?;
+                let i = self.eval(index, rng)?;
+                select(&b, &i, &base.ty, &e.ty)
+            }
+            ExprKind::NetCall { net, args, head } => {
+                let heads = self.call_net(*net, args, rng)?;
+                let i = head.unwrap_or(0);
+                heads
+                    .into_iter()
+                    .nth(i)
+                    .map(Val::Rows)
+                    .ok_or_else(|| candle_core::Error::Msg("internal error: no such head".into()))
+            }
+            ExprKind::Unary { op, arg } => {
+                let v = self.eval(arg, rng)?;
+                map_val(&v, |t| unary(*op, t))
+            }
+            ExprKind::Binary { op, lhs, rhs } => {
+                let a = self.eval(lhs, rng)?;
+                let b = self.eval(rhs, rng)?;
+                binary(*op, &a, &lhs.ty, &b, &rhs.ty, &e.ty)
+            }
+            ExprKind::Reduce { op, arg } => {
+                let v = self.eval(arg, rng)?;
+                let red = |t: &Tensor, from: usize| -> Result<Tensor> {
+                    let mut t = t.clone();
+                    while t.rank() > from {
+                        t = match op {
+                            Reduce::Sum => t.sum(D::Minus1)?,
+                            Reduce::Mean => t.mean(D::Minus1)?,
+                        };
+                    }
+                    Ok(t)
+                };
+                match &v {
+                    Val::Shared(t) => Ok(Val::Shared(red(t, 0)?)),
+                    Val::Rows(t) => Ok(Val::Rows(red(t, 1)?)),
+                }
+            }
+            ExprKind::Concat(parts) => {
+                let vals: Vec<(Val, Vec<usize>)> = parts
+                    .iter()
+                    .map(|p| Ok((self.eval(p, rng)?, value_shape(&p.ty))))
+                    .collect::<Result<_>>()?;
+                let rows = vals.iter().filter_map(|(v, _)| v.rows()).max();
+                match rows {
+                    None => {
+                        let ts: Vec<Tensor> = vals
+                            .iter()
+                            .map(|(v, _)| match v {
+                                Val::Shared(t) => t.clone(),
+                                Val::Rows(t) => t.clone(),
+                            })
+                            .collect();
+                        Ok(Val::Shared(Tensor::cat(&ts, 0)?))
+                    }
+                    Some(rows) => {
+                        let ts: Vec<Tensor> = vals
+                            .iter()
+                            .map(|(v, s)| materialize(v, rows, s))
+                            .collect::<Result<_>>()?;
+                        Ok(Val::Rows(Tensor::cat(&ts, 1)?))
+                    }
+                }
+            }
+            ExprKind::Invalid => bail!("internal error: an unchecked expression reached lowering"),
+        }
+    }
+
+    /// Call a network: inputs materialized to the current rows, heads `[rows, ...]`.
+    pub fn call_net(&mut self, net: usize, args: &[Expr], rng: &mut Rng) -> Result<Vec<Tensor>> {
+        let def = &self.model.program.nets[net];
+        let vals: Vec<Val> = args
+            .iter()
+            .map(|a| self.eval(a, rng))
+            .collect::<Result<_>>()?;
+        let rows = vals
+            .iter()
+            .filter_map(Val::rows)
+            .max()
+            .unwrap_or(self.base_rows);
+        let inputs: Vec<Tensor> = vals
+            .iter()
+            .zip(&def.inputs)
+            .map(|(v, input)| materialize(v, rows, &value_shape(&input.ty)))
+            .collect::<Result<_>>()?;
+        let mut ctx = NetCtx {
+            train: self.train,
+            rng,
+        };
+        self.model.net(net)?.forward(&inputs, &mut ctx)
+    }
+
+    /// Run the statements of a block.
+    pub fn run(&mut self, stmts: &[Stmt], rng: &mut Rng) -> Result<()> {
+        for stmt in stmts {
+            match stmt {
+                Stmt::Let { targets, value, .. } => {
+                    let heads: Vec<Val> = match (&value.kind, targets.len()) {
+                        (
+                            ExprKind::NetCall {
+                                net,
+                                args,
+                                head: None,
+                            },
+                            n,
+                        ) if n > 1 || targets.first().and_then(|t| t.head).is_some() => self
+                            .call_net(*net, args, rng)?
+                            .into_iter()
+                            .map(Val::Rows)
+                            .collect(),
+                        _ => vec![self.eval(value, rng)?],
+                    };
+                    for (k, target) in targets.iter().enumerate() {
+                        let v = heads
+                            .get(target.head.unwrap_or(k))
+                            .or_else(|| heads.first())
+                            .cloned()
+                            .ok_or_else(|| {
+                                candle_core::Error::Msg("internal error: empty let".into())
+                            })?;
+                        self.set_local(target.local, target.step.as_ref(), v)?;
+                    }
+                }
+                Stmt::Loop { loop_id, body, .. } => {
+                    let def = &self.model.program_body(self.pass).loops[*loop_id];
+                    let (from, to) = (def.from, def.to);
+                    for t in from..=to {
+                        if let Some(slot) = self.loop_values.get_mut(*loop_id) {
+                            *slot = t;
+                        }
+                        self.run(body, rng)?;
+                    }
+                }
+                Stmt::Sample(site) => self.site(site, rng)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn set_local(&mut self, id: usize, step: Option<&Step>, v: Val) -> Result<()> {
+        let step = match step {
+            Some(s) => Some(self.step_index(s)?),
+            None => None,
+        };
+        let slot = self
+            .locals
+            .get_mut(id)
+            .ok_or_else(|| candle_core::Error::Msg("internal error: no such local".into()))?;
+        match step {
+            None => *slot = LocalVal::Single(v),
+            Some(t) => {
+                let t = t.max(0) as usize;
+                if !matches!(slot, LocalVal::Steps(_)) {
+                    *slot = LocalVal::Steps(Vec::new());
+                }
+                if let LocalVal::Steps(steps) = slot {
+                    if steps.len() <= t {
+                        steps.resize(t + 1, None);
+                    }
+                    steps[t] = Some(v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Build the distribution of a site at `rows` rows.
+    fn dist(&mut self, site: &Site, rows: usize, rng: &mut Rng) -> Result<DistValue> {
+        build_dist(self, &site.dist, &site.ty, rows, rng)
+    }
+
+    fn site(&mut self, site: &Site, rng: &mut Rng) -> Result<()> {
+        let step = match &site.step {
+            Some(s) => Some(self.step_index(s)?),
+            None => None,
+        };
+        match (self.pass, site.var) {
+            (Pass::Guide, SiteVar::Latent(id)) => {
+                let global = self.model.program.latents[id].global;
+                let rows = if global { 1 } else { self.sample_rows };
+                let q = self.dist(site, rows, rng)?;
+                let value = match &site.strategy {
+                    Some(crate::ir::Strategy::Reparameterized) | None => q.rsample(rng)?,
+                    Some(other) => bail!(
+                        "the `@{}` strategy on `{}` is not lowered by this release",
+                        other.name(),
+                        self.model.program.latents[id].name
+                    ),
+                };
+                if !site.flows.is_empty() {
+                    bail!(
+                        "flows on `{}` are not lowered by this release",
+                        self.model.program.latents[id].name
+                    );
+                }
+                let val = if global {
+                    Val::Shared(value.squeeze(0)?)
+                } else {
+                    Val::Rows(value.clone())
+                };
+                self.store_latent(id, step, val);
+                self.records.push(SiteRecord {
+                    var: site.var,
+                    step,
+                    dist: q,
+                    value,
+                });
+            }
+            (Pass::Score, SiteVar::Latent(id)) => {
+                let global = self.model.program.latents[id].global;
+                let rows = if global { 1 } else { self.sample_rows };
+                let p = self.dist(site, rows, rng)?;
+                let v = match step {
+                    Some(t) => self
+                        .latent_steps
+                        .get(id)
+                        .and_then(|s| s.get((t - 1).max(0) as usize))
+                        .cloned()
+                        .flatten()
+                        .ok_or_else(|| {
+                            candle_core::Error::Msg(
+                                "internal error: stepped latent not drawn by the guide".into(),
+                            )
+                        })?,
+                    None => self.latent_value(id)?,
+                };
+                let value = match &v {
+                    Val::Shared(t) if global => t.unsqueeze(0)?,
+                    v => materialize(v, rows, &value_shape(&site.ty))?,
+                };
+                self.records.push(SiteRecord {
+                    var: site.var,
+                    step,
+                    dist: p,
+                    value,
+                });
+            }
+            (Pass::Prior, SiteVar::Latent(id)) => {
+                let global = self.model.program.latents[id].global;
+                let rows = if global { 1 } else { self.sample_rows };
+                let p = self.dist(site, rows, rng)?;
+                let value = p.sample(rng)?;
+                let val = if global {
+                    Val::Shared(value.squeeze(0)?)
+                } else {
+                    Val::Rows(value.clone())
+                };
+                self.store_latent(id, step, val);
+                self.records.push(SiteRecord {
+                    var: site.var,
+                    step,
+                    dist: p,
+                    value,
+                });
+            }
+            (Pass::Score, SiteVar::Data(id)) => {
+                let rows = self.sample_rows;
+                let p = self.dist(site, rows, rng)?;
+                let whole = self.data_value(id)?;
+                let v = match step {
+                    Some(t) => narrow_step(&whole, t)?,
+                    None => whole,
+                };
+                let value = materialize(&v, rows, &value_shape(&site.ty))?;
+                self.records.push(SiteRecord {
+                    var: site.var,
+                    step,
+                    dist: p,
+                    value,
+                });
+            }
+            (Pass::Prior, SiteVar::Data(id)) => {
+                let rows = self.sample_rows;
+                let p = self.dist(site, rows, rng)?;
+                let value = p.sample(rng)?;
+                match step {
+                    None => {
+                        if let Some(slot) = self.drawn_data.get_mut(id) {
+                            *slot = Some(Val::Rows(value.clone()));
+                        }
+                    }
+                    Some(_) => {
+                        // Stepped data drawn step by step: keep the latest whole value
+                        // assembled by the caller from the records.
+                    }
+                }
+                self.records.push(SiteRecord {
+                    var: site.var,
+                    step,
+                    dist: p,
+                    value,
+                });
+            }
+            (Pass::Guide, SiteVar::Data(_)) => {
+                bail!("`partial` data sampled by the guide is not lowered by this release")
+            }
+        }
+        Ok(())
+    }
+
+    fn store_latent(&mut self, id: usize, step: Option<i64>, v: Val) {
+        match step {
+            None => {
+                if let Some(slot) = self.latents.get_mut(id) {
+                    *slot = Some(v);
+                }
+            }
+            Some(t) => {
+                if let Some(steps) = self.latent_steps.get_mut(id) {
+                    let i = (t - 1).max(0) as usize;
+                    if steps.len() <= i {
+                        steps.resize(i + 1, None);
+                    }
+                    steps[i] = Some(v);
+                }
+            }
+        }
+    }
+}
+
+/// The distribution of a site, its parameters materialized to `[rows, ...]`.
+fn build_dist(
+    frame: &mut Frame<'_>,
+    dist: &crate::ir::Dist,
+    ty: &Type,
+    rows: usize,
+    rng: &mut Rng,
+) -> Result<DistValue> {
+    let mut params = Vec::with_capacity(dist.args.len());
+    for (p, e) in &dist.args {
+        let v = frame.eval(e, rng)?;
+        let shape = param_shape(dist.kind, &e.ty, ty);
+        params.push((*p, materialize(&v, rows, &shape)?));
+    }
+    match &dist.component {
+        Some(c) => {
+            let Some((_, logits)) = params.into_iter().next() else {
+                bail!("internal error: a mixture without weights")
+            };
+            let k = logits.dims().last().copied().unwrap_or(1);
+            // Component parameters carry a leading K axis.
+            let mut comp_ty = ty.clone();
+            comp_ty.shape.insert(0, k);
+            let mut comp = Vec::with_capacity(c.args.len());
+            for (p, e) in &c.args {
+                let v = frame.eval(e, rng)?;
+                let shape = param_shape(c.kind, &e.ty, &comp_ty);
+                comp.push((*p, materialize(&v, rows, &shape)?));
+            }
+            DistValue::mixture(logits, c.kind, comp, &ty.shape)
+        }
+        None => DistValue::new(dist.kind, params, None, &ty.shape),
+    }
+}
+
+/// The per-row shape a distribution parameter is materialized to.
+fn param_shape(kind: crate::ir::DistKind, arg_ty: &Type, ty: &Type) -> Vec<usize> {
+    use crate::ir::DistKind as K;
+    match kind {
+        // Categorical parameters have the variable's shape plus K (the one-hot axis).
+        K::Categorical => value_shape(ty),
+        // Mixture weights: [K].
+        K::Mixture => arg_ty.shape.clone(),
+        // A scalar component parameter stays scalar per row; others fill the variable.
+        _ if arg_ty.shape.is_empty() => Vec::new(),
+        _ => ty.shape.clone(),
+    }
+}
+
+fn narrow_step(v: &Val, t: i64) -> Result<Val> {
+    if t < 1 {
+        bail!("internal error: step {t} of a variable indexed from 1");
+    }
+    let i = (t - 1) as usize;
+    match v {
+        Val::Rows(x) => Ok(Val::Rows(x.narrow(1, i, 1)?.squeeze(1)?)),
+        Val::Shared(x) => Ok(Val::Shared(x.narrow(0, i, 1)?.squeeze(0)?)),
+    }
+}
+
+/// `mu[c]`: contract `c`'s one-hot axis with `mu`'s leading `K` axis.
+fn select(base: &Val, index: &Val, base_ty: &Type, out_ty: &Type) -> Result<Val> {
+    let k = base_ty.shape.first().copied().unwrap_or(1);
+    let rest: usize = value_shape(out_ty).iter().product::<usize>().max(1);
+    let out_shape = value_shape(out_ty);
+    let idx = match index {
+        Val::Rows(t) => t.clone(),
+        Val::Shared(t) => t.unsqueeze(0)?,
+    };
+    let rows = idx.dim(0)?;
+    let idx = idx.reshape((rows, k))?;
+    let out = match base {
+        Val::Shared(m) => idx.matmul(&m.reshape((k, rest))?)?,
+        Val::Rows(m) => {
+            let m = lift(m, rows)?.reshape((rows, k, rest))?;
+            idx.unsqueeze(1)?.matmul(&m)?.squeeze(1)?
+        }
+    };
+    let mut dims = vec![rows];
+    dims.extend(out_shape);
+    Ok(Val::Rows(out.reshape(dims)?))
+}
+
+fn map_val(v: &Val, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Val> {
+    Ok(match v {
+        Val::Shared(t) => Val::Shared(f(t)?),
+        Val::Rows(t) => Val::Rows(f(t)?),
+    })
+}
+
+/// `log(1 + exp(x))`, stable for large |x|.
+pub fn softplus(t: &Tensor) -> Result<Tensor> {
+    let pos = t.relu()?;
+    let tail = (t.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    pos + tail
+}
+
+fn unary(op: UnaryFn, t: &Tensor) -> Result<Tensor> {
+    match op {
+        UnaryFn::Neg => t.neg(),
+        UnaryFn::Exp => t.exp(),
+        UnaryFn::Log => t.log(),
+        UnaryFn::Sqrt => t.sqrt(),
+        UnaryFn::Abs => t.abs(),
+        UnaryFn::Softplus => softplus(t),
+        UnaryFn::Sigmoid => candle_nn::ops::sigmoid(t),
+        UnaryFn::Tanh => t.tanh(),
+        UnaryFn::Relu => t.relu(),
+    }
+}
+
+fn binary(op: BinaryOp, a: &Val, at: &Type, b: &Val, bt: &Type, out: &Type) -> Result<Val> {
+    let out_shape = value_shape(out);
+    let rows = a.rows().into_iter().chain(b.rows()).max();
+    let prep = |v: &Val, ty: &Type| -> Result<Tensor> {
+        match (v, rows) {
+            (Val::Shared(t), _) => Ok(t.clone()),
+            (Val::Rows(t), Some(rows)) => {
+                let t = lift(t, rows)?;
+                if value_shape(ty).is_empty() && !out_shape.is_empty() {
+                    let mut dims = vec![rows];
+                    dims.extend(std::iter::repeat_n(1, out_shape.len()));
+                    t.reshape(dims)
+                } else {
+                    Ok(t)
+                }
+            }
+            (Val::Rows(t), None) => Ok(t.clone()),
+        }
+    };
+    let (x, y) = (prep(a, at)?, prep(b, bt)?);
+    let r = match op {
+        BinaryOp::Add => x.broadcast_add(&y)?,
+        BinaryOp::Sub => x.broadcast_sub(&y)?,
+        BinaryOp::Mul => x.broadcast_mul(&y)?,
+        BinaryOp::Div => x.broadcast_div(&y)?,
+    };
+    Ok(if rows.is_some() {
+        Val::Rows(r)
+    } else {
+        Val::Shared(r)
+    })
+}

@@ -1,0 +1,347 @@
+//! The one generic objective: run the guide, score its draws and the data under the
+//! model, and combine the terms into the ELBO or the IWAE bound, per example. Also the
+//! two other passes over a lowered model: ancestral sampling (`vic sample`) and
+//! posterior means (`vic encode`).
+
+use super::dist::kl;
+use super::eval::{value_shape, Frame, Pass};
+use super::{LoweredModel, SiteRecord, Used};
+use crate::ir::{Body, Expr, ExprKind, Guide, Ref, SiteVar, Stmt};
+use crate::plan::{KlMethod, KlSubject};
+use crate::rng::Rng;
+use candle_core::{bail, Result, Tensor};
+
+/// Visit every network and param an expression of `body` uses.
+pub fn visit_refs(body: &Body, f: &mut dyn FnMut(Used)) {
+    fn expr(e: &Expr, f: &mut dyn FnMut(Used)) {
+        match &e.kind {
+            ExprKind::Ref(Ref::Param(p)) => f(Used::Param(*p)),
+            ExprKind::NetCall { net, args, .. } => {
+                f(Used::Net(*net));
+                args.iter().for_each(|a| expr(a, f));
+            }
+            ExprKind::Step { base, .. } => expr(base, f),
+            ExprKind::Select { base, index } => {
+                expr(base, f);
+                expr(index, f);
+            }
+            ExprKind::Unary { arg, .. } | ExprKind::Reduce { arg, .. } => expr(arg, f),
+            ExprKind::Binary { lhs, rhs, .. } => {
+                expr(lhs, f);
+                expr(rhs, f);
+            }
+            ExprKind::Concat(parts) => parts.iter().for_each(|p| expr(p, f)),
+            _ => {}
+        }
+    }
+    fn dist(d: &crate::ir::Dist, f: &mut dyn FnMut(Used)) {
+        d.args.iter().for_each(|(_, e)| expr(e, f));
+        if let Some(c) = &d.component {
+            dist(c, f);
+        }
+    }
+    fn stmts(s: &[Stmt], f: &mut dyn FnMut(Used)) {
+        for st in s {
+            match st {
+                Stmt::Let { value, .. } => expr(value, f),
+                Stmt::Loop { body, .. } => stmts(body, f),
+                Stmt::Sample(site) => {
+                    dist(&site.dist, f);
+                    for flow in &site.flows {
+                        let crate::ir::FlowKind::Iaf { net, .. } = flow.kind;
+                        f(Used::Net(net));
+                        flow.context.iter().for_each(|c| expr(c, f));
+                    }
+                }
+            }
+        }
+    }
+    stmts(&body.stmts, f)
+}
+
+/// One minibatch: data tensors per `DataId` (`None` for unbound variables), with
+/// `rows` examples.
+pub struct Batch {
+    pub data: Vec<Option<Tensor>>,
+    pub rows: usize,
+}
+
+/// How to evaluate the objective.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Samples per example (ELBO average, or IWAE's K).
+    pub samples: usize,
+    /// IWAE bound instead of the ELBO.
+    pub iwae: bool,
+    /// Training mode: dropout on, KL weighted and free bits applied in the loss.
+    pub train: bool,
+    /// Weight of the KL terms in the loss (`beta` times the annealing factor).
+    pub kl_weight: f64,
+    /// Free bits: nats per latent variable below which its KL is not pushed down.
+    pub free_bits: f64,
+    /// Training-set size: per-dataset KL terms (global latents, weight posteriors) are
+    /// divided by it, so a minibatch carries its share.
+    pub dataset_size: usize,
+}
+
+/// A named scalar term of the objective (mean per example), for metrics and for saying
+/// which term went bad.
+#[derive(Clone, Debug)]
+pub struct Term {
+    pub name: String,
+    pub value: Tensor,
+}
+
+/// The result of one evaluation.
+pub struct Outcome {
+    /// What the optimizer minimizes (scalar).
+    pub loss: Tensor,
+    /// The bound per example `[B]` (ELBO or IWAE, KL weight 1, per-dataset terms
+    /// included at their per-example share).
+    pub bound: Tensor,
+    /// `log p(x | ...)` per example, averaged over samples `[B]`.
+    pub loglik: Tensor,
+    /// The named terms (means per example), data log-likelihoods and KLs.
+    pub terms: Vec<Term>,
+}
+
+impl LoweredModel {
+    fn guide_pass<'a>(
+        &'a self,
+        batch: &'a Batch,
+        sample_rows: usize,
+        train: bool,
+        rng: &mut Rng,
+    ) -> Result<Frame<'a>> {
+        let (locals, loops) = match &self.program.guide {
+            Guide::Amortized(g) => (g.locals.len(), g.loops.len()),
+            _ => (0, 0),
+        };
+        let mut frame = Frame::new(
+            self,
+            Pass::Guide,
+            locals,
+            loops,
+            batch.rows,
+            sample_rows,
+            train,
+            &batch.data,
+        );
+        match &self.program.guide {
+            Guide::Amortized(g) => frame.run(&g.stmts, rng)?,
+            Guide::None => {}
+            Guide::Exact { .. } => {
+                bail!("`guide exact` is not lowered by this release")
+            }
+        }
+        Ok(frame)
+    }
+
+    /// Evaluate the objective on a batch.
+    pub fn objective(&self, batch: &Batch, s: &Settings, rng: &mut Rng) -> Result<Outcome> {
+        let b = batch.rows;
+        let samples = s.samples.max(1);
+        let rows = b * samples;
+        let guide = self.guide_pass(batch, rows, s.train, rng)?;
+        let mut score = Frame::new(
+            self,
+            Pass::Score,
+            self.program.model.locals.len(),
+            self.program.model.loops.len(),
+            b,
+            rows,
+            s.train,
+            &batch.data,
+        );
+        score.latents = guide.latents.clone();
+        score.latent_steps = guide.latent_steps.clone();
+        score.run(&self.program.model.stmts, rng)?;
+
+        let dev = self.device();
+        let zeros = Tensor::zeros(rows, candle_core::DType::F32, dev)?;
+        let mut loglik = zeros.clone();
+        // Per-row KL-like terms of per-example latents: analytic KL or log q - log p.
+        let mut local_kl = zeros.clone();
+        let mut terms: Vec<Term> = Vec::new();
+        // (name, per-example mean [B]) of each local latent's KL, for free bits.
+        let mut kl_by_latent: Vec<(String, Tensor)> = Vec::new();
+        // Per-dataset terms (scalars, whole-dataset KLs).
+        let mut global_kl = Tensor::new(0f32, dev)?;
+
+        let guide_record = |var: SiteVar, step: Option<i64>| -> Option<&SiteRecord> {
+            guide
+                .records
+                .iter()
+                .find(|r| r.var == var && r.step == step)
+        };
+        let per_example = |t: &Tensor| -> Result<Tensor> {
+            // [R] -> [B] averaging the samples of each example.
+            t.reshape((b, samples))?.mean(1)
+        };
+
+        for rec in &score.records {
+            match rec.var {
+                SiteVar::Data(id) => {
+                    let lp = rec.dist.log_prob(&rec.value)?;
+                    loglik = (loglik + &lp)?;
+                    let name = format!("log p({})", self.program.data[id].name);
+                    accumulate(&mut terms, name, per_example(&lp)?.mean_all()?)?;
+                }
+                SiteVar::Latent(id) => {
+                    let def = &self.program.latents[id];
+                    let Some(q) = guide_record(rec.var, rec.step) else {
+                        bail!("internal error: `{}` was not drawn by the guide", def.name)
+                    };
+                    let analytic = !s.iwae
+                        && self
+                            .plan
+                            .kl_of(&KlSubject::Latent(id))
+                            .is_some_and(|k| k.method == KlMethod::Analytic);
+                    let term = if analytic {
+                        kl(&q.dist, &rec.dist)?
+                    } else {
+                        (q.dist.log_prob(&q.value)? - rec.dist.log_prob(&rec.value)?)?
+                    };
+                    let name = format!("KL({})", def.name);
+                    if def.global {
+                        // One copy for the dataset: its KL is shared by all examples.
+                        let t = term.sum_all()?;
+                        global_kl = (global_kl + &t)?;
+                        accumulate(&mut terms, name, (t / s.dataset_size.max(1) as f64)?)?;
+                    } else {
+                        local_kl = (local_kl + &term)?;
+                        let pe = per_example(&term)?;
+                        accumulate(&mut terms, name.clone(), pe.mean_all()?)?;
+                        match kl_by_latent.iter_mut().find(|(n, _)| *n == name) {
+                            Some((_, acc)) => *acc = (acc.clone() + pe)?,
+                            None => kl_by_latent.push((name, pe)),
+                        }
+                    }
+                }
+            }
+        }
+        for (id, def) in self.program.nets.iter().enumerate() {
+            if let Some(w) = self.net(id)?.weight_kl()? {
+                global_kl = (global_kl + &w)?;
+                let name = format!("KL(weights of {})", def.name);
+                accumulate(&mut terms, name, (w / s.dataset_size.max(1) as f64)?)?;
+            }
+        }
+
+        let n = s.dataset_size.max(1) as f64;
+        let global_share = (global_kl / n)?;
+        let loglik_pe = per_example(&loglik)?;
+        let bound = if s.iwae {
+            // log (1/K) sum_k w_k, with log w = log p(x, z) - log q(z).
+            let logw = (&loglik - &local_kl)?.reshape((b, samples))?;
+            let max = logw.max_keepdim(1)?;
+            let lse = ((logw.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + max)?
+                - (samples as f64).ln())?;
+            lse.squeeze(1)?
+        } else {
+            (&loglik_pe - per_example(&local_kl)?)?
+        };
+        let bound = bound.broadcast_sub(&global_share)?;
+
+        let loss = if s.train && !s.iwae {
+            let mut kl_total = Tensor::new(0f32, dev)?;
+            for (_, pe) in &kl_by_latent {
+                let m = pe.mean_all()?;
+                let m = if s.free_bits > 0.0 {
+                    m.maximum(s.free_bits)?
+                } else {
+                    m
+                };
+                kl_total = (kl_total + m)?;
+            }
+            let kl_part = ((kl_total + &global_share)? * s.kl_weight)?;
+            (kl_part - loglik_pe.mean_all()?)?
+        } else {
+            bound.mean_all()?.neg()?
+        };
+        Ok(Outcome {
+            loss,
+            bound,
+            loglik: loglik_pe,
+            terms,
+        })
+    }
+
+    /// Ancestral samples from the model: `n` rows. Returns the drawn value of every data
+    /// variable (observed data: the distribution's mean where it has one, which is
+    /// what an image grid should show), with `given` data taken from `given`.
+    pub fn sample_prior(
+        &self,
+        n: usize,
+        given: &[Option<Tensor>],
+        rng: &mut Rng,
+    ) -> Result<Vec<(usize, Tensor)>> {
+        let mut frame = Frame::new(
+            self,
+            Pass::Prior,
+            self.program.model.locals.len(),
+            self.program.model.loops.len(),
+            n,
+            n,
+            false,
+            given,
+        );
+        frame.run(&self.program.model.stmts, rng)?;
+        let mut out: Vec<(usize, Tensor)> = Vec::new();
+        for rec in &frame.records {
+            if let SiteVar::Data(id) = rec.var {
+                let value = rec
+                    .dist
+                    .mean()
+                    .or_else(|_| Ok::<_, candle_core::Error>(rec.value.clone()))?;
+                match rec.step {
+                    None => out.push((id, value)),
+                    Some(_) => match out.iter_mut().find(|(d, _)| *d == id) {
+                        Some((_, acc)) => {
+                            *acc = Tensor::cat(&[acc.clone(), value.unsqueeze(1)?], 1)?
+                        }
+                        None => out.push((id, value.unsqueeze(1)?)),
+                    },
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Posterior means of every per-example latent under the guide, `[B, ...]` each.
+    pub fn posterior_means(&self, batch: &Batch, rng: &mut Rng) -> Result<Vec<(usize, Tensor)>> {
+        let guide = self.guide_pass(batch, batch.rows, false, rng)?;
+        let mut out: Vec<(usize, Tensor)> = Vec::new();
+        for rec in &guide.records {
+            if let SiteVar::Latent(id) = rec.var {
+                if self.program.latents[id].global {
+                    continue;
+                }
+                let mean = rec.dist.mean()?;
+                match rec.step {
+                    None => out.push((id, mean)),
+                    Some(_) => match out.iter_mut().find(|(d, _)| *d == id) {
+                        Some((_, acc)) => {
+                            *acc = Tensor::cat(&[acc.clone(), mean.unsqueeze(1)?], 1)?
+                        }
+                        None => out.push((id, mean.unsqueeze(1)?)),
+                    },
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn accumulate(terms: &mut Vec<Term>, name: String, value: Tensor) -> Result<()> {
+    match terms.iter_mut().find(|t| t.name == name) {
+        Some(t) => t.value = (t.value.clone() + value)?,
+        None => terms.push(Term { name, value }),
+    }
+    Ok(())
+}
+
+/// Shape helper re-exported for the trainer: the tensor shape of one example's value.
+pub fn example_shape(ty: &crate::ir::Type) -> Vec<usize> {
+    value_shape(ty)
+}

@@ -1,0 +1,653 @@
+//! The CLI side of `vic train`, `eval`, `sample` and `encode`: files, the environment,
+//! the clock and the progress bar around the library's trainer.
+#![allow(clippy::disallowed_methods)]
+
+use crate::{report, Format, FAILED, OK, USAGE};
+use candle_core::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use vic::check::CheckOptions;
+use vic::data::{self, DataEnv, DataSet};
+use vic::io::{self, RunDir};
+use vic::ir::{self, Dataset, Objective, Program};
+use vic::lower::objective::Settings;
+use vic::lower::LoweredModel;
+use vic::rng::Rng;
+use vic::train::{self, MetricsRow, Observer, RunStore, StepInfo, TrainOptions};
+
+/// How a run was made, beside its IR (run.json in the run directory).
+#[derive(Serialize, Deserialize)]
+struct RunInfo {
+    /// The directory relative dataset paths are resolved against.
+    spec_dir: PathBuf,
+    spec: PathBuf,
+    overrides: Vec<String>,
+    dataset: String,
+}
+
+const BUILTINS: [&str; 3] = ["digits", "fashion-mnist", "mnist"];
+
+fn dataset_arg(s: &str) -> Dataset {
+    if BUILTINS.contains(&s) {
+        Dataset::Builtin(s.to_string())
+    } else {
+        Dataset::Path(s.to_string())
+    }
+}
+
+fn parse_device(s: &str) -> Result<Device, String> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        _ => {
+            let n = match s.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| format!("unknown device `{s}`: use cpu, cuda or cuda:N"))?,
+                None => return Err(format!("unknown device `{s}`: use cpu, cuda or cuda:N")),
+            };
+            Device::new_cuda(n).map_err(|e| {
+                format!("cannot open {s}: {e} (vic must be built with `--features cuda`)")
+            })
+        }
+    }
+}
+
+fn ir_device(d: ir::Device) -> Result<Device, String> {
+    match d {
+        ir::Device::Cpu => Ok(Device::Cpu),
+        ir::Device::Cuda(n) => parse_device(&format!("cuda:{n}")),
+    }
+}
+
+/// `--set` values: const overrides, and `train.KEY=VALUE` settings.
+type Overrides = (Vec<(String, i64)>, Vec<(String, f64)>);
+
+/// Split `--set` values into const overrides and `train.KEY=VALUE` settings.
+fn split_overrides(sets: &[String]) -> Result<Overrides, String> {
+    let (mut consts, mut train) = (Vec::new(), Vec::new());
+    for s in sets {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected NAME=VALUE in `--set {s}`"))?;
+        let k = k.trim();
+        match k.strip_prefix("train.") {
+            Some(key) => {
+                let v: f64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("`{v}` is not a number (in `--set {s}`)"))?;
+                train.push((key.to_string(), v));
+            }
+            None => {
+                let v: i64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("`{v}` is not an integer (in `--set {s}`)"))?;
+                consts.push((k.to_string(), v));
+            }
+        }
+    }
+    Ok((consts, train))
+}
+
+/// Apply `--set train.KEY=VALUE` to the resolved configuration.
+fn apply_train_overrides(cfg: &mut ir::TrainConfig, sets: &[(String, f64)]) -> Result<(), String> {
+    let whole = |k: &str, v: f64| -> Result<usize, String> {
+        if v >= 0.0 && v.fract() == 0.0 {
+            Ok(v as usize)
+        } else {
+            Err(format!("`train.{k}` needs a whole number, found {v}"))
+        }
+    };
+    for (k, v) in sets {
+        let v = *v;
+        match k.as_str() {
+            "epochs" => cfg.epochs = whole(k, v)?.max(1),
+            "batch" => cfg.batch = whole(k, v)?.max(1),
+            "seed" => cfg.seed = whole(k, v)? as u64,
+            "labels" => cfg.labels = Some(whole(k, v)?),
+            "beta" => cfg.beta = v,
+            "free_bits" => cfg.free_bits = v,
+            "split" if v > 0.0 && v < 1.0 => cfg.split = v,
+            "clip" if v > 0.0 => cfg.clip = Some(v),
+            "supervised_weight" => cfg.supervised_weight = v,
+            "lr" => match &mut cfg.optimizer {
+                ir::Optimizer::Adam { lr, .. }
+                | ir::Optimizer::Adamax { lr, .. }
+                | ir::Optimizer::Sgd { lr, .. } => *lr = v,
+            },
+            _ => {
+                return Err(format!(
+                    "`--set train.{k}` is not a numeric train setting that can be overridden \
+                     (epochs, batch, seed, labels, beta, free_bits, split, clip, lr, supervised_weight)"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load_data(program: &Program, dataset: &Dataset, spec_dir: &Path) -> Result<DataSet, String> {
+    let env = DataEnv {
+        spec_dir: spec_dir.to_path_buf(),
+        vic_data: std::env::var_os("VIC_DATA").map(PathBuf::from),
+    };
+    data::load(program, dataset, &env, &io::RealFs, program.train.seed).map_err(|e| e.to_string())
+}
+
+fn dataset_name(d: &Dataset) -> String {
+    match d {
+        Dataset::Builtin(s) | Dataset::Path(s) => s.clone(),
+    }
+}
+
+/// The progress bar and per-epoch lines.
+struct Progress {
+    bar: ProgressBar,
+    since: Instant,
+    examples: usize,
+}
+
+impl Observer for Progress {
+    fn start(&mut self, total: u64, first: u64) {
+        self.bar.set_length(total);
+        self.bar.set_position(first);
+        self.since = Instant::now();
+    }
+
+    fn step(&mut self, info: &StepInfo) {
+        self.examples += info.examples;
+        self.bar.set_position(info.step);
+        if info.step % 10 == 0 {
+            let rate = self.examples as f64 / self.since.elapsed().as_secs_f64().max(1e-9);
+            let terms: Vec<String> = info
+                .terms
+                .iter()
+                .map(|(n, v)| format!("{n} {v:.2}"))
+                .collect();
+            self.bar.set_message(format!(
+                "epoch {}  loss {:.3}  {}  {:.0} ex/s",
+                info.epoch,
+                info.loss,
+                terms.join("  "),
+                rate
+            ));
+        }
+    }
+
+    fn epoch(&mut self, row: &MetricsRow) {
+        self.say(format!(
+            "epoch {:>3}  train loss {:.4}  train bound {:.4}  test ELBO {:.4}  {:.0} ex/s",
+            row.epoch, row.train_loss, row.train_bound, row.test_elbo, row.examples_per_second
+        ));
+    }
+
+    fn note(&mut self, message: &str) {
+        self.say(format!("vic: {message}"));
+    }
+}
+
+impl Progress {
+    /// A line above the bar, or on stderr when there is no bar (not a terminal).
+    fn say(&self, line: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{bar:25}] {pos}/{len} {wide_msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+pub fn train(
+    file: &Path,
+    dataset: Option<String>,
+    out: Option<PathBuf>,
+    sets: &[String],
+    device: Option<String>,
+    resume: bool,
+) -> u8 {
+    let src = match io::read_source(file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    };
+    let (consts, train_sets) = match split_overrides(sets) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    };
+    let front = vic::driver::front_end(&src, &CheckOptions { overrides: consts });
+    if !front.diagnostics.is_empty() {
+        report(file, &src, &front.diagnostics, Format::Human);
+    }
+    let Some(mut program) = front.program else {
+        return FAILED;
+    };
+    if let Err(e) = apply_train_overrides(&mut program.train, &train_sets) {
+        eprintln!("vic: {e}");
+        return USAGE;
+    }
+    if let Some(d) = &dataset {
+        program.train.dataset = dataset_arg(d);
+    }
+    let device = match device
+        .as_deref()
+        .map(parse_device)
+        .unwrap_or_else(|| ir_device(program.train.device))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    };
+    let out = out.unwrap_or_else(|| {
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+        PathBuf::from("runs").join(stem)
+    });
+    let mut run = match RunDir::create(&out) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    };
+    if !resume && matches!(run.load_checkpoint(), Ok(Some(_))) {
+        eprintln!(
+            "vic: {} already holds a run; pass --resume to continue it, or --out DIR to start another",
+            out.display()
+        );
+        return USAGE;
+    }
+    let spec_dir = file
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let spec_dir = std::fs::canonicalize(&spec_dir).unwrap_or(spec_dir);
+    let info = RunInfo {
+        spec_dir: spec_dir.clone(),
+        spec: file.to_path_buf(),
+        overrides: sets.to_vec(),
+        dataset: dataset_name(&program.train.dataset),
+    };
+    let pretty = ron::ser::PrettyConfig::new().struct_names(true);
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("spec.vi", src.clone().into_bytes()),
+        (
+            "ir.ron",
+            ron::ser::to_string_pretty(&program, pretty.clone())
+                .unwrap_or_default()
+                .into_bytes(),
+        ),
+        (
+            "config.ron",
+            ron::ser::to_string_pretty(&program.train, pretty)
+                .unwrap_or_default()
+                .into_bytes(),
+        ),
+        (
+            "run.json",
+            serde_json::to_vec_pretty(&info).unwrap_or_default(),
+        ),
+    ];
+    for (name, bytes) in files {
+        if let Err(e) = run.write(name, &bytes) {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    }
+    let data = match load_data(&program, &program.train.dataset, &spec_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return FAILED;
+        }
+    };
+    eprintln!(
+        "vic: training {} on {} ({} train / {} test examples) into {}",
+        file.display(),
+        data.source,
+        data.train.n,
+        data.test.n,
+        out.display()
+    );
+    vic::train::fpu::flush_denormals_everywhere();
+    let clock_start = Instant::now();
+    let opts = TrainOptions {
+        device: device.clone(),
+        resume,
+        clock: Box::new(move || clock_start.elapsed().as_secs_f64()),
+    };
+    let mut progress = Progress {
+        bar: progress_bar(),
+        since: Instant::now(),
+        examples: 0,
+    };
+    let trained = train::train(program, &data, opts, &mut run, &mut progress);
+    progress.bar.finish_and_clear();
+    let trained = match trained {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return FAILED;
+        }
+    };
+    if let Some(last) = trained.metrics.last() {
+        eprintln!(
+            "vic: done: test ELBO {:.4} after {} epochs; run directory {}",
+            last.test_elbo,
+            last.epoch,
+            out.display()
+        );
+    }
+    // samples.png for image data.
+    if let Some((bytes, _)) = sample_images(&trained.model, 64, Some(&data)) {
+        if let Err(e) = run.write("samples.png", &bytes) {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    }
+    OK
+}
+
+/// Open a run directory: its IR, the model, and the data it was trained on.
+fn open_run(
+    dir: &Path,
+    dataset: Option<String>,
+) -> Result<(RunDir, LoweredModel, DataSet), String> {
+    let run = RunDir::open(dir)?;
+    let ir_text = String::from_utf8(run.read("ir.ron")?).map_err(|e| e.to_string())?;
+    let mut program = vic::driver::read_ir(&ir_text).map_err(|e| format!("ir.ron: {e}"))?;
+    let info: RunInfo =
+        serde_json::from_slice(&run.read("run.json")?).map_err(|e| format!("run.json: {e}"))?;
+    if let Some(d) = dataset {
+        program.train.dataset = dataset_arg(&d);
+    }
+    let data = load_data(&program, &program.train.dataset, &info.spec_dir)?;
+    let device = ir_device(program.train.device)?;
+    let bytes = run.read("model.safetensors")?;
+    let model = train::load_model(program, &bytes, &device).map_err(|e| e.to_string())?;
+    Ok((run, model, data))
+}
+
+#[derive(Serialize)]
+struct EvalReport {
+    examples: usize,
+    elbo: f64,
+    iwae: f64,
+    iwae_samples: usize,
+    reconstruction: f64,
+}
+
+pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: bool) -> u8 {
+    let (_, model, data) = match open_run(dir, dataset) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    };
+    vic::train::fpu::flush_denormals_everywhere();
+    let k = samples.unwrap_or(match model.program.train.eval {
+        Objective::Iwae { samples } | Objective::Elbo { samples } => samples,
+    });
+    let mut rng = Rng::seed(model.program.train.seed ^ 0xe7a1);
+    let n = data.train.n.max(1);
+    let elbo_settings = Settings {
+        samples: 1,
+        iwae: false,
+        train: false,
+        kl_weight: 1.0,
+        free_bits: 0.0,
+        dataset_size: n,
+    };
+    let result = (|| -> Result<EvalReport, train::TrainError> {
+        // ELBO and reconstruction in one pass.
+        let (mut elbo, mut recon, mut count) = (0.0, 0.0, 0usize);
+        let idx: Vec<usize> = (0..data.test.n).collect();
+        for chunk in idx.chunks(1000) {
+            let b = train::make_batch(&model.program, &data.test, chunk, model.device(), &mut rng)?;
+            let out = model.objective(&b, &elbo_settings, &mut rng)?;
+            elbo += out.bound.sum_all()?.to_scalar::<f32>()? as f64;
+            recon += out.loglik.sum_all()?.to_scalar::<f32>()? as f64;
+            count += chunk.len();
+        }
+        let iwae_settings = Settings {
+            samples: k.max(1),
+            iwae: true,
+            ..elbo_settings
+        };
+        let batch = (20_000 / k.max(1)).max(1);
+        let iwae = train::mean_bound(&model, &data.test, &iwae_settings, batch, &mut rng)?;
+        let c = count.max(1) as f64;
+        Ok(EvalReport {
+            examples: count,
+            elbo: elbo / c,
+            iwae,
+            iwae_samples: k,
+            reconstruction: recon / c,
+        })
+    })();
+    match result {
+        Ok(r) if json => {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            OK
+        }
+        Ok(r) => {
+            println!("test examples      {}", r.examples);
+            println!("ELBO               {:.4} nats", r.elbo);
+            println!("IWAE bound (K={})  {:.4} nats", r.iwae_samples, r.iwae);
+            println!(
+                "reconstruction     {:.4} nats (E_q log p(x | z))",
+                r.reconstruction
+            );
+            OK
+        }
+        Err(e) => {
+            eprintln!("vic: {e}");
+            FAILED
+        }
+    }
+}
+
+/// `given` data for `n` prior samples: a `Cat(K)` variable cycles through its classes,
+/// anything else takes the test split's first rows.
+fn given_values(model: &LoweredModel, n: usize, data: Option<&DataSet>) -> Vec<Option<Tensor>> {
+    let mut out = vec![None; model.program.data.len()];
+    for (id, def) in model.program.data.iter().enumerate() {
+        if def.role != ir::DataRole::Given {
+            continue;
+        }
+        let value = match def.ty.domain {
+            ir::Domain::Cat(k) if def.ty.shape.is_empty() => {
+                let classes: Vec<u32> = (0..n as u32).map(|i| i % k as u32).collect();
+                Tensor::new(classes, model.device())
+                    .and_then(|c| candle_nn::encoding::one_hot(c, k, 1f32, 0f32))
+                    .ok()
+            }
+            _ => data.and_then(|d| {
+                let rows: Vec<usize> = (0..n).map(|i| i % d.test.n.max(1)).collect();
+                let mut rng = Rng::seed(0);
+                train::make_batch(&model.program, &d.test, &rows, model.device(), &mut rng)
+                    .ok()
+                    .and_then(|b| b.data.get(id).cloned().flatten())
+            }),
+        };
+        out[id] = value;
+    }
+    out
+}
+
+/// Prior samples of the first image-shaped data variable as a PNG grid, with the
+/// variable's name.
+fn sample_images(
+    model: &LoweredModel,
+    n: usize,
+    data: Option<&DataSet>,
+) -> Option<(Vec<u8>, String)> {
+    let given = given_values(model, n, data);
+    let mut rng = Rng::seed(model.program.train.seed ^ 0x5a5a);
+    let drawn = model.sample_prior(n, &given, &mut rng).ok()?;
+    for (id, t) in drawn {
+        let def = &model.program.data[id];
+        if let Some((c, h, w)) = vic::image::image_layout(&def.ty.shape) {
+            let values: Vec<f32> = t.flatten_all().ok()?.to_vec1().ok()?;
+            let png = vic::image::grid_png(&values, n, c, h, w).ok()?;
+            return Some((png, def.name.clone()));
+        }
+    }
+    None
+}
+
+pub fn sample(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
+    let run = match RunDir::open(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    };
+    let ir_text = match run
+        .read("ir.ron")
+        .and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    };
+    let loaded = vic::driver::read_ir(&ir_text)
+        .map_err(|e| format!("ir.ron: {e}"))
+        .and_then(|p| {
+            let device = ir_device(p.train.device)?;
+            let bytes = run.read("model.safetensors")?;
+            train::load_model(p, &bytes, &device).map_err(|e| e.to_string())
+        });
+    let model = match loaded {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    };
+    let wants_npy = output
+        .as_ref()
+        .and_then(|p| p.extension())
+        .is_some_and(|e| e == "npy");
+    if !wants_npy {
+        if let Some((png, name)) = sample_images(&model, n, None) {
+            let path = output.unwrap_or_else(|| dir.join("samples.png"));
+            return match io::write_atomic(&path, &png) {
+                Ok(()) => {
+                    eprintln!("vic: wrote {n} samples of `{name}` to {}", path.display());
+                    OK
+                }
+                Err(e) => {
+                    eprintln!("vic: {e}");
+                    USAGE
+                }
+            };
+        }
+    }
+    let given = given_values(&model, n, None);
+    let mut rng = Rng::seed(model.program.train.seed ^ 0x5a5a);
+    let drawn = match model.sample_prior(n, &given, &mut rng) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return FAILED;
+        }
+    };
+    let Some((id, t)) = drawn.into_iter().next() else {
+        eprintln!("vic: the model draws no data to sample");
+        return FAILED;
+    };
+    let path = output.unwrap_or_else(|| dir.join("samples.npy"));
+    match io::write_npy(&path, &t) {
+        Ok(()) => {
+            eprintln!(
+                "vic: wrote {n} samples of `{}` to {}",
+                model.program.data[id].name,
+                path.display()
+            );
+            OK
+        }
+        Err(e) => {
+            eprintln!("vic: {e}");
+            USAGE
+        }
+    }
+}
+
+pub fn encode(dir: &Path, dataset: Option<String>, output: &Path) -> u8 {
+    let (_, model, data) = match open_run(dir, dataset) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    };
+    let mut rng = Rng::seed(model.program.train.seed ^ 0xe2c0);
+    let result = (|| -> Result<Tensor, train::TrainError> {
+        let mut rows: Vec<Tensor> = Vec::new();
+        for split in [&data.train, &data.test] {
+            let idx: Vec<usize> = (0..split.n).collect();
+            for chunk in idx.chunks(500) {
+                let b = train::make_batch(&model.program, split, chunk, model.device(), &mut rng)?;
+                let means = model.posterior_means(&b, &mut rng)?;
+                let flat: Vec<Tensor> = means
+                    .iter()
+                    .map(|(_, t)| t.flatten_from(1))
+                    .collect::<candle_core::Result<_>>()?;
+                if flat.is_empty() {
+                    return Err(train::TrainError::Compute(
+                        "the model has no per-example latents to encode".into(),
+                    ));
+                }
+                rows.push(Tensor::cat(&flat, 1)?);
+            }
+        }
+        Ok(Tensor::cat(&rows, 0)?)
+    })();
+    match result
+        .map_err(|e| e.to_string())
+        .and_then(|t| io::write_npy(output, &t).map(|_| t))
+    {
+        Ok(t) => {
+            eprintln!(
+                "vic: wrote posterior means {:?} to {}",
+                t.dims(),
+                output.display()
+            );
+            OK
+        }
+        Err(e) => {
+            eprintln!("vic: {e}");
+            FAILED
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! End-to-end training through the CLI and the library: one generic path for the VAE
+//! and the CVAE, exact `--resume` after SIGKILL, a non-finite loss that stops training
+//! without touching the last checkpoint, and the run-directory commands.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const VAE: &str = r#"
+const D = 64
+const Z = 4
+const H = 32
+data x : Binary[D]
+latent z : Real[Z]
+net encoder(x: Binary[D]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H], act = relu)
+net decoder(z: Real[Z]) -> Real[D] = mlp(hidden = [H], act = relu)
+model {
+  z ~ Normal(0, 1)
+  x ~ Bernoulli(logits = decoder(z))
+}
+guide {
+  let (loc, scale) = encoder(x)
+  z ~ Normal(loc, scale)
+}
+train {
+  dataset = "digits"
+  batch = 64
+  epochs = EPOCHS
+  eval = iwae(samples = 20)
+}
+"#;
+
+const CVAE: &str = r#"
+const D = 64
+const Z = 4
+const H = 32
+data x : Binary[D]
+data y : Cat(10) given
+latent z : Real[Z]
+net prior(y: Cat(10)) -> (loc: Real[Z], scale: Positive[Z]) = linear()
+net encoder(x: Binary[D], y: Cat(10)) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H])
+net decoder(z: Real[Z], y: Cat(10)) -> Real[D] = mlp(hidden = [H])
+model {
+  let (pm, ps) = prior(y)
+  z ~ Normal(pm, ps)
+  x ~ Bernoulli(logits = decoder(z, y))
+}
+guide {
+  let (loc, scale) = encoder(x, y)
+  z ~ Normal(loc, scale)
+}
+train {
+  dataset = "digits"
+  batch = 64
+  epochs = 2
+}
+"#;
+
+fn vic() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vic"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vic-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write_spec(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "command failed: {text}");
+    text
+}
+
+/// The metrics of a run without the timing columns (which differ between runs).
+fn metrics_without_timing(run: &Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let cols: Vec<&str> = l.split(',').collect();
+            cols[..cols.len() - 2].join(",")
+        })
+        .collect()
+}
+
+fn checkpoint_epoch(run: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(run.join("checkpoint").join("state.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["epoch"].as_u64()
+}
+
+#[test]
+fn resume_after_sigkill_reaches_the_same_parameters() {
+    let dir = scratch("resume");
+    let spec = write_spec(&dir, "vae.vi", &VAE.replace("EPOCHS", "12"));
+    let whole = dir.join("whole");
+    run_ok(vic().arg("train").arg(&spec).arg("--out").arg(&whole));
+
+    // The same run, killed with SIGKILL once a checkpoint exists, then resumed.
+    let cut = dir.join("cut");
+    let mut child = vic()
+        .arg("train")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&cut)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut killed_at = None;
+    while started.elapsed() < Duration::from_secs(300) {
+        if let Some(e) = checkpoint_epoch(&cut) {
+            if e >= 2 {
+                if child.try_wait().unwrap().is_none() {
+                    child.kill().unwrap(); // SIGKILL on Unix
+                    killed_at = Some(e);
+                }
+                break;
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.wait();
+    let killed_at = killed_at.expect("the run finished before it could be killed");
+    assert!(killed_at < 12, "killed after epoch {killed_at}");
+    // Without --resume the run directory is protected.
+    let refused = vic()
+        .arg("train")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+
+    run_ok(
+        vic()
+            .arg("train")
+            .arg(&spec)
+            .arg("--out")
+            .arg(&cut)
+            .arg("--resume"),
+    );
+    let a = std::fs::read(whole.join("model.safetensors")).unwrap();
+    let b = std::fs::read(cut.join("model.safetensors")).unwrap();
+    assert!(
+        a == b,
+        "resumed parameters differ from the uninterrupted run's"
+    );
+    assert_eq!(metrics_without_timing(&whole), metrics_without_timing(&cut));
+    assert_eq!(metrics_without_timing(&whole).len(), 13);
+}
+
+#[test]
+fn a_different_seed_gives_different_parameters() {
+    let dir = scratch("seed");
+    let spec = write_spec(&dir, "vae.vi", &VAE.replace("EPOCHS", "1"));
+    run_ok(
+        vic()
+            .arg("train")
+            .arg(&spec)
+            .arg("--out")
+            .arg(dir.join("a")),
+    );
+    run_ok(
+        vic()
+            .arg("train")
+            .arg(&spec)
+            .arg("--out")
+            .arg(dir.join("b"))
+            .args(["--set", "train.seed=7"]),
+    );
+    let a = std::fs::read(dir.join("a/model.safetensors")).unwrap();
+    let b = std::fs::read(dir.join("b/model.safetensors")).unwrap();
+    assert!(a != b);
+}
+
+#[test]
+fn a_non_finite_loss_stops_training_and_keeps_the_checkpoint() {
+    let dir = scratch("nan");
+    let spec = write_spec(&dir, "vae.vi", &VAE.replace("EPOCHS", "1"));
+    let run = dir.join("run");
+    run_ok(vic().arg("train").arg(&spec).arg("--out").arg(&run));
+
+    // Poison the decoder's last bias in the checkpoint, then ask for one more epoch.
+    let ckpt = run.join("checkpoint").join("model.safetensors");
+    let dev = candle_core::Device::Cpu;
+    let mut tensors = candle_core::safetensors::load(&ckpt, &dev).unwrap();
+    let key = "decoder.layer1.bias".to_string();
+    let bias = tensors.get(&key).expect("decoder.layer1.bias");
+    let poisoned = (bias * f64::NAN).unwrap();
+    tensors.insert(key, poisoned);
+    candle_core::safetensors::save(&tensors, &ckpt).unwrap();
+    let before: Vec<(String, Vec<u8>)> =
+        ["model.safetensors", "optimizer.safetensors", "state.json"]
+            .iter()
+            .map(|f| {
+                (
+                    f.to_string(),
+                    std::fs::read(run.join("checkpoint").join(f)).unwrap(),
+                )
+            })
+            .collect();
+
+    let spec2 = write_spec(&dir, "vae.vi", &VAE.replace("EPOCHS", "2"));
+    let out = vic()
+        .arg("train")
+        .arg(&spec2)
+        .arg("--out")
+        .arg(&run)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("epoch 2, step 27"), "{err}");
+    assert!(
+        err.contains("log p(x)") && err.contains("not finite"),
+        "{err}"
+    );
+    assert!(err.contains("after epoch 1"), "{err}");
+    for (f, bytes) in before {
+        assert!(
+            std::fs::read(run.join("checkpoint").join(&f)).unwrap() == bytes,
+            "{f} changed"
+        );
+    }
+}
+
+#[test]
+fn the_cvae_trains_through_the_same_path_and_the_run_commands_work() {
+    let dir = scratch("cvae");
+    let spec = write_spec(&dir, "cvae.vi", CVAE);
+    let run = dir.join("run");
+    let log = run_ok(vic().arg("train").arg(&spec).arg("--out").arg(&run));
+    assert!(log.contains("epoch   2"), "{log}");
+    for f in [
+        "spec.vi",
+        "ir.ron",
+        "config.ron",
+        "model.safetensors",
+        "metrics.csv",
+        "samples.png",
+    ] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    // The model's parameters are named after the spec.
+    let tensors =
+        candle_core::safetensors::load(run.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    for key in [
+        "prior.layer0.weight",
+        "encoder.layer0.weight",
+        "decoder.layer1.bias",
+    ] {
+        assert!(tensors.contains_key(key), "missing {key}");
+    }
+
+    let json = run_ok(
+        vic()
+            .arg("eval")
+            .arg(&run)
+            .args(["--samples", "50", "--json"]),
+    );
+    let v: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    let (elbo, iwae) = (v["elbo"].as_f64().unwrap(), v["iwae"].as_f64().unwrap());
+    assert_eq!(v["examples"], 180);
+    assert!(
+        elbo < 0.0 && elbo > -64.0 * std::f64::consts::LN_2 * 2.0,
+        "{v}"
+    );
+    // The IWAE bound is at least the ELBO up to Monte Carlo noise.
+    assert!(iwae > elbo - 0.5, "{v}");
+
+    let npy = dir.join("z.npy");
+    run_ok(vic().arg("encode").arg(&run).arg("-o").arg(&npy));
+    let z = candle_core::Tensor::read_npy(&npy).unwrap();
+    assert_eq!(z.dims(), &[1797, 4]);
+
+    let png = dir.join("grid.png");
+    run_ok(
+        vic()
+            .arg("sample")
+            .arg(&run)
+            .args(["-n", "20", "-o"])
+            .arg(&png),
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+}
+
+#[test]
+fn analytic_and_monte_carlo_kl_give_the_same_elbo_in_expectation() {
+    use vic::lower::objective::Settings;
+    let src = VAE.replace("EPOCHS", "1");
+    let program = vic::driver::front_end(&src, &Default::default())
+        .program
+        .unwrap();
+    let env = vic::data::DataEnv {
+        spec_dir: ".".into(),
+        vic_data: None,
+    };
+    let data =
+        vic::data::load(&program, &program.train.dataset, &env, &vic::io::RealFs, 0).unwrap();
+    let dev = candle_core::Device::Cpu;
+    let model = vic::lower::LoweredModel::new(
+        program.clone(),
+        vic::lower::params::ParamStore::seeded(3, &dev),
+    )
+    .unwrap();
+    let mut rng = vic::rng::Rng::seed(5);
+    let idx: Vec<usize> = (0..32).collect();
+    let batch = vic::train::make_batch(&program, &data.train, &idx, &dev, &mut rng).unwrap();
+    let mean_bound = |settings: &Settings, rng: &mut vic::rng::Rng| -> f64 {
+        let out = model.objective(&batch, settings, rng).unwrap();
+        out.bound.mean_all().unwrap().to_scalar::<f32>().unwrap() as f64
+    };
+    let analytic = Settings {
+        samples: 2000,
+        iwae: false,
+        train: false,
+        kl_weight: 1.0,
+        free_bits: 0.0,
+        dataset_size: data.train.n,
+    };
+    // IWAE with one sample is the Monte Carlo ELBO: log p(x|z) + log p(z) - log q(z).
+    let mc = Settings {
+        iwae: true,
+        samples: 1,
+        ..analytic
+    };
+    let a = mean_bound(&analytic, &mut rng);
+    let m: f64 = (0..2000).map(|_| mean_bound(&mc, &mut rng)).sum::<f64>() / 2000.0;
+    assert!(
+        (a - m).abs() < 0.05 * a.abs().max(1.0),
+        "analytic {a} vs Monte Carlo {m}"
+    );
+    // And the IWAE bound with many samples lies above the ELBO.
+    let iw = mean_bound(
+        &Settings {
+            iwae: true,
+            samples: 200,
+            ..analytic
+        },
+        &mut rng,
+    );
+    assert!(iw > a, "IWAE {iw} should exceed the ELBO {a}");
+}
