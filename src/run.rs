@@ -239,6 +239,10 @@ pub fn train(
     let Some(mut program) = front.program else {
         return FAILED;
     };
+    if let Some(why) = vic::lower::refusal(&program) {
+        eprintln!("vic: {why}");
+        return FAILED;
+    }
     if let Err(e) = apply_train_overrides(&mut program.train, &train_sets) {
         eprintln!("vic: {e}");
         return USAGE;

@@ -365,3 +365,29 @@ fn analytic_and_monte_carlo_kl_give_the_same_elbo_in_expectation() {
     );
     assert!(iw > a, "IWAE {iw} should exceed the ELBO {a}");
 }
+
+#[test]
+fn constructs_not_lowered_yet_are_refused_plainly_before_training() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
+    for (spec, what) in [
+        ("m2.vi", "`partial` data"),
+        ("gmm.vi", "`guide exact`"),
+        ("gmvae.vi", "`enumerate` strategy"),
+        ("iaf.vi", "flow"),
+        ("savae.vi", "`refine` strategy"),
+    ] {
+        let out = vic()
+            .arg("train")
+            .arg(root.join(spec))
+            .arg("--out")
+            .arg(scratch(&format!("refuse-{spec}")).join("run"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{spec}: {err}");
+        assert!(
+            err.contains(what) && err.contains("not lowered"),
+            "{spec}: {err}"
+        );
+    }
+}

@@ -62,6 +62,9 @@ impl LoweredModel {
     /// Build every network and param of `program` in declaration order, taking values
     /// from `store` (seeded or loaded).
     pub fn new(program: Program, store: ParamStore) -> Result<LoweredModel> {
+        if let Some(why) = refusal(&program) {
+            bail!("{why}");
+        }
         let plan = crate::plan::plan(&program);
         let mut nets = Vec::with_capacity(program.nets.len());
         // Network initialization draws from the run's seeded stream.
@@ -189,6 +192,59 @@ impl LoweredModel {
         );
         out
     }
+}
+
+/// Why `program` cannot be trained by this release, if it cannot.
+pub fn refusal(program: &Program) -> Option<String> {
+    not_lowered_yet(program).map(|what| {
+        format!(
+            "{what} is not lowered by this release of vic: the spec checks and compiles \
+             (`vic check`, `vic compile --emit plan`), but `vic train` cannot run it yet"
+        )
+    })
+}
+
+/// The first construct of `program` that lowering does not handle yet, in words.
+pub fn not_lowered_yet(program: &Program) -> Option<String> {
+    use crate::ir::{DataRole, Stmt, Strategy};
+    if let Guide::Exact { .. } = program.guide {
+        return Some("`guide exact`".into());
+    }
+    if let Some(d) = program.data.iter().find(|d| d.role == DataRole::Partial) {
+        return Some(format!("`partial` data (`{}`)", d.name));
+    }
+    if program.meta.is_some() || !program.sets.is_empty() {
+        return Some("a `meta` family with context sets".into());
+    }
+    if let Some(n) = program.nets.iter().find(|n| n.per_member) {
+        return Some(format!("`@per_member` network `{}`", n.name));
+    }
+    fn sites(stmts: &[Stmt], out: &mut Option<String>, program: &Program) {
+        for st in stmts {
+            match st {
+                Stmt::Loop { body, .. } => sites(body, out, program),
+                Stmt::Sample(site) if out.is_none() => {
+                    let name = match site.var {
+                        SiteVar::Latent(id) => program.latents[id].name.clone(),
+                        SiteVar::Data(id) => program.data[id].name.clone(),
+                    };
+                    if !site.flows.is_empty() {
+                        *out = Some(format!("the flow on `{name}`"));
+                    } else if let Some(s) = &site.strategy {
+                        if *s != Strategy::Reparameterized {
+                            *out = Some(format!("the `{}` strategy of `{name}`", s.name()));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = None;
+    if let Guide::Amortized(body) = &program.guide {
+        sites(&body.stmts, &mut out, program);
+    }
+    out
 }
 
 /// A network or param an expression uses.
