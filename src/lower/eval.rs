@@ -459,18 +459,7 @@ impl<'m> Frame<'m> {
                         self.model.program.latents[id].name
                     );
                 }
-                let val = if global {
-                    Val::Shared(value.squeeze(0)?)
-                } else {
-                    Val::Rows(value.clone())
-                };
-                self.store_latent(id, step, val);
-                self.records.push(SiteRecord {
-                    var: site.var,
-                    step,
-                    dist: q,
-                    value,
-                });
+                self.keep_draw(site, id, step, global, q, value)?;
             }
             (Pass::Score, SiteVar::Latent(id)) => {
                 let global = self.model.program.latents[id].global;
@@ -506,18 +495,7 @@ impl<'m> Frame<'m> {
                 let rows = if global { 1 } else { self.sample_rows };
                 let p = self.dist(site, rows, rng)?;
                 let value = p.sample(rng)?;
-                let val = if global {
-                    Val::Shared(value.squeeze(0)?)
-                } else {
-                    Val::Rows(value.clone())
-                };
-                self.store_latent(id, step, val);
-                self.records.push(SiteRecord {
-                    var: site.var,
-                    step,
-                    dist: p,
-                    value,
-                });
+                self.keep_draw(site, id, step, global, p, value)?;
             }
             (Pass::Score, SiteVar::Data(id)) => {
                 let rows = self.sample_rows;
@@ -561,6 +539,32 @@ impl<'m> Frame<'m> {
                 bail!("`partial` data sampled by the guide is not lowered by this release")
             }
         }
+        Ok(())
+    }
+
+    /// Remember a latent drawn in this pass (one shared copy for a global latent) and
+    /// record the site.
+    fn keep_draw(
+        &mut self,
+        site: &Site,
+        id: usize,
+        step: Option<i64>,
+        global: bool,
+        dist: DistValue,
+        value: Tensor,
+    ) -> Result<()> {
+        let val = if global {
+            Val::Shared(value.squeeze(0)?)
+        } else {
+            Val::Rows(value.clone())
+        };
+        self.store_latent(id, step, val);
+        self.records.push(SiteRecord {
+            var: site.var,
+            step,
+            dist,
+            value,
+        });
         Ok(())
     }
 
