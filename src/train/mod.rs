@@ -438,6 +438,10 @@ pub fn train(
         save_checkpoint(&model, &optimizer, &state, store)?;
         observer.epoch(&row);
     }
+    // The user-facing copies once more: a run killed after its last checkpoint but before
+    // these were rewritten has nothing left to train when resumed, and must still end
+    // with them up to date.
+    write_model_and_metrics(&model_bytes(&model)?, &state, store)?;
     Ok(Trained {
         model,
         metrics: state.metrics,
@@ -463,8 +467,16 @@ fn save_checkpoint(
         .map_err(TrainError::Store)?;
     // The user-facing copies: written after the checkpoint, so a crash in between
     // leaves them one epoch behind at worst, never ahead of what resumes.
+    write_model_and_metrics(&model_file, state, store)
+}
+
+fn write_model_and_metrics(
+    model_file: &[u8],
+    state: &TrainState,
+    store: &mut dyn RunStore,
+) -> Result<(), TrainError> {
     store
-        .write("model.safetensors", &model_file)
+        .write("model.safetensors", model_file)
         .map_err(TrainError::Store)?;
     store
         .write("metrics.csv", metrics_csv(&state.metrics).as_bytes())
