@@ -420,39 +420,24 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
     });
     let mut rng = Rng::seed(model.program.train.seed ^ 0xe7a1);
     let n = data.train.n.max(1);
-    let elbo_settings = Settings {
-        samples: 1,
-        iwae: false,
-        train: false,
-        kl_weight: 1.0,
-        free_bits: 0.0,
-        dataset_size: n,
-    };
     let result = (|| -> Result<EvalReport, train::TrainError> {
-        // ELBO and reconstruction in one pass.
-        let (mut elbo, mut recon, mut count) = (0.0, 0.0, 0usize);
-        let idx: Vec<usize> = (0..data.test.n).collect();
-        for chunk in idx.chunks(1000) {
-            let b = train::make_batch(&model.program, &data.test, chunk, model.device(), &mut rng)?;
-            let out = model.objective(&b, &elbo_settings, &mut rng)?;
-            elbo += out.bound.sum_all()?.to_scalar::<f32>()? as f64;
-            recon += out.loglik.sum_all()?.to_scalar::<f32>()? as f64;
-            count += chunk.len();
-        }
-        let iwae_settings = Settings {
-            samples: k.max(1),
-            iwae: true,
-            ..elbo_settings
-        };
+        // ELBO and reconstruction in one pass, then the IWAE bound.
+        let elbo = train::split_means(
+            &model,
+            &data.test,
+            &Settings::evaluation(1, false, n),
+            1000,
+            &mut rng,
+        )?;
         let batch = (20_000 / k.max(1)).max(1);
-        let iwae = train::mean_bound(&model, &data.test, &iwae_settings, batch, &mut rng)?;
-        let c = count.max(1) as f64;
+        let iwae_settings = Settings::evaluation(k.max(1), true, n);
+        let iwae = train::split_means(&model, &data.test, &iwae_settings, batch, &mut rng)?;
         Ok(EvalReport {
-            examples: count,
-            elbo: elbo / c,
-            iwae,
+            examples: elbo.examples,
+            elbo: elbo.bound,
+            iwae: iwae.bound,
             iwae_samples: k,
-            reconstruction: recon / c,
+            reconstruction: elbo.loglik,
         })
     })();
     match result {

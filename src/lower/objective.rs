@@ -84,6 +84,21 @@ pub struct Settings {
     pub dataset_size: usize,
 }
 
+impl Settings {
+    /// Evaluation: no dropout, KL weight 1, no free bits; `samples` per example for the
+    /// ELBO, or the IWAE bound's K.
+    pub fn evaluation(samples: usize, iwae: bool, dataset_size: usize) -> Settings {
+        Settings {
+            samples,
+            iwae,
+            train: false,
+            kl_weight: 1.0,
+            free_bits: 0.0,
+            dataset_size,
+        }
+    }
+}
+
 /// A named scalar term of the objective (mean per example), for metrics and for saying
 /// which term went bad.
 #[derive(Clone, Debug)]

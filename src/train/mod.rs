@@ -222,27 +222,45 @@ pub fn make_batch(
     })
 }
 
-/// The mean of a per-example bound over a whole split (evaluation mode).
-pub fn mean_bound(
+/// Means per example over a whole split.
+#[derive(Clone, Copy, Debug)]
+pub struct SplitMeans {
+    /// The bound (ELBO or IWAE, as the settings say).
+    pub bound: f64,
+    /// `log p(x | ...)`, the reconstruction term.
+    pub loglik: f64,
+    pub examples: usize,
+}
+
+/// The bound and the log-likelihood, averaged over a whole split (evaluation mode).
+pub fn split_means(
     model: &LoweredModel,
     split: &Split,
     settings: &Settings,
     batch_size: usize,
     rng: &mut Rng,
-) -> Result<f64, TrainError> {
-    let mut total = 0.0;
+) -> Result<SplitMeans, TrainError> {
+    let (mut bound, mut loglik) = (0.0, 0.0);
     let mut count = 0usize;
     let idx: Vec<usize> = (0..split.n).collect();
     for chunk in idx.chunks(batch_size.max(1)) {
         let batch = make_batch(&model.program, split, chunk, model.device(), rng)?;
         let out = model.objective(&batch, settings, rng)?;
-        total += out.bound.sum_all()?.to_scalar::<f32>()? as f64;
+        bound += out.bound.sum_all()?.to_scalar::<f32>()? as f64;
+        loglik += out.loglik.sum_all()?.to_scalar::<f32>()? as f64;
         count += chunk.len();
     }
-    Ok(if count == 0 {
-        f64::NAN
-    } else {
-        total / count as f64
+    let mean = |total: f64| {
+        if count == 0 {
+            f64::NAN
+        } else {
+            total / count as f64
+        }
+    };
+    Ok(SplitMeans {
+        bound: mean(bound),
+        loglik: mean(loglik),
+        examples: count,
     })
 }
 
@@ -410,15 +428,8 @@ pub fn train(
         }
         let seconds = (opts.clock)() - started;
         let mut eval_rng = state.rng.fork();
-        let eval_settings = Settings {
-            samples: 1,
-            iwae: false,
-            train: false,
-            kl_weight: 1.0,
-            free_bits: 0.0,
-            dataset_size: n,
-        };
-        let test_elbo = mean_bound(&model, &data.test, &eval_settings, 1000, &mut eval_rng)?;
+        let eval_settings = Settings::evaluation(1, false, n);
+        let test_elbo = split_means(&model, &data.test, &eval_settings, 1000, &mut eval_rng)?.bound;
         let denom = seen.max(1) as f64;
         let row = MetricsRow {
             epoch,
