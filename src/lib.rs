@@ -22,3 +22,8 @@ pub mod rng;
 pub mod span;
 pub mod syntax;
 pub mod train;
+
+/// The LANGUAGE.md example sources, one copy shared by unit and integration tests.
+#[cfg(test)]
+#[path = "../tests/sources/mod.rs"]
+pub(crate) mod sources;

@@ -1787,36 +1787,7 @@ mod tests {
     const MODEL: &str = "z ~ Normal(0, 1)\n x ~ Bernoulli(logits = dec(z))";
     const GUIDE: &str = "guide { let (m, s) = enc(x)\n z ~ Normal(m, s) }";
 
-    const SECTION1_VAE: &str = r#"
-# Variational autoencoder (Kingma & Welling 2013) on binarized images.
-const D = 784          # pixels
-const Z = 32           # latent size
-const H = 512          # hidden width
-
-data   x : Binary[D]
-latent z : Real[Z]
-
-net encoder(x: Binary[D]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H, H], act = relu)
-net decoder(z: Real[Z]) -> Real[D] = mlp(hidden = [H, H], act = relu)
-
-model {                              # p(x, z) = p(z) p(x | z)
-  z ~ Normal(0, 1)
-  x ~ Bernoulli(logits = decoder(z))
-}
-
-guide {                              # q(z | x), amortized by `encoder`
-  let (loc, scale) = encoder(x)
-  z ~ Normal(loc, scale)
-}
-
-train {
-  dataset   = "fashion-mnist"
-  objective = elbo(samples = 1)
-  optimizer = adam(lr = 1e-3)
-  batch     = 128
-  epochs    = 30
-}
-"#;
+    const SECTION1_VAE: &str = crate::sources::VAE;
 
     #[test]
     fn section1_vae_passes() {

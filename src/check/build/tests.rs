@@ -82,36 +82,7 @@ const VAE_GUIDE: &str = "let (loc, scale) = encoder(x)\n z ~ Normal(loc, scale)"
 
 #[test]
 fn vae_example_builds() {
-    let src = r#"
-# Variational autoencoder (Kingma & Welling 2013) on binarized images.
-const D = 784          # pixels
-const Z = 32           # latent size
-const H = 512          # hidden width
-
-data   x : Binary[D]
-latent z : Real[Z]
-
-net encoder(x: Binary[D]) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H, H], act = relu)
-net decoder(z: Real[Z]) -> Real[D] = mlp(hidden = [H, H], act = relu)
-
-model {                              # p(x, z) = p(z) p(x | z)
-  z ~ Normal(0, 1)
-  x ~ Bernoulli(logits = decoder(z))
-}
-
-guide {                              # q(z | x), amortized by `encoder`
-  let (loc, scale) = encoder(x)
-  z ~ Normal(loc, scale)
-}
-
-train {
-  dataset   = "fashion-mnist"
-  objective = elbo(samples = 1)
-  optimizer = adam(lr = 1e-3)
-  batch     = 128
-  epochs    = 30
-}
-"#;
+    let src = crate::sources::VAE;
     let p = ok(src);
     assert_eq!(p.consts.len(), 3);
     assert_eq!(p.data[0].ty, Type::new(Domain::Binary, vec![784]));
