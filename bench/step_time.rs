@@ -1,7 +1,7 @@
 //! Where a training step's time goes: batch assembly, the objective's forward pass,
 //! backward, and the optimizer step, averaged over 100 steps of a spec's model on its
 //! dataset. `cargo run --release --example step_time -- specs/vae.vi` (set FLUSH=1 to
-//! flush denormals first). Prints timings; asserts nothing.
+//! flush denormals first). Prints mean and median timings; asserts nothing.
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 use std::time::Instant;
 use vic::lower::objective::Settings;
@@ -35,6 +35,8 @@ fn main() {
         dataset_size: data.train.n,
     };
     let (mut tb, mut tf, mut tbw, mut to) = (0.0, 0.0, 0.0, 0.0);
+    // Per-step times of each phase, for medians (robust to other load on the machine).
+    let mut per_step: [Vec<f64>; 4] = Default::default();
     let steps = 100;
     for i in 0..steps + 10 {
         let idx: Vec<usize> = ((i * 128)..(i * 128 + 128))
@@ -55,6 +57,12 @@ fn main() {
             tf += (t2 - t1).as_secs_f64();
             tbw += (t3 - t2).as_secs_f64();
             to += (t4 - t3).as_secs_f64();
+            for (v, (a, b)) in per_step
+                .iter_mut()
+                .zip([(t0, t1), (t1, t2), (t2, t3), (t3, t4)])
+            {
+                v.push((b - a).as_secs_f64());
+            }
         }
     }
     let ms = |x: f64| x * 1000.0 / steps as f64;
@@ -66,5 +74,19 @@ fn main() {
         ms(to),
         ms(tb + tf + tbw + to),
         128.0 * steps as f64 / (tb + tf + tbw + to)
+    );
+    let med = per_step.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    });
+    let total: f64 = med.iter().sum();
+    println!(
+        "median ms:    batch {:.2} fwd {:.2} bwd {:.2} opt {:.2} total {:.2} -> {:.0} ex/s",
+        med[0] * 1e3,
+        med[1] * 1e3,
+        med[2] * 1e3,
+        med[3] * 1e3,
+        total * 1e3,
+        128.0 / total
     );
 }

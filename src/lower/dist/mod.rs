@@ -49,6 +49,7 @@
 //!   [`has_analytic_kl`](crate::ir::has_analytic_kl).
 //! - [`special`]: `lgamma`, `digamma`, `softplus`, `logsumexp`, ... on tensors.
 
+mod fused;
 mod kl;
 mod sample;
 pub mod special;
@@ -566,7 +567,7 @@ impl DistValue {
                 inside.where_cond(&lp, &full_like(&lp, f64::NEG_INFINITY)?)
             }
             DistKind::Bernoulli => match self.param(Logits) {
-                Some(l) => (x * l)? - softplus(l)?,
+                Some(l) => fused::bernoulli_logits_log_density(x, l),
                 None => {
                     let (lp, lq) = self.bernoulli_logs()?;
                     (x * lp)? + (x.neg()?.affine(1.0, 1.0)? * lq)?

@@ -72,15 +72,20 @@ impl DenseStack {
         let mut x = x.clone();
         let n = self.layers.len();
         for (i, (layer, norm)) in self.layers.iter().zip(&self.norms).enumerate() {
-            x = layer.forward(&x, ctx)?;
-            if let Some(norm) = norm {
-                x = norm.forward(&x, ctx)?;
-            }
-            if i + 1 < n || self.act_last {
-                x = activate(&x, self.act)?;
-                if i + 1 < n {
-                    x = dropout(&x, self.dropout, ctx)?;
+            let act = (i + 1 < n || self.act_last).then_some(self.act);
+            match norm {
+                Some(norm) => {
+                    x = layer.forward(&x, ctx)?;
+                    x = norm.forward(&x, ctx)?;
+                    if let Some(act) = act {
+                        x = activate(&x, act)?;
+                    }
                 }
+                // Without a norm the activation fuses into the layer where it can.
+                None => x = layer.forward_act(&x, act, ctx)?,
+            }
+            if i + 1 < n {
+                x = dropout(&x, self.dropout, ctx)?;
             }
         }
         Ok(x)

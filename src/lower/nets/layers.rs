@@ -351,6 +351,39 @@ impl Linear {
         }
     }
 
+    /// `act(forward(x))`, one fused op ([`super::fused::dense`]) for a dense map with point
+    /// weights, a bias and no mask under no activation or relu; else the two steps.
+    pub fn forward_act(
+        &self,
+        x: &Tensor,
+        act: Option<Activation>,
+        ctx: &mut NetCtx,
+    ) -> Result<Tensor> {
+        use super::fused::{dense, FusedAct};
+        let fused = match act {
+            None => Some(FusedAct::Identity),
+            Some(Activation::Relu) => Some(FusedAct::Relu),
+            Some(_) => None,
+        };
+        if let (
+            Params::Point {
+                w: Some(w),
+                b: Some(b),
+            },
+            None,
+            Op::Matmul,
+            Some(fused),
+        ) = (&self.params, &self.mask, self.op, fused)
+        {
+            return dense(x, w, b, fused);
+        }
+        let y = self.forward(x, ctx)?;
+        match act {
+            Some(act) => activate(&y, act),
+            None => Ok(y),
+        }
+    }
+
     /// The KL of this map's weight posterior to its prior (a scalar), `None` for point weights.
     pub fn kl(&self) -> Result<Option<Tensor>> {
         match &self.params {

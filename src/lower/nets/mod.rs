@@ -49,6 +49,7 @@
 pub mod attend;
 pub mod conv;
 pub mod dense;
+pub mod fused;
 pub mod layers;
 pub mod recurrent;
 pub mod sets;

@@ -1,0 +1,373 @@
+//! A fused dense layer, `act(x · Wᵀ + b)`, as one candle op with its own backward pass.
+//!
+//! candle composes a dense layer as matmul, broadcast add and activation, and its
+//! backward as a dozen passes over `[R, out]` buffers (the relu mask built by `ge`, cast
+//! and multiplied, the bias gradient reduced, each gradient accumulated into a zeroed
+//! buffer). Here the forward pass is one gemm writing into a destination that already
+//! holds the bias, then the activation in place; the backward pass is one pass for the
+//! activation's derivative, two gemm calls reading the operands through their strides (no
+//! transposed copies) and a column sum for the bias. Written by hand because candle has no
+//! fused linear layer; the matrix products are the `gemm` crate's, the same kernels that
+//! candle's own matmul calls.
+//!
+//! Only `f32` tensors on the CPU take this path; anything else (another device or dtype)
+//! goes through the plain candle composition [`dense_plain`], which also defines the
+//! semantics the tests hold the fused op to.
+//!
+//! Determinism: the gemm calls split the output among threads, never the reduction, and
+//! the bias gradient sums rows in order, so results do not depend on scheduling.
+
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+
+/// The activation fused into the layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusedAct {
+    Identity,
+    Relu,
+}
+
+/// `act(x · Wᵀ + b)` for `x [R, in]`, `W [out, in]`, `b [out]`: the fused op on the CPU
+/// for `f32`, else the plain candle composition.
+pub fn dense(x: &Tensor, w: &Tensor, b: &Tensor, act: FusedAct) -> Result<Tensor> {
+    let fusable = x.device().is_cpu()
+        && [x.dtype(), w.dtype(), b.dtype()]
+            .iter()
+            .all(|&d| d == DType::F32)
+        && x.rank() == 2
+        && w.rank() == 2
+        && b.rank() == 1;
+    if fusable {
+        x.apply_op3(w, b, Dense { act })
+    } else {
+        dense_plain(x, w, b, act)
+    }
+}
+
+/// The same layer composed of candle's ops.
+pub fn dense_plain(x: &Tensor, w: &Tensor, b: &Tensor, act: FusedAct) -> Result<Tensor> {
+    let y = x.matmul(&w.t()?)?.broadcast_add(b)?;
+    match act {
+        FusedAct::Identity => Ok(y),
+        FusedAct::Relu => y.relu(),
+    }
+}
+
+struct Dense {
+    act: FusedAct,
+}
+
+/// A rank-2 operand of a gemm call: its values from the start offset, and its strides.
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// The matrix a CPU storage holds under a rank-2 layout, checked to lie inside it.
+    fn of(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<Mat<'a>> {
+        let data = match s {
+            CpuStorage::F32(v) => v.as_slice(),
+            _ => bail!("fused dense: {what} is not f32"),
+        };
+        let (dims, strides) = (l.dims(), l.stride());
+        let (&[rows, cols], &[rs, cs]) = (dims, strides) else {
+            bail!("fused dense: {what} has shape {dims:?}; expected a matrix");
+        };
+        let data = data.get(l.start_offset()..).unwrap_or(&[]);
+        Mat::new(data, rows, cols, rs, cs, what)
+    }
+
+    fn new(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        rs: usize,
+        cs: usize,
+        what: &str,
+    ) -> Result<Mat<'a>> {
+        // The last entry read must lie in the slice (gemm reads through raw pointers).
+        if rows > 0 && cols > 0 && (rows - 1) * rs + (cols - 1) * cs >= data.len() {
+            bail!("fused dense: {what}'s layout reaches past its storage");
+        }
+        Ok(Mat {
+            data,
+            rows,
+            cols,
+            rs,
+            cs,
+        })
+    }
+
+    /// The transpose (a view: strides swapped).
+    fn t(&self) -> Mat<'a> {
+        Mat {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+}
+
+/// `dst [m, n] (row-major) = (accumulate ? dst : 0) + lhs [m, k] · rhs [k, n]`.
+fn matmul_into(dst: &mut [f32], lhs: &Mat, rhs: &Mat, accumulate: bool) -> Result<()> {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    if rhs.rows != k || dst.len() != m * n {
+        bail!("fused dense: gemm shapes do not agree");
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return Ok(());
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 && m * n * k >= 32 * 32 * 32 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `Mat::new` checked that every entry the strides reach lies inside `lhs` and
+    // `rhs`; `dst` holds exactly m × n values, row-major; the three do not alias (`dst` is
+    // borrowed mutably).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+impl CustomOp3 for Dense {
+    fn name(&self) -> &'static str {
+        "fused-dense"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = Mat::of(s1, l1, "the input")?;
+        let w = Mat::of(s2, l2, "the weight")?;
+        let out = w.rows;
+        if x.cols != w.cols {
+            bail!(
+                "fused dense: input [{}, {}] against weight [{out}, {}]",
+                x.rows,
+                x.cols,
+                w.cols
+            );
+        }
+        let bias = match (s3, l3.contiguous_offsets()) {
+            (CpuStorage::F32(v), Some((lo, hi))) if hi - lo == out => &v[lo..hi],
+            _ => bail!("fused dense: the bias is not a contiguous f32 vector of {out}"),
+        };
+        let mut y = Vec::with_capacity(x.rows * out);
+        for _ in 0..x.rows {
+            y.extend_from_slice(bias);
+        }
+        matmul_into(&mut y, &x, &w.t(), true)?;
+        if self.act == FusedAct::Relu {
+            y.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+        Ok((CpuStorage::F32(y), Shape::from((x.rows, out))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (rows, out) = res.dims2()?;
+        let inp = w.dim(1)?;
+        // ∂/∂(pre-activation), row-major [rows, out].
+        let mut g = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        if self.act == FusedAct::Relu {
+            // The output is the op's own fresh, contiguous [rows, out] buffer.
+            let (ys, yl) = res.storage_and_layout();
+            let y = match (&*ys, yl.contiguous_offsets()) {
+                (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((lo, hi))) => &v[lo..hi],
+                _ => bail!("fused dense: its output is not a contiguous f32 CPU buffer"),
+            };
+            if y.len() != g.len() {
+                bail!("fused dense: output and gradient sizes differ");
+            }
+            g.iter_mut()
+                .zip(y)
+                .for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 });
+        }
+        let gm = Mat::new(&g, rows, out, out, 1, "the gradient")?;
+        let dev = x.device();
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let (xs, ws) = match (&*xs, &*ws) {
+            (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(ws)) => (xs, ws),
+            _ => bail!("fused dense: backward pass off the CPU"),
+        };
+        let xm = Mat::of(xs, xl, "the input")?;
+        let wm = Mat::of(ws, wl, "the weight")?;
+        // dx = g · W: skipped for an input no gradient flows to (the data).
+        let dx = if x.track_op() {
+            let mut dx = vec![0f32; rows * inp];
+            matmul_into(&mut dx, &gm, &wm, false)?;
+            Some(Tensor::from_vec(dx, (rows, inp), dev)?)
+        } else {
+            None
+        };
+        // dW = gᵀ · x.
+        let mut dw = vec![0f32; out * inp];
+        matmul_into(&mut dw, &gm.t(), &xm, false)?;
+        // db = Σ_rows g, rows summed in order.
+        let mut db = vec![0f32; out];
+        for row in g.chunks_exact(out.max(1)) {
+            db.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+        }
+        let dw = Tensor::from_vec(dw, (out, inp), dev)?;
+        let db = Tensor::from_vec(db, out, dev)?;
+        Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn randn(rng: &mut crate::rng::Rng, shape: &[usize]) -> Tensor {
+        rng.normal(shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Forward values and the gradients of x, W and b agree with candle's composition,
+    /// for shapes off the kernels' block sizes, batch 1, and a transposed (strided) input.
+    #[test]
+    fn fused_dense_matches_candle() {
+        let mut rng = crate::rng::Rng::seed(7);
+        let shapes = [
+            (1, 1, 1),
+            (1, 17, 5),
+            (3, 33, 47),
+            (128, 784, 512),
+            (37, 100, 19),
+            (64, 15, 130),
+        ];
+        for &(r, inp, out) in &shapes {
+            for act in [FusedAct::Identity, FusedAct::Relu] {
+                for strided in [false, true] {
+                    let x = if strided {
+                        randn(&mut rng, &[inp, r]).t().unwrap()
+                    } else {
+                        randn(&mut rng, &[r, inp])
+                    };
+                    let x = Var::from_tensor(&x).unwrap();
+                    let w = Var::from_tensor(&randn(&mut rng, &[out, inp])).unwrap();
+                    let b = Var::from_tensor(&randn(&mut rng, &[out])).unwrap();
+                    // A weighted sum, so each output entry gets a different gradient.
+                    let weights = randn(&mut rng, &[r, out]);
+                    let run = |f: fn(&Tensor, &Tensor, &Tensor, FusedAct) -> Result<Tensor>| {
+                        let y = f(x.as_tensor(), w.as_tensor(), b.as_tensor(), act).unwrap();
+                        let loss = (&y * &weights).unwrap().sum_all().unwrap();
+                        let g = loss.backward().unwrap();
+                        let gs = [x.as_tensor(), w.as_tensor(), b.as_tensor()]
+                            .map(|t| g.get(t).unwrap().clone());
+                        (y, gs)
+                    };
+                    let (y1, g1) = run(dense);
+                    let (y2, g2) = run(dense_plain);
+                    let tol = 1e-4 * (inp.max(r) as f32).sqrt();
+                    assert!(max_diff(&y1, &y2) < tol, "forward {r}x{inp}->{out} {act:?}");
+                    for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+                        let d = max_diff(a, b);
+                        assert!(d < tol, "grad {i} {r}x{inp}->{out} {act:?}: {d}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// No gradient is computed for an input that does not track one (the data), and the
+    /// weight and bias gradients are still right.
+    #[test]
+    fn fused_dense_skips_the_data_gradient() {
+        let mut rng = crate::rng::Rng::seed(3);
+        let x = randn(&mut rng, &[5, 9]);
+        let w = Var::from_tensor(&randn(&mut rng, &[4, 9])).unwrap();
+        let b = Var::from_tensor(&randn(&mut rng, &[4])).unwrap();
+        let y = dense(&x, w.as_tensor(), b.as_tensor(), FusedAct::Relu).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert!(g.get(&x).is_none());
+        let y2 = dense_plain(&x, w.as_tensor(), b.as_tensor(), FusedAct::Relu).unwrap();
+        let g2 = y2.sum_all().unwrap().backward().unwrap();
+        assert!(
+            max_diff(
+                g.get(w.as_tensor()).unwrap(),
+                g2.get(w.as_tensor()).unwrap()
+            ) < 1e-4
+        );
+        assert!(
+            max_diff(
+                g.get(b.as_tensor()).unwrap(),
+                g2.get(b.as_tensor()).unwrap()
+            ) < 1e-4
+        );
+    }
+
+    /// Off the fused path's conditions (f64) the plain composition runs.
+    #[test]
+    fn fused_dense_falls_back_for_f64() {
+        let x = Tensor::new(&[[1f64, -2.0]], &Device::Cpu).unwrap();
+        let w = Tensor::new(&[[1f64, 1.0], [2.0, 0.5]], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[0.5f64, -3.0], &Device::Cpu).unwrap();
+        let y = dense(&x, &w, &b, FusedAct::Relu).unwrap();
+        assert_eq!(y.to_vec2::<f64>().unwrap(), vec![vec![0.0, 0.0]]);
+        let y = dense(&x, &w, &b, FusedAct::Identity).unwrap();
+        assert_eq!(y.to_vec2::<f64>().unwrap(), vec![vec![-0.5, -2.0]]);
+    }
+}
