@@ -9,6 +9,7 @@
 
 use super::special::softplus;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 /// `x·l − softplus(l)` elementwise, `x` and `l` of one shape.
 pub fn bernoulli_logits_log_density(x: &Tensor, l: &Tensor) -> Result<Tensor> {
@@ -31,6 +32,9 @@ pub fn plain(x: &Tensor, l: &Tensor) -> Result<Tensor> {
 }
 
 struct BernoulliLogits;
+
+/// Elements per rayon task (the exponentials and logarithms make each one worth a thread).
+const CHUNK: usize = 8 * 1024;
 
 /// `ln(1 + eˡ)` without overflow.
 fn softplus_f32(l: f32) -> f32 {
@@ -77,11 +81,15 @@ impl CustomOp2 for BernoulliLogits {
         if x.len() != l.len() {
             bail!("fused Bernoulli log-density: value and logits sizes differ");
         }
-        let out: Vec<f32> = x
-            .iter()
-            .zip(l)
-            .map(|(&x, &l)| x * l - softplus_f32(l))
-            .collect();
+        let mut out = vec![0f32; x.len()];
+        // Elementwise, so splitting among threads cannot change a value.
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(l.par_chunks(CHUNK)))
+            .for_each(|(out, (x, l))| {
+                for ((o, &x), &l) in out.iter_mut().zip(x).zip(l) {
+                    *o = x * l - softplus_f32(l);
+                }
+            });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -97,11 +105,17 @@ impl CustomOp2 for BernoulliLogits {
         if g.len() != xs.len() || g.len() != ls.len() {
             bail!("fused Bernoulli log-density: gradient and operand sizes differ");
         }
-        let dl: Vec<f32> = g
-            .iter()
-            .zip(xs.iter().zip(&ls))
-            .map(|(&g, (&x, &l))| g * (x - sigmoid_f32(l)))
-            .collect();
+        let mut dl = vec![0f32; g.len()];
+        dl.par_chunks_mut(CHUNK)
+            .zip(
+                g.par_chunks(CHUNK)
+                    .zip(xs.par_chunks(CHUNK).zip(ls.par_chunks(CHUNK))),
+            )
+            .for_each(|(dl, (g, (x, l)))| {
+                for (d, ((&g, &x), &l)) in dl.iter_mut().zip(g.iter().zip(x).zip(l)) {
+                    *d = g * (x - sigmoid_f32(l));
+                }
+            });
         let dl = Tensor::from_vec(dl, l.shape(), l.device())?;
         // ∂/∂x only where a gradient flows to the value (rarely: it is usually data).
         let dx = if x.track_op() {
@@ -140,20 +154,15 @@ mod tests {
     fn fused_bernoulli_matches_candle() {
         let mut rng = crate::rng::Rng::seed(11);
         for shape in [vec![1, 1], vec![1, 17], vec![3, 5, 7], vec![128, 784]] {
-            let l = (rng.normal(&shape, &Device::Cpu).unwrap() * 6.0).unwrap();
-            let n = l.elem_count();
-            let l = l
-                .flatten_all()
-                .unwrap()
-                .slice_assign(&[0..1], &Tensor::new(&[-90f32], &Device::Cpu).unwrap())
-                .unwrap();
-            let l = if n > 1 {
-                l.slice_assign(&[1..2], &Tensor::new(&[90f32], &Device::Cpu).unwrap())
-                    .unwrap()
-            } else {
-                l
-            };
-            let l = Var::from_tensor(&l.reshape(shape.as_slice()).unwrap()).unwrap();
+            // Logits spread widely, the first two far out in each tail.
+            let mut l: Vec<f32> = rng.normal_vec(shape.iter().product());
+            l.iter_mut().for_each(|v| *v *= 6.0);
+            l[0] = -90.0;
+            if let Some(v) = l.get_mut(1) {
+                *v = 90.0;
+            }
+            let l = Tensor::from_vec(l, shape.as_slice(), &Device::Cpu).unwrap();
+            let l = Var::from_tensor(&l).unwrap();
             let x = Var::from_tensor(&rng.uniform(&shape, &Device::Cpu).unwrap()).unwrap();
             let w = rng.normal(&shape, &Device::Cpu).unwrap();
             let run = |f: fn(&Tensor, &Tensor) -> Result<Tensor>| {

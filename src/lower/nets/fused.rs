@@ -163,6 +163,24 @@ fn matmul_into(dst: &mut [f32], lhs: &Mat, rhs: &Mat, accumulate: bool) -> Resul
     Ok(())
 }
 
+/// `lhs [m, k] · rhs [k, n]`, row-major, in a fresh buffer.
+fn matmul(lhs: &Mat, rhs: &Mat) -> Result<Vec<f32>> {
+    let len = lhs.rows * rhs.cols;
+    if lhs.cols == 0 || len == 0 {
+        return Ok(vec![0f32; len]);
+    }
+    let mut dst: Vec<f32> = Vec::with_capacity(len);
+    // SAFETY: with `accumulate` false and k > 0, gemm writes every one of the m × n entries
+    // and reads none, so the buffer is fully initialized before it is read; skipping the
+    // zero fill saves a pass over each weight gradient. On an error the length stays 0.
+    unsafe {
+        let spare = std::slice::from_raw_parts_mut(dst.as_mut_ptr(), len);
+        matmul_into(spare, lhs, rhs, false)?;
+        dst.set_len(len);
+    }
+    Ok(dst)
+}
+
 impl CustomOp3 for Dense {
     fn name(&self) -> &'static str {
         "fused-dense"
@@ -241,15 +259,12 @@ impl CustomOp3 for Dense {
         let wm = Mat::of(ws, wl, "the weight")?;
         // dx = g · W: skipped for an input no gradient flows to (the data).
         let dx = if x.track_op() {
-            let mut dx = vec![0f32; rows * inp];
-            matmul_into(&mut dx, &gm, &wm, false)?;
-            Some(Tensor::from_vec(dx, (rows, inp), dev)?)
+            Some(Tensor::from_vec(matmul(&gm, &wm)?, (rows, inp), dev)?)
         } else {
             None
         };
         // dW = gᵀ · x.
-        let mut dw = vec![0f32; out * inp];
-        matmul_into(&mut dw, &gm.t(), &xm, false)?;
+        let dw = matmul(&gm.t(), &xm)?;
         // db = Σ_rows g, rows summed in order.
         let mut db = vec![0f32; out];
         for row in g.chunks_exact(out.max(1)) {
