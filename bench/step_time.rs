@@ -1,11 +1,17 @@
 //! Where a training step's time goes: batch assembly, the objective's forward pass,
 //! backward, and the optimizer step, averaged over 100 steps of a spec's model on its
 //! dataset. `cargo run --release --example step_time -- specs/vae.vi` (set FLUSH=1 to
-//! flush denormals first). Prints mean and median timings; asserts nothing.
+//! flush denormals first; BARRIER_POOL=1 to leave candle's elementwise thread pool on, see
+//! `vic::io::keep_candle_elementwise_on_caller`). Prints mean and median timings; asserts
+//! nothing.
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 use std::time::Instant;
 use vic::lower::objective::Settings;
 fn main() {
+    // As `vic` does (src/io.rs); BARRIER_POOL=1 keeps candle's own default instead.
+    if std::env::var_os("BARRIER_POOL").is_none() {
+        vic::io::keep_candle_elementwise_on_caller();
+    }
     let src = std::fs::read_to_string(std::env::args().nth(1).unwrap()).unwrap();
     let front = vic::driver::front_end(&src, &Default::default());
     let program = front.program.unwrap();

@@ -156,3 +156,21 @@ pub fn write_npy(path: &Path, t: &candle_core::Tensor) -> Result<(), String> {
     t.write_npy(path)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
+
+/// Runs candle's elementwise kernels on the calling thread: sets `CANDLE_NUM_THREADS=1`
+/// unless the user set it. Call first thing in `main`, before any thread or candle op.
+///
+/// Why: candle 0.11 splits elementwise ops of 64Ki values or more over a barrier pool of
+/// its own threads, which spin (up to 25 000 pause instructions) after each op, while the
+/// matmul (`gemm`), vic's fused layers (`lower::nets::fused`, `lower::dist::fused`) and its
+/// optimizer run on rayon's pool. On a machine with few cores the spinning threads take
+/// the cores the next matmul needs: on 2 cores the VAE of LANGUAGE.md section 1 trains
+/// about twice as fast with the barrier pool off (`bench/step_time.rs`). Its threads also
+/// do not flush denormals (`train::fpu` reaches rayon's threads only). The matmul keeps
+/// all of rayon's threads (`RAYON_NUM_THREADS`), which candle sizes independently.
+pub fn keep_candle_elementwise_on_caller() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Edition 2021: safe to call; here no other thread exists yet.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}

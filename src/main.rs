@@ -147,6 +147,7 @@ pub(crate) const FAILED: u8 = 1;
 pub(crate) const USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    io::keep_candle_elementwise_on_caller();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check {

@@ -12,8 +12,10 @@
 //!   pool) run on **rayon's global pool**, since candle never installs a pool of its own
 //!   around them;
 //! - `candle_core::utils::with_threadpool` has a private pool that candle itself does not
-//!   use, and the quantized kernels use a `BarrierPool` of their own threads; vic uses
-//!   neither, so neither is touched here.
+//!   use; elementwise ops of 64Ki values or more run on candle's `BarrierPool`, threads of
+//!   its own that these flags do not reach: `vic` turns that pool off at start
+//!   ([`crate::io::keep_candle_elementwise_on_caller`]), so those ops run on the calling
+//!   thread.
 //!
 //! The flags are per thread (MXCSR on x86, FPCR on aarch64) and a new thread copies its
 //! creator's, so the order of calls does not change the outcome but does change the cost:
