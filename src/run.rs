@@ -162,7 +162,7 @@ impl Observer for Progress {
     fn step(&mut self, info: &StepInfo) {
         self.examples += info.examples;
         self.bar.set_position(info.step);
-        if info.step % 10 == 0 {
+        if info.step.is_multiple_of(10) {
             let rate = self.examples as f64 / self.since.elapsed().as_secs_f64().max(1e-9);
             let terms: Vec<String> = info
                 .terms
