@@ -652,3 +652,36 @@ pub fn encode(dir: &Path, dataset: Option<String>, output: &Path) -> u8 {
         }
     }
 }
+
+/// `vic plot RUN [-o FILE.png]`.
+pub fn plot(dir: &Path, output: Option<PathBuf>) -> u8 {
+    let made = (|| -> Result<(Vec<u8>, PathBuf), String> {
+        let run = RunDir::open(dir)?;
+        let text = String::from_utf8(run.read("metrics.csv")?).map_err(|e| e.to_string())?;
+        let curves = vic::plot::curves(&text)?;
+        // The schedule, for the phase bands; a run without a readable IR is drawn without.
+        let schedule = run
+            .read("ir.ron")
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| vic::driver::read_ir(&t).ok())
+            .map(|p| p.train.schedule)
+            .unwrap_or(ir::Schedule::Joint);
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string());
+        let png = vic::plot::metrics_png(&curves, &schedule, &name, 960, 540)?;
+        Ok((png, output.unwrap_or_else(|| dir.join("metrics.png"))))
+    })();
+    match made.and_then(|(png, path)| io::write_atomic(&path, &png).map(|()| path)) {
+        Ok(path) => {
+            eprintln!("vic: wrote {}", path.display());
+            OK
+        }
+        Err(e) => {
+            eprintln!("vic: {e}");
+            USAGE
+        }
+    }
+}

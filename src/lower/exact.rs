@@ -101,7 +101,10 @@ fn per_probe(t: &Tensor, b: usize, probes: usize) -> Result<Tensor> {
 pub fn cholesky_columns(m: &Tensor) -> Result<Vec<Tensor>> {
     let (_, l, l2) = m.dims3()?;
     if l != l2 {
-        bail!("internal error: Cholesky of a non-square matrix {:?}", m.dims());
+        bail!(
+            "internal error: Cholesky of a non-square matrix {:?}",
+            m.dims()
+        );
     }
     let dev = m.device();
     let mut cols: Vec<Tensor> = Vec::with_capacity(l);
@@ -199,7 +202,8 @@ impl LoweredModel {
         frame.run(&self.program.model.stmts, rng)?;
 
         let (mut mu0, mut s) = (Vec::new(), Vec::new());
-        let (mut loads, mut base, mut sigma, mut xs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut loads, mut base, mut sigma, mut xs) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut other = Tensor::zeros(b, DType::F32, dev)?;
         for rec in &frame.records {
             let normal = rec.dist.kind() == DistKind::Normal;
@@ -226,7 +230,11 @@ impl LoweredModel {
                     loads.push(loc.narrow(1, 1, total)?.broadcast_sub(&at_zero)?); // [B, L, D]
                     base.push(at_zero.squeeze(1)?);
                     sigma.push(param(DistParam::Scale)?.narrow(1, 0, 1)?.squeeze(1)?);
-                    xs.push(per_probe(&rec.value.contiguous()?, b, probes)?.narrow(1, 0, 1)?.squeeze(1)?);
+                    xs.push(
+                        per_probe(&rec.value.contiguous()?, b, probes)?
+                            .narrow(1, 0, 1)?
+                            .squeeze(1)?,
+                    );
                 }
                 SiteVar::Data(_) => {
                     // An observation the checker found free of latents: its density at any
@@ -254,7 +262,9 @@ impl LoweredModel {
         let var = sigma.sqr()?;
         let a = wt.broadcast_div(&var.unsqueeze(1)?)?; // W^T Psi^-1: [B, L, D]
         let eye = Tensor::eye(total, DType::F32, dev)?.unsqueeze(0)?;
-        let m = a.matmul(&wt.transpose(1, 2)?.contiguous()?)?.broadcast_add(&eye)?;
+        let m = a
+            .matmul(&wt.transpose(1, 2)?.contiguous()?)?
+            .broadcast_add(&eye)?;
         let v = a.matmul(&r.unsqueeze(2)?)?.squeeze(2)?; // [B, L]
         let chol = cholesky_columns(&m)?;
         let y = forward_solve(&chol, &v)?;
@@ -271,7 +281,13 @@ impl LoweredModel {
         for (id, n, shape) in &layout {
             let mut dims = vec![b];
             dims.extend_from_slice(shape);
-            means.push((*id, u_mean.narrow(D::Minus1, offset, *n)?.contiguous()?.reshape(dims)?));
+            means.push((
+                *id,
+                u_mean
+                    .narrow(D::Minus1, offset, *n)?
+                    .contiguous()?
+                    .reshape(dims)?,
+            ));
             offset += n;
         }
         Ok(Exact { log_px, means })

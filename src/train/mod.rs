@@ -59,7 +59,8 @@ pub struct MetricsRow {
     pub train_loss: f64,
     /// Mean training bound (ELBO or IWAE) over the steps since the previous row.
     pub train_bound: f64,
-    /// Test-split ELBO (one sample) at this step.
+    /// Test-split ELBO at this step (with the training ELBO's sample count; one sample
+    /// under an IWAE objective).
     pub test_elbo: f64,
     /// Test-split exact log p(x) at this step, for a linear-Gaussian model.
     #[serde(default)]
@@ -410,8 +411,11 @@ pub fn train(
      -> Result<MetricsRow, TrainError> {
         let seconds = (opts.clock)() - run.started;
         let mut eval_rng = state.rng.fork();
-        let eval_settings = Settings::evaluation(1, false, n);
-        let test_elbo = split_means(model, &data.test, &eval_settings, 1000, &mut eval_rng)?.bound;
+        // The ELBO with the training objective's sample count (an IWAE objective: one).
+        let elbo_samples = if iwae { 1 } else { samples.max(1) };
+        let eval_settings = Settings::evaluation(elbo_samples, false, n);
+        let chunk = (1000 / elbo_samples).max(1);
+        let test_elbo = split_means(model, &data.test, &eval_settings, chunk, &mut eval_rng)?.bound;
         let test_log_px = split_log_px(model, &data.test, 1000, &mut eval_rng)?;
         let denom = run.seen.max(1) as f64;
         Ok(MetricsRow {
