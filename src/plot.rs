@@ -69,9 +69,12 @@ pub fn curves(metrics_csv: &str) -> Result<Vec<Curve>, String> {
         .collect())
 }
 
+/// `[start, end)` step ranges.
+pub type Ranges = Vec<(f64, f64)>;
+
 /// The `[start, end)` step ranges of each phase of `schedule` up to `last` step: E phases
 /// first, then M phases (empty for `joint`).
-pub fn phases(schedule: &Schedule, last: f64) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+pub fn phases(schedule: &Schedule, last: f64) -> (Ranges, Ranges) {
     let (mut e, mut m) = (Vec::new(), Vec::new());
     if let Schedule::Alternate { e_steps, m_steps } = schedule {
         let (es, ms) = (*e_steps as f64, *m_steps as f64);

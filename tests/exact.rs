@@ -1,7 +1,7 @@
 //! `guide exact` on linear-Gaussian models: the exact log p(x) and posterior means
 //! against an independent dense computation in f64, its gradients against finite
 //! differences, a short factor-analysis run, and the metrics of `alternate` runs.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
