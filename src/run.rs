@@ -404,6 +404,9 @@ struct EvalReport {
     iwae: f64,
     iwae_samples: usize,
     reconstruction: f64,
+    /// The exact log p(x) of a linear-Gaussian model (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_px: Option<f64>,
 }
 
 pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: bool) -> u8 {
@@ -432,12 +435,14 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
         let batch = (20_000 / k.max(1)).max(1);
         let iwae_settings = Settings::evaluation(k.max(1), true, n);
         let iwae = train::split_means(&model, &data.test, &iwae_settings, batch, &mut rng)?;
+        let log_px = train::split_log_px(&model, &data.test, 1000, &mut rng)?;
         Ok(EvalReport {
             examples: elbo.examples,
             elbo: elbo.bound,
             iwae: iwae.bound,
             iwae_samples: k,
             reconstruction: elbo.loglik,
+            log_px,
         })
     })();
     match result {
@@ -447,6 +452,13 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
         }
         Ok(r) => {
             println!("test examples      {}", r.examples);
+            if let Some(v) = r.log_px {
+                println!("log p(x) (exact)   {v:.4} nats");
+            }
+            if model.exact_guide() {
+                // The bounds are the exact log p(x): no sampling, no reconstruction term.
+                return OK;
+            }
             println!("ELBO               {:.4} nats", r.elbo);
             println!("IWAE bound (K={})  {:.4} nats", r.iwae_samples, r.iwae);
             println!(
@@ -637,6 +649,39 @@ pub fn encode(dir: &Path, dataset: Option<String>, output: &Path) -> u8 {
         Err(e) => {
             eprintln!("vic: {e}");
             FAILED
+        }
+    }
+}
+
+/// `vic plot RUN [-o FILE.png]`.
+pub fn plot(dir: &Path, output: Option<PathBuf>) -> u8 {
+    let made = (|| -> Result<(Vec<u8>, PathBuf), String> {
+        let run = RunDir::open(dir)?;
+        let text = String::from_utf8(run.read("metrics.csv")?).map_err(|e| e.to_string())?;
+        let curves = vic::plot::curves(&text)?;
+        // The schedule, for the phase bands; a run without a readable IR is drawn without.
+        let schedule = run
+            .read("ir.ron")
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| vic::driver::read_ir(&t).ok())
+            .map(|p| p.train.schedule)
+            .unwrap_or(ir::Schedule::Joint);
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string());
+        let png = vic::plot::metrics_png(&curves, &schedule, &name, 960, 540)?;
+        Ok((png, output.unwrap_or_else(|| dir.join("metrics.png"))))
+    })();
+    match made.and_then(|(png, path)| io::write_atomic(&path, &png).map(|()| path)) {
+        Ok(path) => {
+            eprintln!("vic: wrote {}", path.display());
+            OK
+        }
+        Err(e) => {
+            eprintln!("vic: {e}");
+            USAGE
         }
     }
 }

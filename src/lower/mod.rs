@@ -16,11 +16,12 @@
 
 pub mod dist;
 pub mod eval;
+pub mod exact;
 pub mod nets;
 pub mod objective;
 pub mod params;
 
-use crate::ir::{Body, Domain, Guide, Init, NetId, ParamId, Program, SiteVar};
+use crate::ir::{Body, Domain, ExactPosterior, Guide, Init, NetId, ParamId, Program, SiteVar};
 use crate::plan::Plan;
 use candle_core::{bail, Device, Result, Tensor};
 use dist::DistValue;
@@ -47,6 +48,9 @@ pub struct LoweredModel {
     nets: Vec<Box<dyn Network>>,
     /// Unconstrained tensors of the `param`s, by `ParamId`.
     params: Vec<Tensor>,
+    /// The model is linear-Gaussian (and within what `exact` computes): its log p(x) is
+    /// exact, whatever the guide.
+    exact_log_px: bool,
 }
 
 /// softplus⁻¹(y) = log(exp(y) - 1), for initializing Positive params.
@@ -118,13 +122,32 @@ impl LoweredModel {
             })?;
             params.push(t);
         }
+        let exact_log_px = exact::computes(&program);
         Ok(LoweredModel {
             program,
             plan,
             store,
             nets,
             params,
+            exact_log_px,
         })
+    }
+
+    /// Whether `exact_linear_gaussian` applies: the model's log p(x) has a closed form.
+    pub fn has_exact_log_px(&self) -> bool {
+        self.exact_log_px
+    }
+
+    /// Whether training and evaluation use the exact posterior (`guide exact` on a
+    /// linear-Gaussian model).
+    pub fn exact_guide(&self) -> bool {
+        matches!(
+            self.program.guide,
+            Guide::Exact {
+                posterior: ExactPosterior::LinearGaussian,
+                ..
+            }
+        )
     }
 
     pub fn device(&self) -> &Device {
@@ -207,8 +230,20 @@ pub fn refusal(program: &Program) -> Option<String> {
 /// The first construct of `program` that lowering does not handle yet, in words.
 pub fn not_lowered_yet(program: &Program) -> Option<String> {
     use crate::ir::{DataRole, Stmt, Strategy};
-    if let Guide::Exact { .. } = program.guide {
-        return Some("`guide exact`".into());
+    if let Guide::Exact { posterior, .. } = &program.guide {
+        match posterior {
+            ExactPosterior::LinearGaussian => {
+                if !exact::computes(program) {
+                    return Some(
+                        "`guide exact` on a linear-Gaussian model with a `for` loop or a global latent"
+                            .into(),
+                    );
+                }
+            }
+            ExactPosterior::Enumerate | ExactPosterior::EnumerateLinearGaussian => {
+                return Some("`guide exact` by enumeration of discrete latents".into());
+            }
+        }
     }
     if let Some(d) = program.data.iter().find(|d| d.role == DataRole::Partial) {
         return Some(format!("`partial` data (`{}`)", d.name));
