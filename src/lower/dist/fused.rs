@@ -36,9 +36,11 @@ struct BernoulliLogits;
 /// Elements per rayon task (the exponentials and logarithms make each one worth a thread).
 const CHUNK: usize = 8 * 1024;
 
-/// `ln(1 + eˡ)` without overflow.
+/// `ln(1 + eˡ)` without overflow, as [`softplus`] computes it: `ln(1 + e^{−|l|})` with `ln`
+/// rather than `ln_1p` (several times faster; they differ by under 1e-7 where `e^{−|l|}` is
+/// below f32's epsilon).
 fn softplus_f32(l: f32) -> f32 {
-    l.max(0.0) + (-l.abs()).exp().ln_1p()
+    l.max(0.0) + (1.0 + (-l.abs()).exp()).ln()
 }
 
 /// `σ(l)` without overflow in either tail.
