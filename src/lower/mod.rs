@@ -16,11 +16,12 @@
 
 pub mod dist;
 pub mod eval;
+pub mod exact_discrete;
 pub mod nets;
 pub mod objective;
 pub mod params;
 
-use crate::ir::{Body, Domain, Guide, Init, NetId, ParamId, Program, SiteVar};
+use crate::ir::{Body, Domain, ExactPosterior, Guide, Init, NetId, ParamId, Program, SiteVar};
 use crate::plan::Plan;
 use candle_core::{bail, Device, Result, Tensor};
 use dist::DistValue;
@@ -37,6 +38,9 @@ pub struct SiteRecord {
     pub step: Option<i64>,
     pub dist: DistValue,
     pub value: Tensor,
+    /// The site was enumerated: `value` lists its support (see `eval`'s documentation)
+    /// and `dist` is lifted to the same rows.
+    pub enumerated: bool,
 }
 
 /// A program lowered onto a device: its networks built and its parameters created.
@@ -207,8 +211,23 @@ pub fn refusal(program: &Program) -> Option<String> {
 /// The first construct of `program` that lowering does not handle yet, in words.
 pub fn not_lowered_yet(program: &Program) -> Option<String> {
     use crate::ir::{DataRole, Stmt, Strategy};
-    if let Guide::Exact { .. } = program.guide {
-        return Some("`guide exact`".into());
+    match &program.guide {
+        // Finite discrete latents: the joint support is enumerated (`exact_discrete`).
+        Guide::Exact {
+            posterior: ExactPosterior::Enumerate,
+            ..
+        } => {}
+        Guide::Exact {
+            posterior: ExactPosterior::LinearGaussian,
+            ..
+        } => return Some("`guide exact` with a linear-Gaussian posterior".into()),
+        Guide::Exact {
+            posterior: ExactPosterior::EnumerateLinearGaussian,
+            ..
+        } => {
+            return Some("`guide exact` over discrete and linear-Gaussian latents together".into())
+        }
+        _ => {}
     }
     if let Some(d) = program.data.iter().find(|d| d.role == DataRole::Partial) {
         return Some(format!("`partial` data (`{}`)", d.name));
@@ -231,7 +250,7 @@ pub fn not_lowered_yet(program: &Program) -> Option<String> {
                     if !site.flows.is_empty() {
                         *out = Some(format!("the flow on `{name}`"));
                     } else if let Some(s) = &site.strategy {
-                        if *s != Strategy::Reparameterized {
+                        if !matches!(s, Strategy::Reparameterized | Strategy::Enumerate) {
                             *out = Some(format!("the `{}` strategy of `{name}`", s.name()));
                         }
                     }
