@@ -404,9 +404,13 @@ struct EvalReport {
     iwae: f64,
     iwae_samples: usize,
     reconstruction: f64,
-    /// The exact log p(x) of a linear-Gaussian model (absent otherwise).
+    /// The exact log p(x) of a linear-Gaussian model, or of any `guide exact` model
+    /// (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     log_px: Option<f64>,
+    /// Clustering accuracy of each `Cat` latent against the dataset's labels.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    clustering_accuracy: std::collections::BTreeMap<String, f64>,
 }
 
 pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: bool) -> u8 {
@@ -432,17 +436,36 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
             1000,
             &mut rng,
         )?;
-        let batch = (20_000 / k.max(1)).max(1);
-        let iwae_settings = Settings::evaluation(k.max(1), true, n);
-        let iwae = train::split_means(&model, &data.test, &iwae_settings, batch, &mut rng)?;
-        let log_px = train::split_log_px(&model, &data.test, 1000, &mut rng)?;
+        // `guide exact` by enumeration: the bound is already the exact log p(x).
+        let discrete_exact = matches!(
+            model.program.guide,
+            ir::Guide::Exact {
+                posterior: ir::ExactPosterior::Enumerate,
+                ..
+            }
+        );
+        let iwae = if discrete_exact {
+            elbo.bound
+        } else {
+            let batch = (20_000 / k.max(1)).max(1);
+            let iwae_settings = Settings::evaluation(k.max(1), true, n);
+            train::split_means(&model, &data.test, &iwae_settings, batch, &mut rng)?.bound
+        };
+        let log_px = if discrete_exact {
+            Some(elbo.bound)
+        } else {
+            train::split_log_px(&model, &data.test, 1000, &mut rng)?
+        };
+        let clustering =
+            vic::cluster::split_clustering_accuracy(&model, &data.test, 1000, &mut rng)?;
         Ok(EvalReport {
             examples: elbo.examples,
             elbo: elbo.bound,
-            iwae: iwae.bound,
+            iwae,
             iwae_samples: k,
             reconstruction: elbo.loglik,
             log_px,
+            clustering_accuracy: clustering.into_iter().collect(),
         })
     })();
     match result {
@@ -455,8 +478,16 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
             if let Some(v) = r.log_px {
                 println!("log p(x) (exact)   {v:.4} nats");
             }
-            if model.exact_guide() {
+            let accuracy = || {
+                for (name, acc) in &r.clustering_accuracy {
+                    println!(
+                        "clustering accuracy of {name}: {acc:.4} (best one-to-one matching to the labels)"
+                    );
+                }
+            };
+            if matches!(model.program.guide, ir::Guide::Exact { .. }) {
                 // The bounds are the exact log p(x): no sampling, no reconstruction term.
+                accuracy();
                 return OK;
             }
             println!("ELBO               {:.4} nats", r.elbo);
@@ -465,6 +496,7 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
                 "reconstruction     {:.4} nats (E_q log p(x | z))",
                 r.reconstruction
             );
+            accuracy();
             OK
         }
         Err(e) => {

@@ -17,6 +17,7 @@
 pub mod dist;
 pub mod eval;
 pub mod exact;
+pub mod exact_discrete;
 pub mod nets;
 pub mod objective;
 pub mod params;
@@ -38,6 +39,9 @@ pub struct SiteRecord {
     pub step: Option<i64>,
     pub dist: DistValue,
     pub value: Tensor,
+    /// The site was enumerated: `value` lists its support (see `eval`'s documentation)
+    /// and `dist` is lifted to the same rows.
+    pub enumerated: bool,
 }
 
 /// A program lowered onto a device: its networks built and its parameters created.
@@ -240,8 +244,12 @@ pub fn not_lowered_yet(program: &Program) -> Option<String> {
                     );
                 }
             }
-            ExactPosterior::Enumerate | ExactPosterior::EnumerateLinearGaussian => {
-                return Some("`guide exact` by enumeration of discrete latents".into());
+            // Finite discrete latents: the joint support is enumerated (`exact_discrete`).
+            ExactPosterior::Enumerate => {}
+            ExactPosterior::EnumerateLinearGaussian => {
+                return Some(
+                    "`guide exact` over discrete and linear-Gaussian latents together".into(),
+                );
             }
         }
     }
@@ -266,7 +274,7 @@ pub fn not_lowered_yet(program: &Program) -> Option<String> {
                     if !site.flows.is_empty() {
                         *out = Some(format!("the flow on `{name}`"));
                     } else if let Some(s) = &site.strategy {
-                        if *s != Strategy::Reparameterized {
+                        if !matches!(s, Strategy::Reparameterized | Strategy::Enumerate) {
                             *out = Some(format!("the `{}` strategy of `{name}`", s.name()));
                         }
                     }
