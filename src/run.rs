@@ -404,6 +404,16 @@ struct EvalReport {
     iwae: f64,
     iwae_samples: usize,
     reconstruction: f64,
+    /// Accuracy of the guide's q(y | x) per `partial` `Cat` variable (test split).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    accuracy: Vec<AccuracyReport>,
+}
+
+#[derive(Serialize)]
+struct AccuracyReport {
+    variable: String,
+    accuracy: f64,
+    examples: usize,
 }
 
 pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: bool) -> u8 {
@@ -432,7 +442,16 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
         let batch = (20_000 / k.max(1)).max(1);
         let iwae_settings = Settings::evaluation(k.max(1), true, n);
         let iwae = train::split_means(&model, &data.test, &iwae_settings, batch, &mut rng)?;
+        let accuracy = train::partial_accuracy(&model, &data.test, 1000, &mut rng)?
+            .into_iter()
+            .map(|(variable, accuracy, examples)| AccuracyReport {
+                variable,
+                accuracy,
+                examples,
+            })
+            .collect();
         Ok(EvalReport {
+            accuracy,
             examples: elbo.examples,
             elbo: elbo.bound,
             iwae: iwae.bound,
@@ -453,6 +472,12 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
                 "reconstruction     {:.4} nats (E_q log p(x | z))",
                 r.reconstruction
             );
+            for a in &r.accuracy {
+                println!(
+                    "accuracy of q({})  {:.4} ({} labelled test examples)",
+                    a.variable, a.accuracy, a.examples
+                );
+            }
             OK
         }
         Err(e) => {

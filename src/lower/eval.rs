@@ -126,6 +126,12 @@ pub struct Frame<'m> {
     loop_values: Vec<usize>,
     /// What each site did, in order.
     pub records: Vec<SiteRecord>,
+    /// Per `DataId`, the `[base_rows]` mask of a `partial` variable: 1 where the value is
+    /// observed, 0 where the guide draws it. `None` (or a short vector): all observed.
+    pub observed: Vec<Option<Tensor>>,
+    /// `@reinforce` guide sites drawn in this pass: the site and `log q(value)` per row
+    /// (the value detached), for the score-function surrogate of the objective.
+    pub score_function: Vec<(SiteVar, Tensor)>,
 }
 
 impl<'m> Frame<'m> {
@@ -154,6 +160,8 @@ impl<'m> Frame<'m> {
             locals: vec![LocalVal::Unset; locals],
             loop_values: vec![0; loops],
             records: Vec::new(),
+            observed: Vec::new(),
+            score_function: Vec::new(),
         }
     }
 
@@ -445,14 +453,7 @@ impl<'m> Frame<'m> {
                 let global = self.model.program.latents[id].global;
                 let rows = if global { 1 } else { self.sample_rows };
                 let q = self.dist(site, rows, rng)?;
-                let value = match &site.strategy {
-                    Some(crate::ir::Strategy::Reparameterized) | None => q.rsample(rng)?,
-                    Some(other) => bail!(
-                        "the `@{}` strategy on `{}` is not lowered by this release",
-                        other.name(),
-                        self.model.program.latents[id].name
-                    ),
-                };
+                let value = self.guide_draw(site, &q, rng)?;
                 if !site.flows.is_empty() {
                     bail!(
                         "flows on `{}` are not lowered by this release",
@@ -535,10 +536,84 @@ impl<'m> Frame<'m> {
                     value,
                 });
             }
-            (Pass::Guide, SiteVar::Data(_)) => {
-                bail!("`partial` data sampled by the guide is not lowered by this release")
+            (Pass::Guide, SiteVar::Data(id)) => self.partial_site(site, id, step, rng)?,
+        }
+        Ok(())
+    }
+
+    /// A guide site's draw by its strategy: reparameterized, relaxed (Concrete /
+    /// Gumbel-softmax, reparameterized through the relaxed value) or, for `@reinforce`,
+    /// a detached draw whose `log q` is kept for the score-function surrogate.
+    fn guide_draw(&mut self, site: &Site, q: &DistValue, rng: &mut Rng) -> Result<Tensor> {
+        use crate::ir::Strategy;
+        match &site.strategy {
+            Some(Strategy::Reparameterized) | None => q.rsample(rng),
+            Some(Strategy::Relax { temperature }) => q.relaxed_sample(*temperature, rng),
+            Some(Strategy::Reinforce) => {
+                let value = q.sample(rng)?.detach();
+                self.score_function.push((site.var, q.log_prob(&value)?));
+                Ok(value)
+            }
+            Some(other) => {
+                let name = match site.var {
+                    SiteVar::Latent(id) => &self.model.program.latents[id].name,
+                    SiteVar::Data(id) => &self.model.program.data[id].name,
+                };
+                bail!(
+                    "the `@{}` strategy on `{name}` is not lowered by this release",
+                    other.name()
+                )
             }
         }
+    }
+
+    /// The `[rows]` observed mask of `partial` variable `id` (`None`: all observed).
+    pub fn observed_mask(&self, id: DataId, rows: usize) -> Result<Option<Tensor>> {
+        match self.observed.get(id) {
+            Some(Some(m)) => Ok(Some(lift(m, rows)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The guide's site of a `partial` data variable: observed rows keep the data's
+    /// value, hidden rows take the guide's draw. The score pass reads the result in
+    /// place of the data; the objective tells the two kinds of rows apart by the mask.
+    fn partial_site(
+        &mut self,
+        site: &Site,
+        id: DataId,
+        step: Option<i64>,
+        rng: &mut Rng,
+    ) -> Result<()> {
+        if step.is_some() {
+            bail!(
+                "a stepped `partial` variable (`{}`) is not lowered by this release",
+                self.model.program.data[id].name
+            );
+        }
+        let rows = self.sample_rows;
+        let q = self.dist(site, rows, rng)?;
+        let shape = value_shape(&site.ty);
+        let data = materialize(&self.data_value(id)?, rows, &shape)?;
+        let value = match self.observed_mask(id, rows)? {
+            None => data,
+            Some(mask) => {
+                let drawn = self.guide_draw(site, &q, rng)?;
+                let mut dims = vec![rows];
+                dims.extend(std::iter::repeat_n(1, shape.len()));
+                let m = mask.reshape(dims)?;
+                (data.broadcast_mul(&m)? + drawn.broadcast_mul(&m.affine(-1.0, 1.0)?)?)?
+            }
+        };
+        if let Some(slot) = self.drawn_data.get_mut(id) {
+            *slot = Some(Val::Rows(value.clone()));
+        }
+        self.records.push(SiteRecord {
+            var: site.var,
+            step,
+            dist: q,
+            value,
+        });
         Ok(())
     }
 
