@@ -371,8 +371,6 @@ fn constructs_not_lowered_yet_are_refused_plainly_before_training() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
     for (spec, what) in [
         ("m2.vi", "`partial` data"),
-        ("gmm.vi", "`guide exact`"),
-        ("gmvae.vi", "`enumerate` strategy"),
         ("iaf.vi", "flow"),
         ("savae.vi", "`refine` strategy"),
     ] {

@@ -64,7 +64,9 @@ pub fn balanced_keep(
 ) -> Vec<bool> {
     let k = k.max(1);
     let mut mask = vec![false; perm.len()];
-    let mut quota: Vec<usize> = (0..k).map(|c| keep / k + usize::from(c < keep % k)).collect();
+    let mut quota: Vec<usize> = (0..k)
+        .map(|c| keep / k + usize::from(c < keep % k))
+        .collect();
     let mut kept = 0;
     for &i in perm {
         if let Some(q) = quota.get_mut(class_of(i)) {

@@ -5,7 +5,26 @@
 //! the rows of everything downstream of a sampled site by `S`; values computed before
 //! (an encoder's output) stay at fewer rows and are *lifted* (each row repeated, in
 //! order) when combined with more. Row `r` of a lifted value belongs to example
-//! `r / (R / B)`. Enumeration (a later release) multiplies rows the same way.
+//! `r / (R / B)`.
+//!
+//! Enumeration multiplies rows the same way. An enumerated site (`@enumerate`, the
+//! default for a Categorical or a one-element Bernoulli guide site; every discrete
+//! latent of `guide exact`'s model) with K values turns the current `R0` rows into
+//! `R0 * K`: row `r * K + k` is row `r` of everything computed before (lifted) with the
+//! site's value set to its k-th support value (`Cat(K)`: the one-hot `e_k`; `Binary`:
+//! 0 then 1). Later sites draw at the new rows, so the rows of one example are laid out
+//! `[samples, K1, K2, ...]` (samples outermost, the last enumerated site innermost), and
+//! `Frame::sample_rows` always holds the current number of rows.
+//!
+//! Each row's weight lives in `Frame::log_weight` (`[rows]`, `None` when nothing was
+//! enumerated): in the guide it is the sum of `log q` of the row's enumerated values,
+//! `q(c1 | x) q(c2 | x, c1) ...`, with gradients; the weights of one sample of one
+//! example sum to 1. The objective (`objective.rs`) turns every per-row term `t` into
+//! a per-example value `(1/S) Σ_rows exp(log_weight) · t`, so the ELBO is the exact
+//! expectation over the enumerated values; an enumerated site's own term is
+//! `log q(c) - log p(c)` per row (never an analytic KL, which would sum over c twice).
+//! To force a row's value (an observed label), give the other values' rows a log-weight
+//! of `-inf`.
 
 use super::dist::DistValue;
 use super::nets::NetCtx;
@@ -104,6 +123,9 @@ pub enum Pass {
     Score,
     /// The model drawing its own latents (ancestral sampling, `vic sample`).
     Prior,
+    /// The model with every latent enumerated over its finite support and scored
+    /// (`guide exact` for finite discrete latents): the rows hold the joint support.
+    Joint,
 }
 
 /// Evaluation state of one pass over one block.
@@ -112,8 +134,12 @@ pub struct Frame<'m> {
     pub pass: Pass,
     /// Rows of the batch (examples).
     pub base_rows: usize,
-    /// Rows once samples are drawn.
+    /// The current rows: examples x samples x the values enumerated so far (see the
+    /// module documentation).
     pub sample_rows: usize,
+    /// Per-row log-weight of the enumerated values (`[rows at the last enumerated
+    /// site]`; lift it to more rows): `None` when nothing was enumerated.
+    pub log_weight: Option<Tensor>,
     pub train: bool,
     /// Batch data per `DataId` at `base_rows` rows (None: not bound, e.g. sampling).
     pub data: &'m [Option<Tensor>],
@@ -152,6 +178,7 @@ impl<'m> Frame<'m> {
             pass,
             base_rows,
             sample_rows,
+            log_weight: None,
             train,
             data,
             latents: vec![None; n_latents],
@@ -449,6 +476,12 @@ impl<'m> Frame<'m> {
             None => None,
         };
         match (self.pass, site.var) {
+            (Pass::Guide, SiteVar::Latent(id)) if is_enumerated(site) => {
+                self.enumerate_site(site, id, step, true, rng)?;
+            }
+            (Pass::Joint, SiteVar::Latent(id)) => {
+                self.enumerate_site(site, id, step, false, rng)?;
+            }
             (Pass::Guide, SiteVar::Latent(id)) => {
                 let global = self.model.program.latents[id].global;
                 let rows = if global { 1 } else { self.sample_rows };
@@ -489,6 +522,7 @@ impl<'m> Frame<'m> {
                     step,
                     dist: p,
                     value,
+                    enumerated: false,
                 });
             }
             (Pass::Prior, SiteVar::Latent(id)) => {
@@ -498,7 +532,7 @@ impl<'m> Frame<'m> {
                 let value = p.sample(rng)?;
                 self.keep_draw(site, id, step, global, p, value)?;
             }
-            (Pass::Score, SiteVar::Data(id)) => {
+            (Pass::Score | Pass::Joint, SiteVar::Data(id)) => {
                 let rows = self.sample_rows;
                 let p = self.dist(site, rows, rng)?;
                 let whole = self.data_value(id)?;
@@ -512,6 +546,7 @@ impl<'m> Frame<'m> {
                     step,
                     dist: p,
                     value,
+                    enumerated: false,
                 });
             }
             (Pass::Prior, SiteVar::Data(id)) => {
@@ -534,6 +569,7 @@ impl<'m> Frame<'m> {
                     step,
                     dist: p,
                     value,
+                    enumerated: false,
                 });
             }
             (Pass::Guide, SiteVar::Data(id)) => self.partial_site(site, id, step, rng)?,
@@ -576,8 +612,12 @@ impl<'m> Frame<'m> {
     }
 
     /// The guide's site of a `partial` data variable: observed rows keep the data's
-    /// value, hidden rows take the guide's draw. The score pass reads the result in
+    /// value, hidden rows take the guide's value. The score pass reads the result in
     /// place of the data; the objective tells the two kinds of rows apart by the mask.
+    /// Enumerated (the default for a finite support), the site multiplies the rows like
+    /// an enumerated latent; an observed row's value is forced by the log-weights (0 for
+    /// the observed value, `-inf` for the others). A batch with every value observed is
+    /// not enumerated at all.
     fn partial_site(
         &mut self,
         site: &Site,
@@ -591,18 +631,54 @@ impl<'m> Frame<'m> {
                 self.model.program.data[id].name
             );
         }
-        let rows = self.sample_rows;
-        let q = self.dist(site, rows, rng)?;
+        let before = self.sample_rows;
+        let q = self.dist(site, before, rng)?;
         let shape = value_shape(&site.ty);
-        let data = materialize(&self.data_value(id)?, rows, &shape)?;
-        let value = match self.observed_mask(id, rows)? {
-            None => data,
+        let data = materialize(&self.data_value(id)?, before, &shape)?;
+        let mask = match self.observed_mask(id, before)? {
+            Some(m) if m.min(0)?.to_scalar::<f32>()? < 0.5 => Some(m),
+            _ => None,
+        };
+        let (dist, value, enumerated) = match mask {
+            None => (q, data, false),
+            Some(mask) if is_enumerated(site) => {
+                let support = q.enumerate_support()?;
+                let k = support.len();
+                let rows = before * k;
+                let stacked = Tensor::stack(&support, 1)?;
+                let mut dims = stacked.dims().to_vec();
+                dims.remove(0);
+                dims[0] = rows;
+                let value = stacked.reshape(dims)?;
+                let dist = q.lift_rows(rows)?;
+                let log_q = dist.log_prob(&value)?;
+                // Observed rows: log 1 for the data's value, log 0 for the others.
+                let data_rows = lift(&data, rows)?;
+                let same = (value
+                    .sub(&data_rows)?
+                    .abs()?
+                    .flatten_from(1)?
+                    .max(1)?
+                    .lt(0.5))?;
+                let forced =
+                    same.where_cond(&log_q.zeros_like()?, &log_q.affine(0.0, f64::NEG_INFINITY)?)?;
+                let seen = lift(&mask, rows)?.gt(0.5)?;
+                let lw = seen.where_cond(&forced, &log_q)?;
+                self.log_weight = Some(match &self.log_weight {
+                    Some(w) => (lift(w, rows)? + lw)?,
+                    None => lw,
+                });
+                self.sample_rows = rows;
+                (dist, value, true)
+            }
             Some(mask) => {
                 let drawn = self.guide_draw(site, &q, rng)?;
-                let mut dims = vec![rows];
+                let mut dims = vec![before];
                 dims.extend(std::iter::repeat_n(1, shape.len()));
                 let m = mask.reshape(dims)?;
-                (data.broadcast_mul(&m)? + drawn.broadcast_mul(&m.affine(-1.0, 1.0)?)?)?
+                let value =
+                    (data.broadcast_mul(&m)? + drawn.broadcast_mul(&m.affine(-1.0, 1.0)?)?)?;
+                (q, value, false)
             }
         };
         if let Some(slot) = self.drawn_data.get_mut(id) {
@@ -611,8 +687,9 @@ impl<'m> Frame<'m> {
         self.records.push(SiteRecord {
             var: site.var,
             step,
-            dist: q,
+            dist,
             value,
+            enumerated,
         });
         Ok(())
     }
@@ -639,6 +716,55 @@ impl<'m> Frame<'m> {
             step,
             dist,
             value,
+            enumerated: false,
+        });
+        Ok(())
+    }
+
+    /// Enumerate a discrete latent site (see the module documentation): build its
+    /// distribution at the current rows `R0`, list its K support values, multiply the
+    /// rows to `R0 * K` (value of row `r * K + k`: the k-th support value), record the
+    /// site with its distribution lifted to the new rows, and, when `weigh`, add the
+    /// values' log-probabilities to `log_weight`.
+    fn enumerate_site(
+        &mut self,
+        site: &Site,
+        id: usize,
+        step: Option<i64>,
+        weigh: bool,
+        rng: &mut Rng,
+    ) -> Result<()> {
+        let name = &self.model.program.latents[id].name;
+        if self.model.program.latents[id].global {
+            bail!("enumerating the global latent `{name}` is not lowered by this release");
+        }
+        let before = self.sample_rows;
+        let dist = self.dist(site, before, rng)?;
+        let support = dist.enumerate_support()?;
+        let k = support.len();
+        let rows = before * k;
+        // [R0, K, ...value] -> [R0 * K, ...value]: the k-th value innermost.
+        let stacked = Tensor::stack(&support, 1)?;
+        let mut dims = stacked.dims().to_vec();
+        dims.remove(0);
+        dims[0] = rows;
+        let value = stacked.reshape(dims)?;
+        let dist = dist.lift_rows(rows)?;
+        if weigh {
+            let log_q = dist.log_prob(&value)?;
+            self.log_weight = Some(match &self.log_weight {
+                Some(w) => (lift(w, rows)? + log_q)?,
+                None => log_q,
+            });
+        }
+        self.sample_rows = rows;
+        self.store_latent(id, step, Val::Rows(value.clone()));
+        self.records.push(SiteRecord {
+            var: site.var,
+            step,
+            dist,
+            value,
+            enumerated: true,
         });
         Ok(())
     }
@@ -660,6 +786,16 @@ impl<'m> Frame<'m> {
                 }
             }
         }
+    }
+}
+
+/// Whether a guide site is summed over exactly: `@enumerate`, given or (unannotated)
+/// the default for a finite support.
+pub fn is_enumerated(site: &Site) -> bool {
+    match &site.strategy {
+        Some(crate::ir::Strategy::Enumerate) => true,
+        None => crate::arch::site_support(site).is_some(),
+        Some(_) => false,
     }
 }
 

@@ -16,11 +16,12 @@
 
 pub mod dist;
 pub mod eval;
+pub mod exact_discrete;
 pub mod nets;
 pub mod objective;
 pub mod params;
 
-use crate::ir::{Body, Domain, Guide, Init, NetId, ParamId, Program, SiteVar};
+use crate::ir::{Body, Domain, ExactPosterior, Guide, Init, NetId, ParamId, Program, SiteVar};
 use crate::plan::Plan;
 use candle_core::{bail, Device, Result, Tensor};
 use dist::DistValue;
@@ -37,6 +38,9 @@ pub struct SiteRecord {
     pub step: Option<i64>,
     pub dist: DistValue,
     pub value: Tensor,
+    /// The site was enumerated: `value` lists its support (see `eval`'s documentation)
+    /// and `dist` is lifted to the same rows.
+    pub enumerated: bool,
 }
 
 /// A program lowered onto a device: its networks built and its parameters created.
@@ -267,8 +271,23 @@ pub fn refusal(program: &Program) -> Option<String> {
 /// The first construct of `program` that lowering does not handle yet, in words.
 pub fn not_lowered_yet(program: &Program) -> Option<String> {
     use crate::ir::{Stmt, Strategy};
-    if let Guide::Exact { .. } = program.guide {
-        return Some("`guide exact`".into());
+    match &program.guide {
+        // Finite discrete latents: the joint support is enumerated (`exact_discrete`).
+        Guide::Exact {
+            posterior: ExactPosterior::Enumerate,
+            ..
+        } => {}
+        Guide::Exact {
+            posterior: ExactPosterior::LinearGaussian,
+            ..
+        } => return Some("`guide exact` with a linear-Gaussian posterior".into()),
+        Guide::Exact {
+            posterior: ExactPosterior::EnumerateLinearGaussian,
+            ..
+        } => {
+            return Some("`guide exact` over discrete and linear-Gaussian latents together".into())
+        }
+        _ => {}
     }
     if program.meta.is_some() || !program.sets.is_empty() {
         return Some("a `meta` family with context sets".into());
@@ -291,6 +310,7 @@ pub fn not_lowered_yet(program: &Program) -> Option<String> {
                         if !matches!(
                             s,
                             Strategy::Reparameterized
+                                | Strategy::Enumerate
                                 | Strategy::Relax { .. }
                                 | Strategy::Reinforce
                         ) {

@@ -4,7 +4,7 @@
 //! posterior means (`vic encode`).
 
 use super::dist::kl;
-use super::eval::{value_shape, Frame, Pass};
+use super::eval::{lift, value_shape, Frame, Pass};
 use super::{LoweredModel, SiteRecord, Used};
 use crate::ir::{Body, Expr, ExprKind, Guide, Ref, SiteVar, Stmt};
 use crate::plan::{KlMethod, KlSubject};
@@ -177,11 +177,28 @@ impl LoweredModel {
     }
 
     /// Evaluate the objective on a batch.
+    ///
+    /// With enumerated guide sites (see `eval`'s module documentation) the rows of one
+    /// example are `samples x E` (E: the enumerated joint values) and each row carries
+    /// the weight `w = exp(log_weight)` (the `q` of its enumerated values). Every per-row
+    /// term becomes a per-example value `(1/S) Σ_rows w · term`: the ELBO is
+    /// `(1/S) Σ_s Σ_y q(y|x) [log p(x, y, z_sy) - log q(y|x) - log q(z_sy|x, y)]`, the
+    /// enumerated site's KL exact, and gradients flow through `q`'s probabilities in `w`.
+    /// The IWAE bound is `log (1/S) Σ_s Σ_y exp(log p(x, y, z_sy) - log q(z_sy|x, y))`
+    /// (the inner sum estimates `p(x)` without bias).
     pub fn objective(&self, batch: &Batch, s: &Settings, rng: &mut Rng) -> Result<Outcome> {
+        if let Guide::Exact {
+            posterior: crate::ir::ExactPosterior::Enumerate,
+            ..
+        } = self.program.guide
+        {
+            return self.exact_discrete_objective(batch, s, rng);
+        }
         let b = batch.rows;
         let samples = s.samples.max(1);
-        let rows = b * samples;
-        let guide = self.guide_pass(batch, rows, s.train, rng)?;
+        let guide = self.guide_pass(batch, b * samples, s.train, rng)?;
+        // Examples x samples x enumerated values.
+        let rows = guide.sample_rows;
         let mut score = Frame::new(
             self,
             Pass::Score,
@@ -215,9 +232,19 @@ impl LoweredModel {
                 .iter()
                 .find(|r| r.var == var && r.step == step)
         };
+        // The rows' weights (None: nothing enumerated, every weight 1).
+        let weight = match &guide.log_weight {
+            Some(lw) => Some(lift(lw, rows)?.exp()?),
+            None => None,
+        };
         let per_example = |t: &Tensor| -> Result<Tensor> {
-            // [R] -> [B] averaging the samples of each example.
-            t.reshape((b, samples))?.mean(1)
+            // [R] -> [B]: the weighted sum over each sample's enumerated rows, averaged
+            // over the samples of each example.
+            let t = lift(t, rows)?;
+            match &weight {
+                None => t.reshape((b, samples))?.mean(1),
+                Some(w) => (t * w)?.reshape((b, rows / b))?.sum(1)? / samples as f64,
+            }
         };
         // The loss's mean over examples: weighted when the batch says so.
         let average = |pe: &Tensor| -> Result<Tensor> {
@@ -259,14 +286,15 @@ impl LoweredModel {
                         per_example(&lp_seen)?.mean_all()?,
                     )?;
                     let analytic = !s.iwae
+                        && !q.enumerated
                         && self
                             .plan
                             .kl_of(&KlSubject::Partial(id))
                             .is_some_and(|k| k.method == KlMethod::Analytic);
                     // Hidden rows: log p(y) - log q(y) in the bound, as for a latent.
-                    let log_q = q.dist.log_prob(&q.value)?;
+                    let log_q = lift(&q.dist.log_prob(&q.value)?, rows)?;
                     let term = if analytic {
-                        kl(&q.dist, &rec.dist)?
+                        kl(&q.dist.lift_rows(rows)?, &rec.dist)?
                     } else {
                         (&log_q - &lp)?
                     };
@@ -290,14 +318,23 @@ impl LoweredModel {
                         bail!("internal error: `{}` was not drawn by the guide", def.name)
                     };
                     let analytic = !s.iwae
+                        && !q.enumerated
                         && self
                             .plan
                             .kl_of(&KlSubject::Latent(id))
                             .is_some_and(|k| k.method == KlMethod::Analytic);
-                    let term = if analytic {
-                        kl(&q.dist, &rec.dist)?
-                    } else {
-                        (q.dist.log_prob(&q.value)? - rec.dist.log_prob(&rec.value)?)?
+                    // A guide record may have fewer rows than the score (drawn before an
+                    // enumerated site): lift it to the score's rows.
+                    let term = match (analytic, def.global) {
+                        (true, true) => kl(&q.dist, &rec.dist)?,
+                        (true, false) => kl(&q.dist.lift_rows(rows)?, &rec.dist)?,
+                        (false, true) => {
+                            (q.dist.log_prob(&q.value)? - rec.dist.log_prob(&rec.value)?)?
+                        }
+                        (false, false) => {
+                            (lift(&q.dist.log_prob(&q.value)?, rows)?
+                                - rec.dist.log_prob(&rec.value)?)?
+                        }
                     };
                     let name = format!("KL({})", def.name);
                     if def.global {
@@ -329,8 +366,13 @@ impl LoweredModel {
         let global_share = (global_kl / n)?;
         let loglik_pe = per_example(&loglik)?;
         let bound = if s.iwae {
-            // log (1/K) sum_k w_k, with log w = log p(x, z) - log q(z).
-            let logw = (&loglik - &local_kl)?.reshape((b, samples))?;
+            // log (1/K) sum_k w_k, with log w = log p(x, z) - log q(z); enumerated values
+            // are summed, not sampled: their log q is added back.
+            let logw = match &guide.log_weight {
+                None => (&loglik - &local_kl)?,
+                Some(lw) => ((&loglik - &local_kl)? + lift(lw, rows)?)?,
+            };
+            let logw = logw.reshape((b, rows / b))?;
             let max = logw.max_keepdim(1)?;
             let lse = ((logw.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + max)?
                 - (samples as f64).ln())?;
@@ -378,16 +420,22 @@ impl LoweredModel {
         let mut baseline_targets = Vec::new();
         if s.train && !guide.score_function.is_empty() {
             let f = if s.iwae {
-                super::eval::lift(&bound, rows)?
+                lift(&bound, rows)?
             } else {
                 (&loglik - (&local_kl * s.kl_weight)?)?
             }
             .detach();
-            // Each row's share of the loss's mean over examples.
+            // Each row's share of the loss's mean over examples: the example's weight, over
+            // its samples, times the q of the row's enumerated values (detached: the
+            // enumeration's own gradient is already in the pathwise terms).
             let row_weight = match &batch.weights {
-                Some(w) => (super::eval::lift(w, rows)? / samples as f64)?,
+                Some(w) => (lift(w, rows)? / samples as f64)?,
                 None => Tensor::ones(rows, candle_core::DType::F32, dev)?
-                    .affine(1.0 / rows as f64, 0.0)?,
+                    .affine(1.0 / b as f64 / samples as f64, 0.0)?,
+            };
+            let row_weight = match &weight {
+                Some(w) => (row_weight * w.detach())?,
+                None => row_weight,
             };
             for (var, log_q) in &guide.score_function {
                 let mut w = row_weight.clone();
@@ -403,7 +451,7 @@ impl LoweredModel {
                 }
                 let baseline = self.baseline(*var)?;
                 let advantage = f.broadcast_sub(baseline)?.detach();
-                let surrogate = (advantage * log_q)?.mul(&w)?.sum_all()?;
+                let surrogate = (advantage * lift(log_q, rows)?)?.mul(&w)?.sum_all()?;
                 // Value-neutral: the loss reads as the objective, the gradient is the
                 // surrogate's.
                 loss = (loss - (&surrogate - surrogate.detach())?)?;
@@ -489,20 +537,49 @@ impl LoweredModel {
             weights: None,
         };
         let guide = self.guide_pass(&hidden, hidden.rows, false, rng)?;
+        let weight = match &guide.log_weight {
+            Some(lw) => Some(lw.exp()?),
+            None => None,
+        };
         let mut out = Vec::new();
         for rec in &guide.records {
             if let SiteVar::Data(id) = rec.var {
                 if ids.contains(&id) && rec.step.is_none() {
-                    out.push((id, rec.dist.mean()?));
+                    let probs = rec.dist.mean()?;
+                    // Drawn after an enumerated latent: averaged over its values.
+                    let probs = match &weight {
+                        Some(w) if probs.dim(0)? != batch.rows => {
+                            weighted_sum_per_example(&probs, w, batch.rows)?
+                        }
+                        _ => probs,
+                    };
+                    out.push((id, probs));
                 }
             }
         }
         Ok(out)
     }
 
-    /// Posterior means of every per-example latent under the guide, `[B, ...]` each.
+    /// Posterior means of every per-example latent under the guide, `[B, ...]` each. An
+    /// enumerated `Cat(K)` latent gives its probabilities `q(c = k | x)` (a `Binary` one
+    /// `q(b = 1 | x)`), and latents drawn given enumerated values are averaged over them
+    /// with their weights: `Σ_y q(y|x) E_q[z | x, y]`. Under `guide exact` the
+    /// probabilities are the exact posterior's (the responsibilities).
     pub fn posterior_means(&self, batch: &Batch, rng: &mut Rng) -> Result<Vec<(usize, Tensor)>> {
-        let guide = self.guide_pass(batch, batch.rows, false, rng)?;
+        if let Guide::Exact {
+            posterior: crate::ir::ExactPosterior::Enumerate,
+            ..
+        } = self.program.guide
+        {
+            return self.exact_discrete_posterior(batch, rng);
+        }
+        let b = batch.rows;
+        let guide = self.guide_pass(batch, b, false, rng)?;
+        let rows = guide.sample_rows;
+        let weight = match &guide.log_weight {
+            Some(lw) => Some(lift(lw, rows)?.exp()?),
+            None => None,
+        };
         let mut out: Vec<(usize, Tensor)> = Vec::new();
         for rec in &guide.records {
             if let SiteVar::Latent(id) = rec.var {
@@ -510,6 +587,10 @@ impl LoweredModel {
                     continue;
                 }
                 let mean = rec.dist.mean()?;
+                let mean = match &weight {
+                    None => mean,
+                    Some(w) => weighted_sum_per_example(&mean, w, b)?,
+                };
                 match rec.step {
                     None => out.push((id, mean)),
                     Some(_) => match out.iter_mut().find(|(d, _)| *d == id) {
@@ -523,6 +604,19 @@ impl LoweredModel {
         }
         Ok(out)
     }
+}
+
+/// `Σ_rows w_r · t_r` per example: `t` is `[R', ...]` (lifted to `w`'s `R` rows), `w` is
+/// `[R]` with `R` a multiple of the `b` examples; the result is `[b, ...]`.
+pub fn weighted_sum_per_example(t: &Tensor, w: &Tensor, b: usize) -> Result<Tensor> {
+    let rows = w.dim(0)?;
+    let t = lift(t, rows)?;
+    let mut wdims = vec![rows];
+    wdims.extend(std::iter::repeat_n(1, t.rank() - 1));
+    let prod = t.broadcast_mul(&w.reshape(wdims)?)?;
+    let mut dims = vec![b, rows / b.max(1)];
+    dims.extend_from_slice(&t.dims()[1..]);
+    prod.reshape(dims)?.sum(1)
 }
 
 fn accumulate(terms: &mut Vec<Term>, name: String, value: Tensor) -> Result<()> {

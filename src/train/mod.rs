@@ -270,6 +270,69 @@ impl Pools {
     }
 }
 
+/// One training step's objective, possibly from two passes (labelled and unlabelled).
+struct Step {
+    loss: Tensor,
+    /// The bound's (weighted) mean per example.
+    bound_mean: f64,
+    /// Named terms: (name, Σ share · value, Σ share) over the parts that have it, so a
+    /// term of every part is the shares' weighted mean and a term of one part (the
+    /// supervised term of the labelled part) keeps its value.
+    terms: Vec<(String, f64, f64)>,
+    baseline_targets: Vec<(crate::ir::SiteVar, f64)>,
+}
+
+impl Step {
+    fn of(
+        out: crate::lower::objective::Outcome,
+        weights: Option<&Tensor>,
+        share: f64,
+    ) -> Result<Step, TrainError> {
+        let bound_mean = match weights {
+            Some(w) => (&out.bound * w)?.sum_all()?.to_scalar::<f32>()? as f64 / share,
+            None => out.bound.mean_all()?.to_scalar::<f32>()? as f64,
+        } * share;
+        let mut terms = Vec::with_capacity(out.terms.len());
+        for t in &out.terms {
+            terms.push((
+                t.name.clone(),
+                share * t.value.to_scalar::<f32>()? as f64,
+                share,
+            ));
+        }
+        Ok(Step {
+            loss: out.loss,
+            bound_mean,
+            terms,
+            baseline_targets: out.baseline_targets,
+        })
+    }
+
+    /// Parts whose shares sum to 1: losses, bounds and terms add up. A term only one
+    /// part has (the supervised term of the labelled part) keeps that part's share.
+    fn combine(parts: Vec<Step>) -> Result<Step, TrainError> {
+        let mut it = parts.into_iter();
+        let Some(mut acc) = it.next() else {
+            return Err(TrainError::Compute("internal error: an empty step".into()));
+        };
+        for p in it {
+            acc.loss = (acc.loss + p.loss)?;
+            acc.bound_mean += p.bound_mean;
+            for (name, v, w) in p.terms {
+                match acc.terms.iter_mut().find(|(n, _, _)| *n == name) {
+                    Some((_, s, t)) => {
+                        *s += v;
+                        *t += w;
+                    }
+                    None => acc.terms.push((name, v, w)),
+                }
+            }
+            acc.baseline_targets.extend(p.baseline_targets);
+        }
+        Ok(acc)
+    }
+}
+
 /// The next `count` labelled examples of the cycle kept in `state`.
 fn next_labelled(pools: &Pools, count: usize, state: &mut TrainState) -> Vec<usize> {
     let mut out = Vec::with_capacity(count);
@@ -498,34 +561,40 @@ pub fn train(
                 free_bits: cfg.free_bits,
                 dataset_size: n,
             };
-            let b = match &pools {
-                None => make_batch(&model.program, &data.train, chunk, &device, &mut state.rng)?,
+            let out = match &pools {
+                None => {
+                    let b =
+                        make_batch(&model.program, &data.train, chunk, &device, &mut state.rng)?;
+                    let out = model.objective(&b, &settings, &mut state.rng)?;
+                    Step::of(out, None, 1.0)?
+                }
                 Some(p) => {
-                    let mut idx = next_labelled(p, labelled_batch, &mut state);
-                    let n_l = idx.len();
-                    idx.extend_from_slice(chunk);
-                    let mut b =
-                        make_batch(&model.program, &data.train, &idx, &device, &mut state.rng)?;
-                    let share = |pool: usize, drawn: usize| {
-                        (pool as f64 / (n as f64 * drawn.max(1) as f64)) as f32
-                    };
-                    let (wl, wu) = (
-                        share(p.labelled.len(), n_l),
-                        share(p.unlabelled.len(), chunk.len()),
-                    );
-                    let w: Vec<f32> = (0..idx.len())
-                        .map(|i| if i < n_l { wl } else { wu })
-                        .collect();
-                    b.weights = Some(Tensor::from_vec(w, idx.len(), &device)?);
-                    b
+                    // Two passes, one loss: the labelled part is never enumerated (its
+                    // values are observed), the unlabelled part is.
+                    let labelled = next_labelled(p, labelled_batch, &mut state);
+                    let mut parts = Vec::with_capacity(2);
+                    for (idx, pool) in [
+                        (&labelled[..], p.labelled.len()),
+                        (chunk, p.unlabelled.len()),
+                    ] {
+                        let mut b =
+                            make_batch(&model.program, &data.train, idx, &device, &mut state.rng)?;
+                        let share = pool as f64 / n as f64;
+                        let w = (share / idx.len().max(1) as f64) as f32;
+                        let weights = Tensor::from_vec(vec![w; idx.len()], idx.len(), &device)?;
+                        b.weights = Some(weights.clone());
+                        let out = model.objective(&b, &settings, &mut state.rng)?;
+                        parts.push(Step::of(out, Some(&weights), share)?);
+                    }
+                    Step::combine(parts)?
                 }
             };
-            let out = model.objective(&b, &settings, &mut state.rng)?;
             let loss = out.loss.to_scalar::<f32>()? as f64;
-            let mut terms = Vec::with_capacity(out.terms.len());
-            for t in &out.terms {
-                terms.push((t.name.clone(), t.value.to_scalar::<f32>()? as f64));
-            }
+            let terms: Vec<(String, f64)> = out
+                .terms
+                .iter()
+                .map(|(n, v, w)| (n.clone(), if *w > 0.0 { v / w } else { *v }))
+                .collect();
             if !loss.is_finite() {
                 let what = terms
                     .iter()
@@ -568,11 +637,7 @@ pub fn train(
             let rows = chunk.len();
             seen += rows;
             loss_sum += loss * rows as f64;
-            bound_sum += match &b.weights {
-                // The weighted bound estimates the per-example mean of the whole set.
-                Some(w) => (&out.bound * w)?.sum_all()?.to_scalar::<f32>()? as f64 * rows as f64,
-                None => out.bound.sum_all()?.to_scalar::<f32>()? as f64,
-            };
+            bound_sum += out.bound_mean * rows as f64;
             for (name, v) in &terms {
                 match term_sums.iter_mut().find(|(n, _)| n == name) {
                     Some((_, s)) => *s += v * rows as f64,

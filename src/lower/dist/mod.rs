@@ -435,6 +435,47 @@ impl DistValue {
         })
     }
 
+    /// The distribution with each row repeated `rows / self.rows` times in order (row `r`
+    /// of the result is row `r / factor` of `self`): the rows layout of
+    /// [`lift`](crate::lower::eval::lift), used when enumeration multiplies the rows.
+    pub fn lift_rows(&self, rows: usize) -> Result<DistValue> {
+        if rows == self.rows {
+            return Ok(self.clone());
+        }
+        if self.rows == 0 || rows % self.rows != 0 {
+            return dist_error(format!(
+                "{} has {} rows and cannot be lifted to {rows}",
+                self.kind.name(),
+                self.rows
+            ));
+        }
+        let factor = rows / self.rows;
+        let repeat = |t: &Tensor| -> Result<Tensor> {
+            let mut dims = t.dims().to_vec();
+            let mut expanded = dims.clone();
+            expanded.insert(1, factor);
+            dims[0] = rows;
+            t.unsqueeze(1)?
+                .broadcast_as(expanded)?
+                .contiguous()?
+                .reshape(dims)
+        };
+        let mut params = Vec::with_capacity(self.params.len());
+        for (name, t) in &self.params {
+            params.push((*name, repeat(t)?));
+        }
+        let component = match &self.component {
+            Some(c) => Some(Box::new(c.lift_rows(rows)?)),
+            None => None,
+        };
+        Ok(DistValue {
+            params,
+            component,
+            rows,
+            ..self.clone()
+        })
+    }
+
     /// `(log p, log(1 - p))` of a Bernoulli / the natural parameter of a ContinuousBernoulli:
     /// from logits through `log_sigmoid`, from probs by clamping.
     fn bernoulli_logs(&self) -> Result<(Tensor, Tensor)> {
