@@ -107,10 +107,7 @@ fn two_rows(model: &LoweredModel) -> (Batch, Vec<[f64; 2]>) {
     data[0] = Some(x);
     data[1] = Some(one_hot(&[2, 0], 3));
     let mut b = Batch::new(data, 2);
-    b.observed = vec![
-        None,
-        Some(Tensor::new(&[1f32, 0.0], &Device::Cpu).unwrap()),
-    ];
+    b.observed = vec![None, Some(Tensor::new(&[1f32, 0.0], &Device::Cpu).unwrap())];
     (b, xs)
 }
 
@@ -150,8 +147,14 @@ fn labelled_rows_use_their_value_and_hidden_rows_are_summed() {
     let s = Settings::evaluation(1, false, 2);
     let out = model.objective(&batch, &s, &mut Rng::seed(0)).unwrap();
     let bound: Vec<f32> = out.bound.to_vec1().unwrap();
-    assert!((bound[0] as f64 - labelled).abs() < 1e-4, "{bound:?} vs {labelled}");
-    assert!((bound[1] as f64 - hidden).abs() < 1e-4, "{bound:?} vs {hidden}");
+    assert!(
+        (bound[0] as f64 - labelled).abs() < 1e-4,
+        "{bound:?} vs {labelled}"
+    );
+    assert!(
+        (bound[1] as f64 - hidden).abs() < 1e-4,
+        "{bound:?} vs {hidden}"
+    );
 
     // The supervised term: alpha * (-log q(2)), the one labelled example's.
     let term = |out: &vic::lower::objective::Outcome, name: &str| {
@@ -161,10 +164,7 @@ fn labelled_rows_use_their_value_and_hidden_rows_are_summed() {
             .map(|t| t.value.to_scalar::<f32>().unwrap() as f64)
     };
     assert!((term(&out, "-log q(y) labelled").unwrap() + lq[2]).abs() < 1e-5);
-    let train = Settings {
-        train: true,
-        ..s
-    };
+    let train = Settings { train: true, ..s };
     let out = model.objective(&batch, &train, &mut Rng::seed(0)).unwrap();
     let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
     let want = -(labelled + hidden) / 2.0 + 0.3 * (-lq[2]);
@@ -176,7 +176,10 @@ fn labelled_rows_use_their_value_and_hidden_rows_are_summed() {
         let (batch, _) = two_rows(&m);
         let out = m.objective(&batch, &s, &mut Rng::seed(1)).unwrap();
         let b0 = out.bound.to_vec1::<f32>().unwrap()[0] as f64;
-        assert!((b0 - labelled).abs() < 1e-4, "{strategy}: {b0} vs {labelled}");
+        assert!(
+            (b0 - labelled).abs() < 1e-4,
+            "{strategy}: {b0} vs {labelled}"
+        );
     }
 
     // Every row observed: nothing is enumerated and every bound is log p(x, y).
@@ -206,7 +209,7 @@ fn accuracy_reads_q_without_the_labels() {
 fn relax_is_reparameterized_and_sharpens_as_the_temperature_falls() {
     // The gradient of log p(x | c) reaches the guide's logits through the relaxed draw;
     // a @reinforce draw is detached, so the same term gives none.
-    let xs = Tensor::from_vec(vec![0.5f32, -0.5].repeat(64), (64, 2), &Device::Cpu).unwrap();
+    let xs = Tensor::from_vec([0.5f32, -0.5].repeat(64), (64, 2), &Device::Cpu).unwrap();
     let batch = |m: &LoweredModel| {
         let mut data = vec![None; m.program.data.len()];
         data[0] = Some(xs.clone());
@@ -214,13 +217,23 @@ fn relax_is_reparameterized_and_sharpens_as_the_temperature_falls() {
     };
     let s = Settings::evaluation(1, false, 64);
     let relaxed = lower(LATENT, "@relax(temperature = 0.5)", 5);
-    let out = relaxed.objective(&batch(&relaxed), &s, &mut Rng::seed(2)).unwrap();
+    let out = relaxed
+        .objective(&batch(&relaxed), &s, &mut Rng::seed(2))
+        .unwrap();
     let g = named_grad(&relaxed, &out.loglik.mean_all().unwrap(), "qc").unwrap();
-    assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| v.abs() > 1e-6), "{g:?}");
+    assert!(
+        g.iter().all(|v| v.is_finite()) && g.iter().any(|v| v.abs() > 1e-6),
+        "{g:?}"
+    );
     let reinforced = lower(LATENT, "@reinforce", 5);
-    let out = reinforced.objective(&batch(&reinforced), &s, &mut Rng::seed(2)).unwrap();
+    let out = reinforced
+        .objective(&batch(&reinforced), &s, &mut Rng::seed(2))
+        .unwrap();
     let g = named_grad(&reinforced, &out.loglik.mean_all().unwrap(), "qc");
-    assert!(g.as_ref().is_none_or(|g| g.iter().all(|v| *v == 0.0)), "{g:?}");
+    assert!(
+        g.as_ref().is_none_or(|g| g.iter().all(|v| *v == 0.0)),
+        "{g:?}"
+    );
 
     // Temperature: the mean largest coordinate of a relaxed one-hot.
     let logits = Tensor::new(&[[0.2f32, -0.3, 0.1]], &Device::Cpu)
@@ -229,13 +242,23 @@ fn relax_is_reparameterized_and_sharpens_as_the_temperature_falls() {
         .unwrap()
         .contiguous()
         .unwrap();
-    let q = DistValue::new(DistKind::Categorical, vec![(DistParam::Logits, logits)], None, &[])
-        .unwrap();
+    let q = DistValue::new(
+        DistKind::Categorical,
+        vec![(DistParam::Logits, logits)],
+        None,
+        &[],
+    )
+    .unwrap();
     let sharpness = |t: f64| {
         let v = q.relaxed_sample(t, &mut Rng::seed(9)).unwrap();
         let sums: Vec<f32> = v.sum(1).unwrap().to_vec1().unwrap();
         assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-4));
-        v.max(1).unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap()
+        v.max(1)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     };
     let (cold, warm) = (sharpness(0.05), sharpness(5.0));
     assert!(cold > 0.97, "{cold}");
@@ -247,7 +270,7 @@ fn relax_is_reparameterized_and_sharpens_as_the_temperature_falls() {
 #[test]
 fn reinforce_agrees_with_the_exact_gradient_within_monte_carlo_error() {
     let rows = 2000;
-    let xs = Tensor::from_vec(vec![0.5f32, -0.5].repeat(rows), (rows, 2), &Device::Cpu).unwrap();
+    let xs = Tensor::from_vec([0.5f32, -0.5].repeat(rows), (rows, 2), &Device::Cpu).unwrap();
     let batch = |m: &LoweredModel| {
         let mut data = vec![None; m.program.data.len()];
         data[0] = Some(xs.clone());
@@ -258,7 +281,9 @@ fn reinforce_agrees_with_the_exact_gradient_within_monte_carlo_error() {
         ..Settings::evaluation(1, false, rows)
     };
     let exact_model = lower(LATENT, "@enumerate", 7);
-    let out = exact_model.objective(&batch(&exact_model), &s, &mut Rng::seed(0)).unwrap();
+    let out = exact_model
+        .objective(&batch(&exact_model), &s, &mut Rng::seed(0))
+        .unwrap();
     let exact = named_grad(&exact_model, &out.loss, "qc").unwrap();
 
     let model = lower(LATENT, "@reinforce", 7);
@@ -277,7 +302,10 @@ fn reinforce_agrees_with_the_exact_gradient_within_monte_carlo_error() {
     let out = model.objective(&batch(&model), &s, &mut rng).unwrap();
     let target = out.baseline_targets[0].1;
     let b = b.as_tensor().to_scalar::<f32>().unwrap() as f64;
-    assert!((b - target).abs() < 0.05 * target.abs().max(1.0), "baseline {b} vs mean objective {target}");
+    assert!(
+        (b - target).abs() < 0.05 * target.abs().max(1.0),
+        "baseline {b} vs mean objective {target}"
+    );
     assert_eq!(out.baseline_targets[0].0, SiteVar::Latent(0));
 
     let runs = 12;

@@ -216,7 +216,10 @@ fn resume_after_sigkill(name: &str, text: &str) {
 #[test]
 fn eval_reports_the_accuracy_of_partial_labels() {
     let dir = scratch("accuracy");
-    for (i, strategy) in ["@reinforce", "", "@relax(temperature = 0.5)"].iter().enumerate() {
+    for (i, strategy) in ["@reinforce", "", "@relax(temperature = 0.5)"]
+        .iter()
+        .enumerate()
+    {
         let spec = write_spec(
             &dir,
             &format!("m2-{i}.vi"),
@@ -438,10 +441,7 @@ fn analytic_and_monte_carlo_kl_give_the_same_elbo_in_expectation() {
 #[test]
 fn constructs_not_lowered_yet_are_refused_plainly_before_training() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
-    for (spec, what) in [
-        ("iaf.vi", "flow"),
-        ("savae.vi", "`refine` strategy"),
-    ] {
+    for (spec, what) in [("iaf.vi", "flow"), ("savae.vi", "`refine` strategy")] {
         let out = vic()
             .arg("train")
             .arg(root.join(spec))
