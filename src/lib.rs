@@ -6,6 +6,7 @@
 
 pub mod arch;
 pub mod check;
+pub mod cluster;
 pub mod data;
 pub mod diag;
 pub mod dot;

@@ -162,7 +162,7 @@ impl Observer for Progress {
     fn step(&mut self, info: &StepInfo) {
         self.examples += info.examples;
         self.bar.set_position(info.step);
-        if info.step % 10 == 0 {
+        if info.step.is_multiple_of(10) {
             let rate = self.examples as f64 / self.since.elapsed().as_secs_f64().max(1e-9);
             let terms: Vec<String> = info
                 .terms
@@ -404,6 +404,12 @@ struct EvalReport {
     iwae: f64,
     iwae_samples: usize,
     reconstruction: f64,
+    /// `guide exact`: the bound is the exact log p(x) (`elbo` and `iwae` equal it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    exact: bool,
+    /// Clustering accuracy of each `Cat` latent against the dataset's labels.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    clustering_accuracy: std::collections::BTreeMap<String, f64>,
     /// Accuracy of the guide's q(y | x) per `partial` `Cat` variable (test split).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     accuracy: Vec<AccuracyReport>,
@@ -439,9 +445,16 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
             1000,
             &mut rng,
         )?;
-        let batch = (20_000 / k.max(1)).max(1);
-        let iwae_settings = Settings::evaluation(k.max(1), true, n);
-        let iwae = train::split_means(&model, &data.test, &iwae_settings, batch, &mut rng)?;
+        let exact = matches!(model.program.guide, ir::Guide::Exact { .. });
+        let iwae = if exact {
+            elbo.bound
+        } else {
+            let batch = (20_000 / k.max(1)).max(1);
+            let iwae_settings = Settings::evaluation(k.max(1), true, n);
+            train::split_means(&model, &data.test, &iwae_settings, batch, &mut rng)?.bound
+        };
+        let clustering =
+            vic::cluster::split_clustering_accuracy(&model, &data.test, 1000, &mut rng)?;
         let accuracy = train::partial_accuracy(&model, &data.test, 1000, &mut rng)?
             .into_iter()
             .map(|(variable, accuracy, examples)| AccuracyReport {
@@ -454,9 +467,11 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
             accuracy,
             examples: elbo.examples,
             elbo: elbo.bound,
-            iwae: iwae.bound,
+            iwae,
             iwae_samples: k,
             reconstruction: elbo.loglik,
+            exact,
+            clustering_accuracy: clustering.into_iter().collect(),
         })
     })();
     match result {
@@ -466,12 +481,19 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
         }
         Ok(r) => {
             println!("test examples      {}", r.examples);
-            println!("ELBO               {:.4} nats", r.elbo);
-            println!("IWAE bound (K={})  {:.4} nats", r.iwae_samples, r.iwae);
+            if r.exact {
+                println!("log p(x) (exact)   {:.4} nats", r.elbo);
+            } else {
+                println!("ELBO               {:.4} nats", r.elbo);
+                println!("IWAE bound (K={})  {:.4} nats", r.iwae_samples, r.iwae);
+            }
             println!(
                 "reconstruction     {:.4} nats (E_q log p(x | z))",
                 r.reconstruction
             );
+            for (name, acc) in &r.clustering_accuracy {
+                println!("clustering accuracy of {name}: {acc:.4} (best one-to-one matching to the labels)");
+            }
             for a in &r.accuracy {
                 println!(
                     "accuracy of q({})  {:.4} ({} labelled test examples)",

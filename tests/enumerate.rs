@@ -2,7 +2,12 @@
 //! ELBO of an enumerated guide (one and two enumerated sites, a `param` indexed by a
 //! `Cat` value, a continuous latent drawn given the enumerated value), its IWAE bound,
 //! its gradient (finite differences), and `guide exact`'s log p(x) and responsibilities.
-#![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_range_loop
+)]
 
 use candle_core::{Device, Tensor};
 use vic::lower::objective::{Batch, Settings};

@@ -457,3 +457,88 @@ fn constructs_not_lowered_yet_are_refused_plainly_before_training() {
         );
     }
 }
+
+/// A small GMVAE (an enumerated `Cat(10)` cluster, a Normal `z` given it) on the digits.
+const GMVAE: &str = r#"
+const D = 64
+const K = 10
+const Z = 4
+const H = 32
+data x : Binary[D]
+latent c : Cat(K)
+latent z : Real[Z]
+net prior_z(c: Cat(K)) -> (loc: Real[Z], scale: Positive[Z]) = linear()
+net q_c(x: Binary[D]) -> Real[K] = mlp(hidden = [H], act = relu)
+net q_z(x: Binary[D], c: Cat(K)) -> (loc: Real[Z], scale: Positive[Z]) = mlp(hidden = [H], act = relu)
+net dec(z: Real[Z]) -> Real[D] = mlp(hidden = [H], act = relu)
+model {
+  c ~ Categorical(logits = zeros(K))
+  let (m, s) = prior_z(c)
+  z ~ Normal(m, s)
+  x ~ Bernoulli(logits = dec(z))
+}
+guide {
+  c ~ Categorical(logits = q_c(x)) @enumerate
+  let (m, s) = q_z(x, c)
+  z ~ Normal(m, s)
+}
+train {
+  dataset = "digits"
+  batch = 64
+  epochs = 2
+  eval = iwae(samples = 10)
+}
+"#;
+
+#[test]
+fn an_enumerated_cluster_trains_and_eval_reports_its_clustering_accuracy() {
+    let dir = scratch("gmvae");
+    let spec = write_spec(&dir, "gmvae.vi", GMVAE);
+    let run = dir.join("run");
+    run_ok(vic().arg("train").arg(&spec).arg("--out").arg(&run));
+    let header = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert!(
+        header.contains("KL(c)") && header.contains("KL(z)"),
+        "{header}"
+    );
+    let out = vic().arg("eval").arg(&run).arg("--json").output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (elbo, iwae) = (v["elbo"].as_f64().unwrap(), v["iwae"].as_f64().unwrap());
+    assert!(elbo.is_finite() && elbo < 0.0 && iwae >= elbo - 0.5, "{v}");
+    let acc = v["clustering_accuracy"]["c"].as_f64().unwrap();
+    // 10 clusters on the 10 digit classes: better than one class's share by chance.
+    assert!(acc > 0.1 && acc <= 1.0, "{v}");
+    let text = run_ok(vic().arg("eval").arg(&run));
+    assert!(text.contains("clustering accuracy of c"), "{text}");
+    // `vic encode` gives q(c | x) (rows summing to 1) then E_q[z | x].
+    let npy = dir.join("codes.npy");
+    run_ok(vic().arg("encode").arg(&run).arg("-o").arg(&npy));
+    assert!(std::fs::metadata(&npy).unwrap().len() > 1797 * 14 * 4);
+}
+
+#[test]
+fn guide_exact_fits_the_mixture_and_eval_reports_the_exact_log_likelihood() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = scratch("gmm").join("run");
+    run_ok(
+        vic()
+            .arg("train")
+            .arg(root.join("specs/gmm.vi"))
+            .arg("--out")
+            .arg(&run)
+            .args(["--set", "train.epochs=300"]),
+    );
+    let out = vic().arg("eval").arg(&run).arg("--json").output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["exact"], serde_json::Value::Bool(true), "{v}");
+    assert_eq!(v["elbo"], v["iwae"], "{v}");
+    // The data's own mixture scores about -3.06 nats per test point; 300 full-batch
+    // steps get close, and the components are found.
+    let ll = v["elbo"].as_f64().unwrap();
+    assert!(ll > -3.3 && ll < -2.9, "{v}");
+    assert!(v["clustering_accuracy"]["c"].as_f64().unwrap() > 0.9, "{v}");
+    let text = run_ok(vic().arg("eval").arg(&run));
+    assert!(text.contains("log p(x) (exact)"), "{text}");
+}

@@ -1334,7 +1334,7 @@ fn overlap(train: &Members, test: &Members, size: Option<usize>) -> Option<Strin
     use Members::*;
     let parity = |m: &Members, i: usize| match m {
         All => true,
-        Even => i % 2 == 0,
+        Even => i.is_multiple_of(2),
         Odd => i % 2 == 1,
         List(v) => v.contains(&i),
     };

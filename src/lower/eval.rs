@@ -60,7 +60,7 @@ pub fn lift(t: &Tensor, rows: usize) -> Result<Tensor> {
     if have == rows {
         return Ok(t.clone());
     }
-    if have == 0 || rows % have != 0 {
+    if have == 0 || !rows.is_multiple_of(have) {
         bail!("internal error: cannot lift {have} rows to {rows}");
     }
     let factor = rows / have;

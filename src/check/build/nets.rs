@@ -699,7 +699,7 @@ impl Builder<'_> {
                     let shape = &net.heads[0].ty.shape;
                     let n = channels.len() as u32;
                     let f = stride.checked_pow(n).unwrap_or(usize::MAX);
-                    if shape[1] % f != 0 || shape[2] % f != 0 {
+                    if !shape[1].is_multiple_of(f) || !shape[2].is_multiple_of(f) {
                         self.arch_err(
                             4,
                             net,

@@ -442,7 +442,7 @@ impl DistValue {
         if rows == self.rows {
             return Ok(self.clone());
         }
-        if self.rows == 0 || rows % self.rows != 0 {
+        if self.rows == 0 || !rows.is_multiple_of(self.rows) {
             return dist_error(format!(
                 "{} has {} rows and cannot be lifted to {rows}",
                 self.kind.name(),
