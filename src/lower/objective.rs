@@ -530,6 +530,9 @@ impl LoweredModel {
                 ids.push(id);
             }
         }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let hidden = Batch {
             data,
             rows: batch.rows,
