@@ -18,6 +18,7 @@ pub mod io;
 pub mod ir;
 pub mod lower;
 pub mod plan;
+pub mod plot;
 pub mod render;
 pub mod rng;
 pub mod span;

@@ -107,6 +107,13 @@ enum Command {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
     },
+    /// Plot a run's metrics.csv as PNG: the bound, the test ELBO and the exact log p(x)
+    /// against the step, with `alternate` phases shaded (default: RUN/metrics.png).
+    Plot {
+        run: PathBuf,
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
     /// Linear-probe accuracy of a `meta` run (not built yet).
     Probe {
         run: PathBuf,
@@ -183,6 +190,7 @@ fn main() -> ExitCode {
             dataset,
             output,
         } => run::encode(&run, dataset, &output),
+        Command::Plot { run, output } => run::plot(&run, output),
         Command::Probe { .. } => {
             eprintln!(
                 "vic: `vic probe` is not built yet: it arrives with the lowering of `meta` families"

@@ -413,6 +413,9 @@ struct EvalReport {
     /// Accuracy of the guide's q(y | x) per `partial` `Cat` variable (test split).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     accuracy: Vec<AccuracyReport>,
+    /// The exact log p(x) of a linear-Gaussian model (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_px: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -463,6 +466,7 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
                 examples,
             })
             .collect();
+        let log_px = train::split_log_px(&model, &data.test, 1000, &mut rng)?;
         Ok(EvalReport {
             accuracy,
             examples: elbo.examples,
@@ -472,6 +476,7 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
             reconstruction: elbo.loglik,
             exact,
             clustering_accuracy: clustering.into_iter().collect(),
+            log_px,
         })
     })();
     match result {
@@ -481,6 +486,13 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
         }
         Ok(r) => {
             println!("test examples      {}", r.examples);
+            if let Some(v) = r.log_px {
+                println!("log p(x) (exact)   {v:.4} nats");
+            }
+            if model.exact_guide() {
+                // The bounds are the exact log p(x): no sampling, no reconstruction term.
+                return OK;
+            }
             if r.exact {
                 println!("log p(x) (exact)   {:.4} nats", r.elbo);
             } else {
@@ -684,6 +696,39 @@ pub fn encode(dir: &Path, dataset: Option<String>, output: &Path) -> u8 {
         Err(e) => {
             eprintln!("vic: {e}");
             FAILED
+        }
+    }
+}
+
+/// `vic plot RUN [-o FILE.png]`.
+pub fn plot(dir: &Path, output: Option<PathBuf>) -> u8 {
+    let made = (|| -> Result<(Vec<u8>, PathBuf), String> {
+        let run = RunDir::open(dir)?;
+        let text = String::from_utf8(run.read("metrics.csv")?).map_err(|e| e.to_string())?;
+        let curves = vic::plot::curves(&text)?;
+        // The schedule, for the phase bands; a run without a readable IR is drawn without.
+        let schedule = run
+            .read("ir.ron")
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|t| vic::driver::read_ir(&t).ok())
+            .map(|p| p.train.schedule)
+            .unwrap_or(ir::Schedule::Joint);
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string());
+        let png = vic::plot::metrics_png(&curves, &schedule, &name, 960, 540)?;
+        Ok((png, output.unwrap_or_else(|| dir.join("metrics.png"))))
+    })();
+    match made.and_then(|(png, path)| io::write_atomic(&path, &png).map(|()| path)) {
+        Ok(path) => {
+            eprintln!("vic: wrote {}", path.display());
+            OK
+        }
+        Err(e) => {
+            eprintln!("vic: {e}");
+            USAGE
         }
     }
 }

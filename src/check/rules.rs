@@ -1264,6 +1264,15 @@ impl Linearity<'_> {
     }
 }
 
+/// Whether the model of `program` is linear-Gaussian (every latent Normal with parameters
+/// free of latents, every observation depending on a latent Normal with an affine mean and a
+/// latent-free scale), whatever its guide: its log p(x) then has a closed form.
+pub fn linear_gaussian(program: &Program) -> bool {
+    let mut errors = Vec::new();
+    let posterior = exact_posterior(program, &mut errors);
+    errors.is_empty() && posterior == ExactPosterior::LinearGaussian
+}
+
 /// Decide the exact posterior of the model, or report the statement that breaks conjugacy.
 fn exact_posterior(program: &Program, errors: &mut Vec<RuleError>) -> ExactPosterior {
     let model_sites = sites(&program.model);

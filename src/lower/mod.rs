@@ -16,6 +16,7 @@
 
 pub mod dist;
 pub mod eval;
+pub mod exact;
 pub mod exact_discrete;
 pub mod nets;
 pub mod objective;
@@ -51,6 +52,9 @@ pub struct LoweredModel {
     nets: Vec<Box<dyn Network>>,
     /// Unconstrained tensors of the `param`s, by `ParamId`.
     params: Vec<Tensor>,
+    /// The model is linear-Gaussian (and within what `exact` computes): its log p(x) is
+    /// exact, whatever the guide.
+    exact_log_px: bool,
     /// The learned baseline of each `@reinforce` guide site (one scalar per variable,
     /// shared by its steps), checkpointed as `@baseline.NAME`.
     baselines: Vec<(SiteVar, Tensor)>,
@@ -129,6 +133,7 @@ impl LoweredModel {
             })?;
             params.push(t);
         }
+        let exact_log_px = exact::computes(&program);
         // A scalar baseline per `@reinforce` site, trained to minimize (f - b)^2, where f
         // is the per-row objective. An input-dependent baseline (a network of x) would
         // reduce variance further but needs a way to name it in the spec.
@@ -155,8 +160,26 @@ impl LoweredModel {
             store,
             nets,
             params,
+            exact_log_px,
             baselines,
         })
+    }
+
+    /// Whether `exact_linear_gaussian` applies: the model's log p(x) has a closed form.
+    pub fn has_exact_log_px(&self) -> bool {
+        self.exact_log_px
+    }
+
+    /// Whether training and evaluation use the exact posterior (`guide exact` on a
+    /// linear-Gaussian model).
+    pub fn exact_guide(&self) -> bool {
+        matches!(
+            self.program.guide,
+            Guide::Exact {
+                posterior: ExactPosterior::LinearGaussian,
+                ..
+            }
+        )
     }
 
     pub fn device(&self) -> &Device {
@@ -271,23 +294,24 @@ pub fn refusal(program: &Program) -> Option<String> {
 /// The first construct of `program` that lowering does not handle yet, in words.
 pub fn not_lowered_yet(program: &Program) -> Option<String> {
     use crate::ir::{Stmt, Strategy};
-    match &program.guide {
-        // Finite discrete latents: the joint support is enumerated (`exact_discrete`).
-        Guide::Exact {
-            posterior: ExactPosterior::Enumerate,
-            ..
-        } => {}
-        Guide::Exact {
-            posterior: ExactPosterior::LinearGaussian,
-            ..
-        } => return Some("`guide exact` with a linear-Gaussian posterior".into()),
-        Guide::Exact {
-            posterior: ExactPosterior::EnumerateLinearGaussian,
-            ..
-        } => {
-            return Some("`guide exact` over discrete and linear-Gaussian latents together".into())
+    if let Guide::Exact { posterior, .. } = &program.guide {
+        match posterior {
+            ExactPosterior::LinearGaussian => {
+                if !exact::computes(program) {
+                    return Some(
+                        "`guide exact` on a linear-Gaussian model with a `for` loop or a global latent"
+                            .into(),
+                    );
+                }
+            }
+            // Finite discrete latents: the joint support is enumerated (`exact_discrete`).
+            ExactPosterior::Enumerate => {}
+            ExactPosterior::EnumerateLinearGaussian => {
+                return Some(
+                    "`guide exact` over discrete and linear-Gaussian latents together".into(),
+                )
+            }
         }
-        _ => {}
     }
     if program.meta.is_some() || !program.sets.is_empty() {
         return Some("a `meta` family with context sets".into());

@@ -48,18 +48,28 @@ pub struct StepInfo {
     pub terms: Vec<(String, f64)>,
 }
 
-/// One row of metrics.csv (one per epoch).
+/// One row of metrics.csv: one per epoch, and under `schedule = alternate(...)` also one
+/// every [`log_interval`] steps within an epoch (the EM picture needs several points per
+/// phase). The training means are over the steps since the previous row.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct MetricsRow {
     pub epoch: usize,
     pub step: u64,
-    /// Mean training loss over the epoch.
+    /// Mean training loss over the steps since the previous row.
     pub train_loss: f64,
-    /// Mean training bound (ELBO or IWAE) over the epoch.
+    /// Mean training bound (ELBO or IWAE) over the steps since the previous row.
     pub train_bound: f64,
-    /// Test-split ELBO (one sample) at the end of the epoch.
+    /// Test-split ELBO at this step (with the training ELBO's sample count; one sample
+    /// under an IWAE objective).
     pub test_elbo: f64,
-    /// Mean of each named term over the epoch.
+    /// Test-split exact log p(x) at this step, for a linear-Gaussian model.
+    #[serde(default)]
+    pub test_log_px: Option<f64>,
+    /// Under `alternate`: the phase of the last step before the row, "E" (guide
+    /// parameters) or "M" (model parameters).
+    #[serde(default)]
+    pub phase: Option<String>,
+    /// Mean of each named term over the steps since the previous row.
     pub terms: Vec<(String, f64)>,
     pub examples_per_second: f64,
     pub seconds: f64,
@@ -397,6 +407,53 @@ pub fn split_means(
     })
 }
 
+/// The exact log p(x) averaged over a whole split, for a model whose log p(x) has a
+/// closed form (`None` otherwise).
+pub fn split_log_px(
+    model: &LoweredModel,
+    split: &Split,
+    batch_size: usize,
+    rng: &mut Rng,
+) -> Result<Option<f64>, TrainError> {
+    if !model.has_exact_log_px() {
+        return Ok(None);
+    }
+    let (mut total, mut count) = (0.0, 0usize);
+    let idx: Vec<usize> = (0..split.n).collect();
+    for chunk in idx.chunks(batch_size.max(1)) {
+        let batch = make_batch(&model.program, split, chunk, model.device(), rng)?;
+        let exact = model.exact_linear_gaussian(&batch, rng)?;
+        total += exact.log_px.sum_all()?.to_scalar::<f32>()? as f64;
+        count += chunk.len();
+    }
+    Ok(Some(if count == 0 {
+        f64::NAN
+    } else {
+        total / count as f64
+    }))
+}
+
+/// Under `alternate(e_steps, m_steps)`, a metrics row every this many steps (twenty per
+/// shorter phase), besides the one at each epoch's end.
+pub fn log_interval(schedule: &Schedule) -> Option<u64> {
+    match schedule {
+        Schedule::Joint => None,
+        Schedule::Alternate { e_steps, m_steps } => {
+            Some(((*e_steps).min(*m_steps) as u64 / 20).max(1))
+        }
+    }
+}
+
+/// The running sums of the training terms between two metrics rows.
+#[derive(Default)]
+struct Running {
+    loss: f64,
+    bound: f64,
+    seen: usize,
+    terms: Vec<(String, f64)>,
+    started: f64,
+}
+
 /// The accuracy of the guide's `q(y | ...)` on every `partial` `Cat(K)` variable of
 /// `split`: the fraction of examples whose most probable class is their label, over the
 /// examples whose label is observed. `(name, accuracy, examples)` per variable.
@@ -533,9 +590,44 @@ pub fn train(
     };
     observer.start(steps_per_epoch * cfg.epochs as u64, state.step);
 
+    let interval = log_interval(&cfg.schedule);
+    // The metrics row at `step`: the training means since the last row and the test-split
+    // ELBO (and exact log p(x) where there is one).
+    let row_at = |model: &LoweredModel,
+                  state: &mut TrainState,
+                  epoch: usize,
+                  run: &Running,
+                  phase: Option<String>|
+     -> Result<MetricsRow, TrainError> {
+        let seconds = (opts.clock)() - run.started;
+        let mut eval_rng = state.rng.fork();
+        // The ELBO with the training objective's sample count (an IWAE objective: one).
+        let elbo_samples = if iwae { 1 } else { samples.max(1) };
+        let eval_settings = Settings::evaluation(elbo_samples, false, n);
+        let chunk = (1000 / elbo_samples).max(1);
+        let test_elbo = split_means(model, &data.test, &eval_settings, chunk, &mut eval_rng)?.bound;
+        let test_log_px = split_log_px(model, &data.test, 1000, &mut eval_rng)?;
+        let denom = run.seen.max(1) as f64;
+        Ok(MetricsRow {
+            epoch,
+            step: state.step,
+            train_loss: run.loss / denom,
+            train_bound: run.bound / denom,
+            test_elbo,
+            test_log_px,
+            phase,
+            terms: run
+                .terms
+                .iter()
+                .map(|(n, s)| (n.clone(), s / denom))
+                .collect(),
+            examples_per_second: run.seen as f64 / seconds.max(1e-9),
+            seconds,
+        })
+    };
+
     while state.epoch < cfg.epochs {
         let epoch = state.epoch + 1;
-        let started = (opts.clock)();
         let order: Vec<usize> = match &pools {
             None => state.rng.permutation(n),
             Some(p) => state
@@ -545,9 +637,13 @@ pub fn train(
                 .map(|i| p.unlabelled[i])
                 .collect(),
         };
-        let (mut loss_sum, mut bound_sum, mut seen) = (0.0f64, 0.0f64, 0usize);
-        let mut term_sums: Vec<(String, f64)> = Vec::new();
-        for chunk in order.chunks(batch) {
+        let mut running = Running {
+            started: (opts.clock)(),
+            ..Running::default()
+        };
+        let mut phase: Option<String> = None;
+        let chunks = order.chunks(batch).count();
+        for (chunk_no, chunk) in order.chunks(batch).enumerate() {
             let progress = state.step as f64 / (steps_per_epoch.max(1) as f64);
             let anneal = match cfg.anneal {
                 Some(a) if a.epochs > 0 => (progress / a.epochs as f64).min(1.0),
@@ -614,8 +710,10 @@ pub fn train(
                 Schedule::Alternate { e_steps, m_steps } => {
                     let cycle = (e_steps + m_steps).max(1) as u64;
                     if state.step % cycle < e_steps as u64 {
+                        phase = Some("E".into());
                         Some(guide_group.as_slice())
                     } else {
+                        phase = Some("M".into());
                         Some(model_group.as_slice())
                     }
                 }
@@ -635,13 +733,13 @@ pub fn train(
             model.update_baselines(&out.baseline_targets, BASELINE_RATE)?;
             state.step += 1;
             let rows = chunk.len();
-            seen += rows;
-            loss_sum += loss * rows as f64;
-            bound_sum += out.bound_mean * rows as f64;
+            running.seen += rows;
+            running.loss += loss * rows as f64;
+            running.bound += out.bound_mean * rows as f64;
             for (name, v) in &terms {
-                match term_sums.iter_mut().find(|(n, _)| n == name) {
+                match running.terms.iter_mut().find(|(n, _)| n == name) {
                     Some((_, s)) => *s += v * rows as f64,
-                    None => term_sums.push((name.clone(), v * rows as f64)),
+                    None => running.terms.push((name.clone(), v * rows as f64)),
                 }
             }
             observer.step(&StepInfo {
@@ -651,25 +749,17 @@ pub fn train(
                 loss,
                 terms,
             });
+            let last_of_epoch = chunk_no + 1 == chunks;
+            if !last_of_epoch && interval.is_some_and(|k| state.step % k == 0) {
+                let row = row_at(&model, &mut state, epoch, &running, phase.clone())?;
+                state.metrics.push(row);
+                running = Running {
+                    started: (opts.clock)(),
+                    ..Running::default()
+                };
+            }
         }
-        let seconds = (opts.clock)() - started;
-        let mut eval_rng = state.rng.fork();
-        let eval_settings = Settings::evaluation(1, false, n);
-        let test_elbo = split_means(&model, &data.test, &eval_settings, 1000, &mut eval_rng)?.bound;
-        let denom = seen.max(1) as f64;
-        let row = MetricsRow {
-            epoch,
-            step: state.step,
-            train_loss: loss_sum / denom,
-            train_bound: bound_sum / denom,
-            test_elbo,
-            terms: term_sums
-                .iter()
-                .map(|(n, s)| (n.clone(), s / denom))
-                .collect(),
-            examples_per_second: seen as f64 / seconds.max(1e-9),
-            seconds,
-        };
+        let row = row_at(&model, &mut state, epoch, &running, phase)?;
         state.epoch = epoch;
         state.metrics.push(row.clone());
         save_checkpoint(&model, &optimizer, &state, store)?;
@@ -720,7 +810,8 @@ fn write_model_and_metrics(
         .map_err(TrainError::Store)
 }
 
-/// metrics.csv: one row per epoch, the named terms as extra columns.
+/// metrics.csv: one line per row, the named terms as extra columns; `test_log_px` (the
+/// exact log p(x)) and `phase` (of `alternate`) follow `test_elbo` when any row has them.
 pub fn metrics_csv(rows: &[MetricsRow]) -> String {
     let mut names: Vec<String> = Vec::new();
     for r in rows {
@@ -730,7 +821,15 @@ pub fn metrics_csv(rows: &[MetricsRow]) -> String {
             }
         }
     }
+    let with_log_px = rows.iter().any(|r| r.test_log_px.is_some());
+    let with_phase = rows.iter().any(|r| r.phase.is_some());
     let mut out = String::from("epoch,step,train_loss,train_bound,test_elbo");
+    if with_log_px {
+        out.push_str(",test_log_px");
+    }
+    if with_phase {
+        out.push_str(",phase");
+    }
     for n in &names {
         out.push(',');
         out.push_str(&format!("\"{}\"", n.replace('"', "'")));
@@ -741,6 +840,16 @@ pub fn metrics_csv(rows: &[MetricsRow]) -> String {
             "{},{},{:.6},{:.6},{:.6}",
             r.epoch, r.step, r.train_loss, r.train_bound, r.test_elbo
         ));
+        if with_log_px {
+            match r.test_log_px {
+                Some(v) => out.push_str(&format!(",{v:.6}")),
+                None => out.push(','),
+            }
+        }
+        if with_phase {
+            out.push(',');
+            out.push_str(r.phase.as_deref().unwrap_or(""));
+        }
         for n in &names {
             let v = r.terms.iter().find(|(m, _)| m == n).map(|(_, v)| *v);
             match v {
