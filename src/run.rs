@@ -411,6 +411,16 @@ struct EvalReport {
     /// Clustering accuracy of each `Cat` latent against the dataset's labels.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     clustering_accuracy: std::collections::BTreeMap<String, f64>,
+    /// Accuracy of the guide's q(y | x) per `partial` `Cat` variable (test split).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    accuracy: Vec<AccuracyReport>,
+}
+
+#[derive(Serialize)]
+struct AccuracyReport {
+    variable: String,
+    accuracy: f64,
+    examples: usize,
 }
 
 pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: bool) -> u8 {
@@ -458,7 +468,16 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
         };
         let clustering =
             vic::cluster::split_clustering_accuracy(&model, &data.test, 1000, &mut rng)?;
+        let accuracy = train::partial_accuracy(&model, &data.test, 1000, &mut rng)?
+            .into_iter()
+            .map(|(variable, accuracy, examples)| AccuracyReport {
+                variable,
+                accuracy,
+                examples,
+            })
+            .collect();
         Ok(EvalReport {
+            accuracy,
             examples: elbo.examples,
             elbo: elbo.bound,
             iwae,
@@ -497,6 +516,12 @@ pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: b
                 r.reconstruction
             );
             accuracy();
+            for a in &r.accuracy {
+                println!(
+                    "accuracy of q({})  {:.4} ({} labelled test examples)",
+                    a.variable, a.accuracy, a.examples
+                );
+            }
             OK
         }
         Err(e) => {

@@ -107,10 +107,10 @@ const XS: [[f32; 2]; 4] = [[0.3, -1.2], [2.0, 0.5], [-1.5, 1.0], [0.0, 0.0]];
 
 fn batch() -> Batch {
     let flat: Vec<f32> = XS.iter().flatten().copied().collect();
-    Batch {
-        data: vec![Some(Tensor::from_vec(flat, (4, 2), &Device::Cpu).unwrap())],
-        rows: 4,
-    }
+    Batch::new(
+        vec![Some(Tensor::from_vec(flat, (4, 2), &Device::Cpu).unwrap())],
+        4,
+    )
 }
 
 fn log_softmax(v: &[f64]) -> Vec<f64> {

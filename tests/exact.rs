@@ -137,10 +137,7 @@ fn dense_reference(model: &LoweredModel, x: &[f64]) -> (f64, Vec<f64>) {
 fn batch_of(rows: &[Vec<f64>]) -> Batch {
     let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
     let t = Tensor::from_vec(flat, (rows.len(), rows[0].len()), &Device::Cpu).unwrap();
-    Batch {
-        data: vec![Some(t)],
-        rows: rows.len(),
-    }
+    Batch::new(vec![Some(t)], rows.len())
 }
 
 fn some_data() -> Vec<Vec<f64>> {

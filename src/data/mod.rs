@@ -29,6 +29,8 @@
 //!   IDX files may also be named `*-ubyte`.
 //! - `train.labels = N` hides `partial` values in the training split only (the test
 //!   split keeps all, for accuracy); hidden values are zeroed, so they cannot leak.
+//!   The N kept are chosen from a permutation seeded by `train.seed`; for a `Cat(K)`
+//!   variable they are class-balanced (N / K per class, as in Kingma et al. 2014).
 //! - Validation stops at the first error: the example index it names is the position in
 //!   the file's array (or the `NAME_test` array), before any split.
 
@@ -48,6 +50,44 @@ pub use formats::RawArray;
 use crate::ir::{DataId, DataRole, Dataset, Program};
 use crate::rng::Rng;
 use std::path::{Path, PathBuf};
+
+/// Which `keep` examples of a `Cat(k)` variable stay labelled: class-balanced as in
+/// Kingma et al. (2014), `keep / k` per class (the first `keep % k` classes one more),
+/// each class's first examples in the seeded order `perm`; if a class has too few
+/// examples, the rest are filled from the others in `perm` order. Exactly `keep` are
+/// kept (`keep <= perm.len()`).
+pub fn balanced_keep(
+    perm: &[usize],
+    keep: usize,
+    k: usize,
+    class_of: impl Fn(usize) -> usize,
+) -> Vec<bool> {
+    let k = k.max(1);
+    let mut mask = vec![false; perm.len()];
+    let mut quota: Vec<usize> = (0..k)
+        .map(|c| keep / k + usize::from(c < keep % k))
+        .collect();
+    let mut kept = 0;
+    for &i in perm {
+        if let Some(q) = quota.get_mut(class_of(i)) {
+            if *q > 0 && kept < keep {
+                *q -= 1;
+                mask[i] = true;
+                kept += 1;
+            }
+        }
+    }
+    for &i in perm {
+        if kept >= keep {
+            break;
+        }
+        if !mask[i] {
+            mask[i] = true;
+            kept += 1;
+        }
+    }
+    mask
+}
 
 /// Read access to files: the real file system in the CLI (`io::RealFs`), a map in tests.
 pub trait Fs {
@@ -343,9 +383,24 @@ fn assemble(
         if let Some(keep) = program.train.labels {
             if keep < train.n {
                 let perm = rng.permutation(train.n);
-                for &i in &perm[keep..] {
-                    mask[i] = false;
-                }
+                let classes = match def.ty.domain {
+                    crate::ir::Domain::Cat(k) if def.ty.shape.is_empty() => train
+                        .vars
+                        .iter()
+                        .find(|(v, _)| *v == id)
+                        .map(|(_, arr)| (k, arr)),
+                    _ => None,
+                };
+                mask = match classes {
+                    Some((k, arr)) => balanced_keep(&perm, keep, k, |i| arr.row(i)[0] as usize),
+                    None => {
+                        let mut m = vec![false; train.n];
+                        for &i in &perm[..keep] {
+                            m[i] = true;
+                        }
+                        m
+                    }
+                };
             }
         }
         if let Some((_, arr)) = train.vars.iter_mut().find(|(v, _)| *v == id) {

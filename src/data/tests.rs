@@ -1089,6 +1089,11 @@ fn partial_labels_keep_a_seeded_subset() {
             assert_eq!(y.data[i], 0.0, "a hidden label is stored as 0");
         }
     }
+    // Class-balanced: 10 kept per class.
+    for c in 0..10u32 {
+        let kept = (0..d.train.n).filter(|&i| mask[i] && truth[i] == c).count();
+        assert_eq!(kept, 10, "class {c}");
+    }
     // Hidden labels really are hidden: some nonzero true labels were zeroed.
     assert!((0..d.train.n).any(|i| !mask[i] && truth[i] != 0));
     // The test split keeps every label.
@@ -1120,6 +1125,21 @@ fn partial_labels_keep_a_seeded_subset() {
     assert!(d.train.observed(1).unwrap().iter().all(|&m| m));
     // No mask for variables that are not partial.
     assert!(d.train.observed(0).is_none());
+}
+
+#[test]
+fn balanced_keep_takes_exactly_n_and_fills_from_other_classes() {
+    use super::balanced_keep;
+    // Classes of 8 examples: 0 0 0 0 0 0 1 2, order reversed.
+    let class = [0, 0, 0, 0, 0, 0, 1, 2];
+    let perm: Vec<usize> = (0..8).rev().collect();
+    let m = balanced_keep(&perm, 3, 3, |i| class[i]);
+    assert_eq!(m, vec![false, false, false, false, false, true, true, true]);
+    // Class 1 and 2 have one example each: the other two come from class 0, in order.
+    let m = balanced_keep(&perm, 5, 3, |i| class[i]);
+    assert_eq!(m.iter().filter(|&&b| b).count(), 5);
+    assert_eq!(m, vec![false, false, false, true, true, true, true, true]);
+    assert!(balanced_keep(&perm, 0, 3, |i| class[i]).iter().all(|&b| !b));
 }
 
 #[test]

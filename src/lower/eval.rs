@@ -152,6 +152,12 @@ pub struct Frame<'m> {
     loop_values: Vec<usize>,
     /// What each site did, in order.
     pub records: Vec<SiteRecord>,
+    /// Per `DataId`, the `[base_rows]` mask of a `partial` variable: 1 where the value is
+    /// observed, 0 where the guide draws it. `None` (or a short vector): all observed.
+    pub observed: Vec<Option<Tensor>>,
+    /// `@reinforce` guide sites drawn in this pass: the site and `log q(value)` per row
+    /// (the value detached), for the score-function surrogate of the objective.
+    pub score_function: Vec<(SiteVar, Tensor)>,
 }
 
 impl<'m> Frame<'m> {
@@ -181,6 +187,8 @@ impl<'m> Frame<'m> {
             locals: vec![LocalVal::Unset; locals],
             loop_values: vec![0; loops],
             records: Vec::new(),
+            observed: Vec::new(),
+            score_function: Vec::new(),
         }
     }
 
@@ -478,14 +486,7 @@ impl<'m> Frame<'m> {
                 let global = self.model.program.latents[id].global;
                 let rows = if global { 1 } else { self.sample_rows };
                 let q = self.dist(site, rows, rng)?;
-                let value = match &site.strategy {
-                    Some(crate::ir::Strategy::Reparameterized) | None => q.rsample(rng)?,
-                    Some(other) => bail!(
-                        "the `@{}` strategy on `{}` is not lowered by this release",
-                        other.name(),
-                        self.model.program.latents[id].name
-                    ),
-                };
+                let value = self.guide_draw(site, &q, rng)?;
                 if !site.flows.is_empty() {
                     bail!(
                         "flows on `{}` are not lowered by this release",
@@ -571,10 +572,125 @@ impl<'m> Frame<'m> {
                     enumerated: false,
                 });
             }
-            (Pass::Guide, SiteVar::Data(_)) => {
-                bail!("`partial` data sampled by the guide is not lowered by this release")
+            (Pass::Guide, SiteVar::Data(id)) => self.partial_site(site, id, step, rng)?,
+        }
+        Ok(())
+    }
+
+    /// A guide site's draw by its strategy: reparameterized, relaxed (Concrete /
+    /// Gumbel-softmax, reparameterized through the relaxed value) or, for `@reinforce`,
+    /// a detached draw whose `log q` is kept for the score-function surrogate.
+    fn guide_draw(&mut self, site: &Site, q: &DistValue, rng: &mut Rng) -> Result<Tensor> {
+        use crate::ir::Strategy;
+        match &site.strategy {
+            Some(Strategy::Reparameterized) | None => q.rsample(rng),
+            Some(Strategy::Relax { temperature }) => q.relaxed_sample(*temperature, rng),
+            Some(Strategy::Reinforce) => {
+                let value = q.sample(rng)?.detach();
+                self.score_function.push((site.var, q.log_prob(&value)?));
+                Ok(value)
+            }
+            Some(other) => {
+                let name = match site.var {
+                    SiteVar::Latent(id) => &self.model.program.latents[id].name,
+                    SiteVar::Data(id) => &self.model.program.data[id].name,
+                };
+                bail!(
+                    "the `@{}` strategy on `{name}` is not lowered by this release",
+                    other.name()
+                )
             }
         }
+    }
+
+    /// The `[rows]` observed mask of `partial` variable `id` (`None`: all observed).
+    pub fn observed_mask(&self, id: DataId, rows: usize) -> Result<Option<Tensor>> {
+        match self.observed.get(id) {
+            Some(Some(m)) => Ok(Some(lift(m, rows)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The guide's site of a `partial` data variable: observed rows keep the data's
+    /// value, hidden rows take the guide's value. The score pass reads the result in
+    /// place of the data; the objective tells the two kinds of rows apart by the mask.
+    /// Enumerated (the default for a finite support), the site multiplies the rows like
+    /// an enumerated latent; an observed row's value is forced by the log-weights (0 for
+    /// the observed value, `-inf` for the others). A batch with every value observed is
+    /// not enumerated at all.
+    fn partial_site(
+        &mut self,
+        site: &Site,
+        id: DataId,
+        step: Option<i64>,
+        rng: &mut Rng,
+    ) -> Result<()> {
+        if step.is_some() {
+            bail!(
+                "a stepped `partial` variable (`{}`) is not lowered by this release",
+                self.model.program.data[id].name
+            );
+        }
+        let before = self.sample_rows;
+        let q = self.dist(site, before, rng)?;
+        let shape = value_shape(&site.ty);
+        let data = materialize(&self.data_value(id)?, before, &shape)?;
+        let mask = match self.observed_mask(id, before)? {
+            Some(m) if m.min(0)?.to_scalar::<f32>()? < 0.5 => Some(m),
+            _ => None,
+        };
+        let (dist, value, enumerated) = match mask {
+            None => (q, data, false),
+            Some(mask) if is_enumerated(site) => {
+                let support = q.enumerate_support()?;
+                let k = support.len();
+                let rows = before * k;
+                let stacked = Tensor::stack(&support, 1)?;
+                let mut dims = stacked.dims().to_vec();
+                dims.remove(0);
+                dims[0] = rows;
+                let value = stacked.reshape(dims)?;
+                let dist = q.lift_rows(rows)?;
+                let log_q = dist.log_prob(&value)?;
+                // Observed rows: log 1 for the data's value, log 0 for the others.
+                let data_rows = lift(&data, rows)?;
+                let same = (value
+                    .sub(&data_rows)?
+                    .abs()?
+                    .flatten_from(1)?
+                    .max(1)?
+                    .lt(0.5))?;
+                let forced =
+                    same.where_cond(&log_q.zeros_like()?, &log_q.affine(0.0, f64::NEG_INFINITY)?)?;
+                let seen = lift(&mask, rows)?.gt(0.5)?;
+                let lw = seen.where_cond(&forced, &log_q)?;
+                self.log_weight = Some(match &self.log_weight {
+                    Some(w) => (lift(w, rows)? + lw)?,
+                    None => lw,
+                });
+                self.sample_rows = rows;
+                (dist, value, true)
+            }
+            Some(mask) => {
+                let drawn = self.guide_draw(site, &q, rng)?;
+                let mut dims = vec![before];
+                dims.extend(std::iter::repeat_n(1, shape.len()));
+                let m = mask.reshape(dims)?;
+                let value =
+                    (data.broadcast_mul(&m)? + drawn.broadcast_mul(&m.affine(-1.0, 1.0)?)?)?;
+                (q, value, false)
+            }
+        };
+        if let Some(slot) = self.drawn_data.get_mut(id) {
+            *slot = Some(Val::Rows(value.clone()));
+        }
+        self.records.push(SiteRecord {
+            var: site.var,
+            step,
+            dist,
+            value,
+            enumerated,
+        });
         Ok(())
     }
 

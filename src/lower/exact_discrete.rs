@@ -118,6 +118,7 @@ impl LoweredModel {
             bound: log_px,
             loglik,
             terms,
+            baseline_targets: Vec::new(),
         })
     }
 

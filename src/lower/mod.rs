@@ -55,7 +55,14 @@ pub struct LoweredModel {
     /// The model is linear-Gaussian (and within what `exact` computes): its log p(x) is
     /// exact, whatever the guide.
     exact_log_px: bool,
+    /// The learned baseline of each `@reinforce` guide site (one scalar per variable,
+    /// shared by its steps), checkpointed as `@baseline.NAME`.
+    baselines: Vec<(SiteVar, Tensor)>,
 }
+
+/// The checkpoint prefix of `@reinforce` baselines. `@` cannot start a spec name, so no
+/// network or param can collide with it.
+pub const BASELINE_PREFIX: &str = "@baseline.";
 
 /// softplus⁻¹(y) = log(exp(y) - 1), for initializing Positive params.
 fn softplus_inverse(y: f64) -> f64 {
@@ -127,6 +134,26 @@ impl LoweredModel {
             params.push(t);
         }
         let exact_log_px = exact::computes(&program);
+        // A scalar baseline per `@reinforce` site, trained to minimize (f - b)^2, where f
+        // is the per-row objective. An input-dependent baseline (a network of x) would
+        // reduce variance further but needs a way to name it in the spec.
+        let mut baselines: Vec<(SiteVar, Tensor)> = Vec::new();
+        if let Guide::Amortized(body) = &program.guide {
+            let mut sites: Vec<SiteVar> = Vec::new();
+            crate::arch::visit_body_sites(body, &mut |s, _| {
+                if s.strategy == Some(crate::ir::Strategy::Reinforce) && !sites.contains(&s.var) {
+                    sites.push(s.var);
+                }
+            });
+            for var in sites {
+                let name = match var {
+                    SiteVar::Latent(id) => &program.latents[id].name,
+                    SiteVar::Data(id) => &program.data[id].name,
+                };
+                let t = store.custom(&format!("{BASELINE_PREFIX}{name}"), &[], |_| vec![0.0])?;
+                baselines.push((var, t));
+            }
+        }
         Ok(LoweredModel {
             program,
             plan,
@@ -134,6 +161,7 @@ impl LoweredModel {
             nets,
             params,
             exact_log_px,
+            baselines,
         })
     }
 
@@ -177,6 +205,38 @@ impl LoweredModel {
             Domain::Simplex => candle_nn::ops::softmax(t, candle_core::D::Minus1),
             _ => Ok(t.clone()),
         }
+    }
+
+    /// The learned baseline of a `@reinforce` site (a scalar).
+    pub fn baseline(&self, var: SiteVar) -> Result<&Tensor> {
+        match self.baselines.iter().find(|(v, _)| *v == var) {
+            Some((_, t)) => Ok(t),
+            None => bail!("internal error: no baseline for a @reinforce site"),
+        }
+    }
+
+    /// Move each `@reinforce` baseline towards the mean objective `f` its site saw in a
+    /// training step: `b <- b + rate (f - b)`, one plain SGD step of rate `rate` on
+    /// `(f - b)^2 / 2`. The baseline learns by this rule rather than by the spec's
+    /// optimizer, whose step size (Adam: about `lr` per step) would take a scalar
+    /// hundreds of thousands of steps to reach an ELBO of a few hundred nats.
+    pub fn update_baselines(&self, targets: &[(SiteVar, f64)], rate: f64) -> Result<()> {
+        let named = self.store.named();
+        for (var, f) in targets {
+            let name = match var {
+                SiteVar::Latent(id) => &self.program.latents[*id].name,
+                SiteVar::Data(id) => &self.program.data[*id].name,
+            };
+            let key = format!("{BASELINE_PREFIX}{name}");
+            let Some((_, v)) = named.iter().find(|(n, _)| *n == key) else {
+                bail!("internal error: no baseline `{key}`")
+            };
+            let b = v.as_tensor().to_scalar::<f32>()? as f64;
+            if f.is_finite() {
+                v.set(&Tensor::new((b + rate * (f - b)) as f32, v.device())?)?;
+            }
+        }
+        Ok(())
     }
 
     /// The block a pass runs.
@@ -233,7 +293,7 @@ pub fn refusal(program: &Program) -> Option<String> {
 
 /// The first construct of `program` that lowering does not handle yet, in words.
 pub fn not_lowered_yet(program: &Program) -> Option<String> {
-    use crate::ir::{DataRole, Stmt, Strategy};
+    use crate::ir::{Stmt, Strategy};
     if let Guide::Exact { posterior, .. } = &program.guide {
         match posterior {
             ExactPosterior::LinearGaussian => {
@@ -249,12 +309,9 @@ pub fn not_lowered_yet(program: &Program) -> Option<String> {
             ExactPosterior::EnumerateLinearGaussian => {
                 return Some(
                     "`guide exact` over discrete and linear-Gaussian latents together".into(),
-                );
+                )
             }
         }
-    }
-    if let Some(d) = program.data.iter().find(|d| d.role == DataRole::Partial) {
-        return Some(format!("`partial` data (`{}`)", d.name));
     }
     if program.meta.is_some() || !program.sets.is_empty() {
         return Some("a `meta` family with context sets".into());
@@ -274,7 +331,13 @@ pub fn not_lowered_yet(program: &Program) -> Option<String> {
                     if !site.flows.is_empty() {
                         *out = Some(format!("the flow on `{name}`"));
                     } else if let Some(s) = &site.strategy {
-                        if !matches!(s, Strategy::Reparameterized | Strategy::Enumerate) {
+                        if !matches!(
+                            s,
+                            Strategy::Reparameterized
+                                | Strategy::Enumerate
+                                | Strategy::Relax { .. }
+                                | Strategy::Reinforce
+                        ) {
                             *out = Some(format!("the `{}` strategy of `{name}`", s.name()));
                         }
                     }

@@ -64,6 +64,26 @@ pub fn visit_refs(body: &Body, f: &mut dyn FnMut(Used)) {
 pub struct Batch {
     pub data: Vec<Option<Tensor>>,
     pub rows: usize,
+    /// Per `DataId`, the `[rows]` mask of a `partial` variable (1 observed, 0 hidden);
+    /// `None` or absent: observed.
+    pub observed: Vec<Option<Tensor>>,
+    /// Per-example weights `[rows]` of the loss, summing to 1 (`None`: uniform). A batch
+    /// that mixes labelled and unlabelled examples in other proportions than the
+    /// training set weights them so that the loss stays an unbiased estimate of the
+    /// per-example objective of the whole set.
+    pub weights: Option<Tensor>,
+}
+
+impl Batch {
+    /// A batch with every value observed and uniform weights.
+    pub fn new(data: Vec<Option<Tensor>>, rows: usize) -> Batch {
+        Batch {
+            data,
+            rows,
+            observed: Vec::new(),
+            weights: None,
+        }
+    }
 }
 
 /// How to evaluate the objective.
@@ -118,6 +138,9 @@ pub struct Outcome {
     pub loglik: Tensor,
     /// The named terms (means per example), data log-likelihoods and KLs.
     pub terms: Vec<Term>,
+    /// For each `@reinforce` site in training: the weighted mean of the objective its
+    /// rows saw, the target of its baseline ([`LoweredModel::update_baselines`]).
+    pub baseline_targets: Vec<(SiteVar, f64)>,
 }
 
 impl LoweredModel {
@@ -142,6 +165,7 @@ impl LoweredModel {
             train,
             &batch.data,
         );
+        frame.observed = batch.observed.clone();
         match &self.program.guide {
             Guide::Amortized(g) => frame.run(&g.stmts, rng)?,
             Guide::None => {}
@@ -165,6 +189,7 @@ impl LoweredModel {
                 name: "log p(x)".into(),
                 value: mean,
             }],
+            baseline_targets: Vec::new(),
         })
     }
 
@@ -179,15 +204,15 @@ impl LoweredModel {
     /// The IWAE bound is `log (1/S) Σ_s Σ_y exp(log p(x, y, z_sy) - log q(z_sy|x, y))`
     /// (the inner sum estimates `p(x)` without bias).
     pub fn objective(&self, batch: &Batch, s: &Settings, rng: &mut Rng) -> Result<Outcome> {
-        if self.exact_guide() {
-            return self.exact_objective(batch, rng);
-        }
         if let Guide::Exact {
             posterior: crate::ir::ExactPosterior::Enumerate,
             ..
         } = self.program.guide
         {
             return self.exact_discrete_objective(batch, s, rng);
+        }
+        if self.exact_guide() {
+            return self.exact_objective(batch, rng);
         }
         let b = batch.rows;
         let samples = s.samples.max(1);
@@ -206,6 +231,8 @@ impl LoweredModel {
         );
         score.latents = guide.latents.clone();
         score.latent_steps = guide.latent_steps.clone();
+        // `partial` data: observed values where known, the guide's draws elsewhere.
+        score.drawn_data = guide.drawn_data.clone();
         score.run(&self.program.model.stmts, rng)?;
 
         let dev = self.device();
@@ -239,14 +266,71 @@ impl LoweredModel {
                 Some(w) => (t * w)?.reshape((b, rows / b))?.sum(1)? / samples as f64,
             }
         };
+        // The loss's mean over examples: weighted when the batch says so.
+        let average = |pe: &Tensor| -> Result<Tensor> {
+            match &batch.weights {
+                Some(w) => (pe * w)?.sum_all(),
+                None => pe.mean_all(),
+            }
+        };
+        // The supervised term of `partial` data: sum over labelled examples of
+        // -log q(value | ...) per variable, and how many labelled examples there were.
+        let mut supervised: Vec<(String, Tensor, f64)> = Vec::new();
 
         for rec in &score.records {
             match rec.var {
                 SiteVar::Data(id) => {
                     let lp = rec.dist.log_prob(&rec.value)?;
-                    loglik = (loglik + &lp)?;
-                    let name = format!("log p({})", self.program.data[id].name);
-                    accumulate(&mut terms, name, per_example(&lp)?.mean_all()?)?;
+                    let name = &self.program.data[id].name;
+                    let Some(q) = guide_record(rec.var, rec.step) else {
+                        loglik = (loglik + &lp)?;
+                        accumulate(
+                            &mut terms,
+                            format!("log p({name})"),
+                            per_example(&lp)?.mean_all()?,
+                        )?;
+                        continue;
+                    };
+                    // A `partial` variable: data where observed (mask 1), a latent drawn
+                    // by the guide where hidden (mask 0).
+                    let seen = match guide.observed_mask(id, rows)? {
+                        Some(m) => m,
+                        None => Tensor::ones(rows, candle_core::DType::F32, dev)?,
+                    };
+                    let hidden = seen.affine(-1.0, 1.0)?;
+                    let lp_seen = (&lp * &seen)?;
+                    loglik = (loglik + &lp_seen)?;
+                    accumulate(
+                        &mut terms,
+                        format!("log p({name})"),
+                        per_example(&lp_seen)?.mean_all()?,
+                    )?;
+                    let analytic = !s.iwae
+                        && !q.enumerated
+                        && self
+                            .plan
+                            .kl_of(&KlSubject::Partial(id))
+                            .is_some_and(|k| k.method == KlMethod::Analytic);
+                    // Hidden rows: log p(y) - log q(y) in the bound, as for a latent.
+                    let log_q = lift(&q.dist.log_prob(&q.value)?, rows)?;
+                    let term = if analytic {
+                        kl(&q.dist.lift_rows(rows)?, &rec.dist)?
+                    } else {
+                        (&log_q - &lp)?
+                    };
+                    let term = (term * &hidden)?;
+                    local_kl = (local_kl + &term)?;
+                    let kl_name = format!("KL({name})");
+                    let pe = per_example(&term)?;
+                    accumulate(&mut terms, kl_name.clone(), pe.mean_all()?)?;
+                    match kl_by_latent.iter_mut().find(|(n, _)| *n == kl_name) {
+                        Some((_, acc)) => *acc = (acc.clone() + pe)?,
+                        None => kl_by_latent.push((kl_name, pe)),
+                    }
+                    // Observed rows: -log q(y | ...), the classifier's supervised term.
+                    let nll = per_example(&(log_q.neg()? * &seen)?)?;
+                    let count = per_example(&seen)?.sum_all()?.to_scalar::<f32>()? as f64;
+                    supervised.push((name.clone(), nll.sum_all()?, count));
                 }
                 SiteVar::Latent(id) => {
                     let def = &self.program.latents[id];
@@ -318,10 +402,10 @@ impl LoweredModel {
         };
         let bound = bound.broadcast_sub(&global_share)?;
 
-        let loss = if s.train && !s.iwae {
+        let mut loss = if s.train && !s.iwae {
             let mut kl_total = Tensor::new(0f32, dev)?;
             for (_, pe) in &kl_by_latent {
-                let m = pe.mean_all()?;
+                let m = average(pe)?;
                 let m = if s.free_bits > 0.0 {
                     m.maximum(s.free_bits)?
                 } else {
@@ -330,15 +414,77 @@ impl LoweredModel {
                 kl_total = (kl_total + m)?;
             }
             let kl_part = ((kl_total + &global_share)? * s.kl_weight)?;
-            (kl_part - loglik_pe.mean_all()?)?
+            (kl_part - average(&loglik_pe)?)?
         } else {
-            bound.mean_all()?.neg()?
+            average(&bound)?.neg()?
         };
+
+        // Kingma et al.'s M2 adds alpha * N * E_labelled[-log q(y | x)] to the dataset's
+        // summed objective; per example (our loss is a mean over the N examples) that is
+        // alpha times the mean of -log q over the labelled examples of the batch.
+        for (name, nll_sum, count) in &supervised {
+            if *count <= 0.0 {
+                continue;
+            }
+            let mean = (nll_sum / *count)?;
+            if s.train {
+                loss = (loss + (&mean * self.program.train.supervised_weight)?)?;
+            }
+            accumulate(&mut terms, format!("-log q({name}) labelled"), mean)?;
+        }
+
+        // @reinforce: the score-function surrogate. Its gradient is (f - b) grad log q
+        // with f the row's objective (detached) and b the site's learned baseline; the
+        // value itself was drawn detached, so the pathwise terms above carry no gradient
+        // to the site's parameters.
+        let mut baseline_targets = Vec::new();
+        if s.train && !guide.score_function.is_empty() {
+            let f = if s.iwae {
+                lift(&bound, rows)?
+            } else {
+                (&loglik - (&local_kl * s.kl_weight)?)?
+            }
+            .detach();
+            // Each row's share of the loss's mean over examples: the example's weight, over
+            // its samples, times the q of the row's enumerated values (detached: the
+            // enumeration's own gradient is already in the pathwise terms).
+            let row_weight = match &batch.weights {
+                Some(w) => (lift(w, rows)? / samples as f64)?,
+                None => Tensor::ones(rows, candle_core::DType::F32, dev)?
+                    .affine(1.0 / b as f64 / samples as f64, 0.0)?,
+            };
+            let row_weight = match &weight {
+                Some(w) => (row_weight * w.detach())?,
+                None => row_weight,
+            };
+            for (var, log_q) in &guide.score_function {
+                let mut w = row_weight.clone();
+                if let SiteVar::Data(id) = var {
+                    // Only hidden rows draw a `partial` variable.
+                    if let Some(m) = guide.observed_mask(*id, rows)? {
+                        w = (w * m.affine(-1.0, 1.0)?)?;
+                    }
+                }
+                let total = w.sum_all()?.to_scalar::<f32>()? as f64;
+                if total <= 0.0 {
+                    continue;
+                }
+                let baseline = self.baseline(*var)?;
+                let advantage = f.broadcast_sub(baseline)?.detach();
+                let surrogate = (advantage * lift(log_q, rows)?)?.mul(&w)?.sum_all()?;
+                // Value-neutral: the loss reads as the objective, the gradient is the
+                // surrogate's.
+                loss = (loss - (&surrogate - surrogate.detach())?)?;
+                let mean_f = ((&f * &w)?.sum_all()?.to_scalar::<f32>()? as f64) / total;
+                baseline_targets.push((*var, mean_f));
+            }
+        }
         Ok(Outcome {
             loss,
             bound,
             loglik: loglik_pe,
             terms,
+            baseline_targets,
         })
     }
 
@@ -377,6 +523,60 @@ impl LoweredModel {
                         }
                         None => out.push((id, value.unsqueeze(1)?)),
                     },
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The guide's class probabilities `q(y | ...)` `[B, K]` of every `partial` `Cat(K)`
+    /// variable sampled by the guide. The batch's own values of these variables are
+    /// replaced by class 0 first, so no label can reach the guide.
+    pub fn partial_probs(&self, batch: &Batch, rng: &mut Rng) -> Result<Vec<(usize, Tensor)>> {
+        use crate::ir::{DataRole, Domain};
+        let mut data = batch.data.clone();
+        let mut ids = Vec::new();
+        for (id, def) in self.program.data.iter().enumerate() {
+            if def.role != DataRole::Partial || !def.ty.shape.is_empty() {
+                continue;
+            }
+            if let (Domain::Cat(_), Some(Some(t))) = (def.ty.domain, data.get_mut(id)) {
+                let k = t.dim(candle_core::D::Minus1)?;
+                let mut first = vec![0f32; k];
+                first[0] = 1.0;
+                *t = Tensor::new(first, t.device())?
+                    .broadcast_as(t.dims())?
+                    .contiguous()?;
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hidden = Batch {
+            data,
+            rows: batch.rows,
+            observed: Vec::new(),
+            weights: None,
+        };
+        let guide = self.guide_pass(&hidden, hidden.rows, false, rng)?;
+        let weight = match &guide.log_weight {
+            Some(lw) => Some(lw.exp()?),
+            None => None,
+        };
+        let mut out = Vec::new();
+        for rec in &guide.records {
+            if let SiteVar::Data(id) = rec.var {
+                if ids.contains(&id) && rec.step.is_none() {
+                    let probs = rec.dist.mean()?;
+                    // Drawn after an enumerated latent: averaged over its values.
+                    let probs = match &weight {
+                        Some(w) if probs.dim(0)? != batch.rows => {
+                            weighted_sum_per_example(&probs, w, batch.rows)?
+                        }
+                        _ => probs,
+                    };
+                    out.push((id, probs));
                 }
             }
         }

@@ -85,6 +85,11 @@ struct TrainState {
     metrics: Vec<MetricsRow>,
     /// A fingerprint of the IR, so a checkpoint is not resumed under another spec.
     ir_hash: u64,
+    /// The labelled examples' current order and position (partial data, see [`Pools`]).
+    #[serde(default)]
+    labelled_order: Vec<usize>,
+    #[serde(default)]
+    labelled_next: usize,
 }
 
 /// Why training stopped early.
@@ -136,6 +141,10 @@ impl From<candle_core::Error> for TrainError {
         TrainError::Compute(e.to_string())
     }
 }
+
+/// The step rate of `@reinforce` baselines (see `LoweredModel::update_baselines`): an
+/// exponential moving average of the objective over about ten steps.
+const BASELINE_RATE: f64 = 0.1;
 
 /// Options beyond the spec's `train` block.
 pub struct TrainOptions {
@@ -226,10 +235,134 @@ pub fn make_batch(
             *slot = Some(t);
         }
     }
+    let mut observed: Vec<Option<Tensor>> = vec![None; program.data.len()];
+    for (id, m) in data::batch_observed(split, indices, device)? {
+        if let Some(slot) = observed.get_mut(id) {
+            *slot = Some(m);
+        }
+    }
     Ok(Batch {
         data,
         rows: indices.len(),
+        observed,
+        weights: None,
     })
+}
+
+/// How the examples of a training split with `partial` data are drawn. When some
+/// examples are labelled (every `partial` value observed) and some are not, each step
+/// takes a batch of unlabelled examples (an epoch is one pass over them) plus a batch of
+/// labelled ones, cycled through a reshuffled order of their own, as in Kingma et al.
+/// (2014): with 1,000 labels among 60,000 examples, a uniform batch would seldom hold
+/// one. The two parts are weighted (`n_l / (n B_l)` and `n_u / (n B_u)` per example) so
+/// the loss stays an unbiased estimate of the per-example objective of the whole set.
+/// Otherwise (no `partial` data, or every example alike) batches are uniform.
+#[derive(Clone, Debug)]
+struct Pools {
+    labelled: Vec<usize>,
+    unlabelled: Vec<usize>,
+}
+
+impl Pools {
+    fn of(split: &Split) -> Option<Pools> {
+        if split.observed.is_empty() {
+            return None;
+        }
+        let (labelled, unlabelled): (Vec<usize>, Vec<usize>) = (0..split.n)
+            .partition(|&i| split.observed.iter().all(|(_, m)| m.get(i) == Some(&true)));
+        if labelled.is_empty() || unlabelled.is_empty() {
+            return None;
+        }
+        Some(Pools {
+            labelled,
+            unlabelled,
+        })
+    }
+}
+
+/// One training step's objective, possibly from two passes (labelled and unlabelled).
+struct Step {
+    loss: Tensor,
+    /// The bound's (weighted) mean per example.
+    bound_mean: f64,
+    /// Named terms: (name, Σ share · value, Σ share) over the parts that have it, so a
+    /// term of every part is the shares' weighted mean and a term of one part (the
+    /// supervised term of the labelled part) keeps its value.
+    terms: Vec<(String, f64, f64)>,
+    baseline_targets: Vec<(crate::ir::SiteVar, f64)>,
+}
+
+impl Step {
+    fn of(
+        out: crate::lower::objective::Outcome,
+        weights: Option<&Tensor>,
+        share: f64,
+    ) -> Result<Step, TrainError> {
+        let bound_mean = match weights {
+            Some(w) => (&out.bound * w)?.sum_all()?.to_scalar::<f32>()? as f64 / share,
+            None => out.bound.mean_all()?.to_scalar::<f32>()? as f64,
+        } * share;
+        let mut terms = Vec::with_capacity(out.terms.len());
+        for t in &out.terms {
+            terms.push((
+                t.name.clone(),
+                share * t.value.to_scalar::<f32>()? as f64,
+                share,
+            ));
+        }
+        Ok(Step {
+            loss: out.loss,
+            bound_mean,
+            terms,
+            baseline_targets: out.baseline_targets,
+        })
+    }
+
+    /// Parts whose shares sum to 1: losses, bounds and terms add up. A term only one
+    /// part has (the supervised term of the labelled part) keeps that part's share.
+    fn combine(parts: Vec<Step>) -> Result<Step, TrainError> {
+        let mut it = parts.into_iter();
+        let Some(mut acc) = it.next() else {
+            return Err(TrainError::Compute("internal error: an empty step".into()));
+        };
+        for p in it {
+            acc.loss = (acc.loss + p.loss)?;
+            acc.bound_mean += p.bound_mean;
+            for (name, v, w) in p.terms {
+                match acc.terms.iter_mut().find(|(n, _, _)| *n == name) {
+                    Some((_, s, t)) => {
+                        *s += v;
+                        *t += w;
+                    }
+                    None => acc.terms.push((name, v, w)),
+                }
+            }
+            acc.baseline_targets.extend(p.baseline_targets);
+        }
+        Ok(acc)
+    }
+}
+
+/// The next `count` labelled examples of the cycle kept in `state`.
+fn next_labelled(pools: &Pools, count: usize, state: &mut TrainState) -> Vec<usize> {
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        if state.labelled_next >= state.labelled_order.len() {
+            state.labelled_order = state
+                .rng
+                .permutation(pools.labelled.len())
+                .into_iter()
+                .map(|i| pools.labelled[i])
+                .collect();
+            state.labelled_next = 0;
+        }
+        match state.labelled_order.get(state.labelled_next) {
+            Some(&i) => out.push(i),
+            None => break,
+        }
+        state.labelled_next += 1;
+    }
+    out
 }
 
 /// Means per example over a whole split.
@@ -321,6 +454,58 @@ struct Running {
     started: f64,
 }
 
+/// The accuracy of the guide's `q(y | ...)` on every `partial` `Cat(K)` variable of
+/// `split`: the fraction of examples whose most probable class is their label, over the
+/// examples whose label is observed. `(name, accuracy, examples)` per variable.
+pub fn partial_accuracy(
+    model: &LoweredModel,
+    split: &Split,
+    batch_size: usize,
+    rng: &mut Rng,
+) -> Result<Vec<(String, f64, usize)>, TrainError> {
+    let mut tally: Vec<(usize, usize, usize)> = Vec::new(); // (id, right, seen)
+    let idx: Vec<usize> = (0..split.n).collect();
+    for chunk in idx.chunks(batch_size.max(1)) {
+        let batch = make_batch(&model.program, split, chunk, model.device(), rng)?;
+        for (id, probs) in model.partial_probs(&batch, rng)? {
+            let (Some(Some(labels)), Some(Some(seen))) =
+                (batch.data.get(id), batch.observed.get(id))
+            else {
+                continue;
+            };
+            let guess: Vec<u32> = probs.argmax(candle_core::D::Minus1)?.to_vec1()?;
+            let truth: Vec<u32> = labels.argmax(candle_core::D::Minus1)?.to_vec1()?;
+            let seen: Vec<f32> = seen.to_vec1()?;
+            let (mut right, mut count) = (0, 0);
+            for ((g, t), s) in guess.iter().zip(&truth).zip(&seen) {
+                if *s > 0.5 {
+                    count += 1;
+                    right += usize::from(g == t);
+                }
+            }
+            match tally.iter_mut().find(|(i, _, _)| *i == id) {
+                Some(e) => {
+                    e.1 += right;
+                    e.2 += count;
+                }
+                None => tally.push((id, right, count)),
+            }
+        }
+    }
+    Ok(tally
+        .into_iter()
+        .map(|(id, right, seen)| {
+            let name = model.program.data[id].name.clone();
+            let acc = if seen == 0 {
+                f64::NAN
+            } else {
+                right as f64 / seen as f64
+            };
+            (name, acc, seen)
+        })
+        .collect())
+}
+
 /// Train `program` on `data`.
 pub fn train(
     program: Program,
@@ -370,6 +555,8 @@ pub fn train(
                 rng: Rng::seed(cfg.seed.wrapping_add(0x9e37_79b9_7f4a_7c15)),
                 metrics: Vec::new(),
                 ir_hash: hash,
+                labelled_order: Vec::new(),
+                labelled_next: 0,
             };
             (model, state, None)
         }
@@ -393,7 +580,10 @@ pub fn train(
 
     let n = data.train.n;
     let batch = cfg.batch.max(1);
-    let steps_per_epoch = n.div_ceil(batch) as u64;
+    let pools = Pools::of(&data.train);
+    let epoch_examples = pools.as_ref().map_or(n, |p| p.unlabelled.len());
+    let labelled_batch = pools.as_ref().map_or(0, |p| p.labelled.len().min(batch));
+    let steps_per_epoch = epoch_examples.div_ceil(batch) as u64;
     let (samples, iwae) = match cfg.objective {
         Objective::Elbo { samples } => (samples, false),
         Objective::Iwae { samples } => (samples, true),
@@ -438,7 +628,15 @@ pub fn train(
 
     while state.epoch < cfg.epochs {
         let epoch = state.epoch + 1;
-        let order = state.rng.permutation(n);
+        let order: Vec<usize> = match &pools {
+            None => state.rng.permutation(n),
+            Some(p) => state
+                .rng
+                .permutation(p.unlabelled.len())
+                .into_iter()
+                .map(|i| p.unlabelled[i])
+                .collect(),
+        };
         let mut running = Running {
             started: (opts.clock)(),
             ..Running::default()
@@ -459,13 +657,40 @@ pub fn train(
                 free_bits: cfg.free_bits,
                 dataset_size: n,
             };
-            let b = make_batch(&model.program, &data.train, chunk, &device, &mut state.rng)?;
-            let out = model.objective(&b, &settings, &mut state.rng)?;
+            let out = match &pools {
+                None => {
+                    let b =
+                        make_batch(&model.program, &data.train, chunk, &device, &mut state.rng)?;
+                    let out = model.objective(&b, &settings, &mut state.rng)?;
+                    Step::of(out, None, 1.0)?
+                }
+                Some(p) => {
+                    // Two passes, one loss: the labelled part is never enumerated (its
+                    // values are observed), the unlabelled part is.
+                    let labelled = next_labelled(p, labelled_batch, &mut state);
+                    let mut parts = Vec::with_capacity(2);
+                    for (idx, pool) in [
+                        (&labelled[..], p.labelled.len()),
+                        (chunk, p.unlabelled.len()),
+                    ] {
+                        let mut b =
+                            make_batch(&model.program, &data.train, idx, &device, &mut state.rng)?;
+                        let share = pool as f64 / n as f64;
+                        let w = (share / idx.len().max(1) as f64) as f32;
+                        let weights = Tensor::from_vec(vec![w; idx.len()], idx.len(), &device)?;
+                        b.weights = Some(weights.clone());
+                        let out = model.objective(&b, &settings, &mut state.rng)?;
+                        parts.push(Step::of(out, Some(&weights), share)?);
+                    }
+                    Step::combine(parts)?
+                }
+            };
             let loss = out.loss.to_scalar::<f32>()? as f64;
-            let mut terms = Vec::with_capacity(out.terms.len());
-            for t in &out.terms {
-                terms.push((t.name.clone(), t.value.to_scalar::<f32>()? as f64));
-            }
+            let terms: Vec<(String, f64)> = out
+                .terms
+                .iter()
+                .map(|(n, v, w)| (n.clone(), if *w > 0.0 { v / w } else { *v }))
+                .collect();
             if !loss.is_finite() {
                 let what = terms
                     .iter()
@@ -505,11 +730,12 @@ pub fn train(
                 }
                 Err(e) => return Err(e.into()),
             }
+            model.update_baselines(&out.baseline_targets, BASELINE_RATE)?;
             state.step += 1;
             let rows = chunk.len();
             running.seen += rows;
             running.loss += loss * rows as f64;
-            running.bound += out.bound.sum_all()?.to_scalar::<f32>()? as f64;
+            running.bound += out.bound_mean * rows as f64;
             for (name, v) in &terms {
                 match running.terms.iter_mut().find(|(n, _)| n == name) {
                     Some((_, s)) => *s += v * rows as f64,
