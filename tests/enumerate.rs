@@ -9,9 +9,11 @@
     clippy::needless_range_loop
 )]
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::{log_softmax, logsumexp, lower, param, to_f64};
 use vic::lower::objective::{Batch, Settings};
-use vic::lower::params::ParamStore;
 use vic::lower::LoweredModel;
 use vic::rng::Rng;
 
@@ -76,33 +78,6 @@ guide {
 }
 "#;
 
-fn lower(src: &str, seed: u64) -> LoweredModel {
-    let front = vic::driver::front_end(src, &Default::default());
-    let program = front
-        .program
-        .unwrap_or_else(|| panic!("{:?}", front.diagnostics));
-    LoweredModel::new(program, ParamStore::seeded(seed, &Device::Cpu)).unwrap()
-}
-
-fn param(model: &LoweredModel, name: &str) -> Vec<f64> {
-    let id = model
-        .program
-        .params
-        .iter()
-        .position(|p| p.name == name)
-        .unwrap();
-    model
-        .param_value(id)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect()
-}
-
 const XS: [[f32; 2]; 4] = [[0.3, -1.2], [2.0, 0.5], [-1.5, 1.0], [0.0, 0.0]];
 
 fn batch() -> Batch {
@@ -111,16 +86,6 @@ fn batch() -> Batch {
         vec![Some(Tensor::from_vec(flat, (4, 2), &Device::Cpu).unwrap())],
         4,
     )
-}
-
-fn log_softmax(v: &[f64]) -> Vec<f64> {
-    let lse = logsumexp(v);
-    v.iter().map(|a| a - lse).collect()
-}
-
-fn logsumexp(v: &[f64]) -> f64 {
-    let m = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    m + v.iter().map(|a| (a - m).exp()).sum::<f64>().ln()
 }
 
 fn log_sigmoid(a: f64) -> f64 {
@@ -135,12 +100,7 @@ fn bound(model: &LoweredModel, settings: &Settings) -> Vec<f64> {
     let out = model
         .objective(&batch(), settings, &mut Rng::seed(1))
         .unwrap();
-    out.bound
-        .to_vec1::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect()
+    to_f64(&out.bound)
 }
 
 /// `(log p(x, c, b), log q(c), log q(b))` for every (example, c, b).

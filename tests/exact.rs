@@ -3,11 +3,12 @@
 //! differences, a short factor-analysis run, and the metrics of `alternate` runs.
 #![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::{lower, param_by_id, run_ok, scratch, to_f64, vic};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use vic::lower::objective::{Batch, Settings};
-use vic::lower::params::ParamStore;
 use vic::lower::LoweredModel;
 use vic::rng::Rng;
 
@@ -30,13 +31,6 @@ guide exact
 train { dataset = "unused.npz" }
 "#;
 
-fn lowered(src: &str, seed: u64) -> LoweredModel {
-    let program = vic::driver::front_end(src, &Default::default())
-        .program
-        .expect("the spec checks");
-    LoweredModel::new(program, ParamStore::seeded(seed, &Device::Cpu)).unwrap()
-}
-
 fn values(model: &LoweredModel, prefix: &str, suffix: &str) -> Vec<f64> {
     let (_, v) = model
         .store
@@ -44,27 +38,7 @@ fn values(model: &LoweredModel, prefix: &str, suffix: &str) -> Vec<f64> {
         .into_iter()
         .find(|(n, _)| n.starts_with(prefix) && n.ends_with(suffix))
         .unwrap_or_else(|| panic!("no parameter {prefix}*{suffix}"));
-    v.as_tensor()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect()
-}
-
-fn constrained(model: &LoweredModel, id: usize) -> Vec<f64> {
-    model
-        .param_value(id)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect()
+    to_f64(v.as_tensor())
 }
 
 /// Dense f64 Cholesky (lower), by the textbook algorithm.
@@ -103,9 +77,9 @@ fn dense_reference(model: &LoweredModel, x: &[f64]) -> (f64, Vec<f64>) {
     let (d, l) = (5, 2);
     let w = values(model, "load.", "weight"); // [D, L], row-major
     let b = values(model, "load.", "bias");
-    let m0 = constrained(model, 0);
-    let s0 = constrained(model, 1);
-    let noise = constrained(model, 2);
+    let m0 = param_by_id(model, 0);
+    let s0 = param_by_id(model, 1);
+    let noise = param_by_id(model, 2);
     let mean: Vec<f64> = (0..d)
         .map(|i| b[i] + (0..l).map(|k| w[i * l + k] * m0[k]).sum::<f64>())
         .collect();
@@ -154,7 +128,7 @@ fn some_data() -> Vec<Vec<f64>> {
 
 #[test]
 fn exact_log_px_and_posterior_means_match_a_dense_computation() {
-    let model = lowered(FA, 7);
+    let model = lower(FA, 7);
     let xs = some_data();
     let batch = batch_of(&xs);
     let mut rng = Rng::seed(1);
@@ -191,7 +165,7 @@ fn exact_log_px_and_posterior_means_match_a_dense_computation() {
 
 #[test]
 fn gradients_of_the_exact_objective_match_finite_differences() {
-    let model = lowered(FA, 3);
+    let model = lower(FA, 3);
     let batch = batch_of(&some_data());
     let mut rng = Rng::seed(1);
     let settings = Settings::evaluation(1, false, 100);
@@ -244,7 +218,7 @@ fn an_amortized_guide_on_a_linear_gaussian_model_still_has_an_exact_log_px() {
         "net enc(x: Real[D]) -> (loc: Real[L], scale: Positive[L]) = linear()\n\
          guide {\n  let (m, s) = enc(x)\n  z ~ Normal(m, s)\n}",
     );
-    let model = lowered(&src, 7);
+    let model = lower(&src, 7);
     assert!(model.has_exact_log_px() && !model.exact_guide());
     let xs = some_data();
     let mut rng = Rng::seed(1);
@@ -272,34 +246,12 @@ fn an_amortized_guide_on_a_linear_gaussian_model_still_has_an_exact_log_px() {
         "net load(z: Real[L]) -> Real[D] = linear()",
         "net load(z: Real[L]) -> Real[D] = mlp(hidden = [8])",
     );
-    let model = lowered(&mlp, 7);
+    let model = lower(&mlp, 7);
     assert!(!model.has_exact_log_px());
 }
 
 // ---------------------------------------------------------------------------------
 // The command line on data/fa.npz.
-
-fn vic() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vic"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vic-exact-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "command failed: {text}");
-    text
-}
 
 fn column(csv: &str, name: &str) -> Vec<String> {
     let mut lines = csv.lines();
@@ -324,7 +276,7 @@ fn spec(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn a_short_guide_exact_run_raises_log_px_and_encodes_exact_means() {
-    let dir = scratch("fa");
+    let dir = scratch("exact", "fa");
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/factor_analysis.vi"),
     )
@@ -372,7 +324,7 @@ fn a_short_guide_exact_run_raises_log_px_and_encodes_exact_means() {
 
 #[test]
 fn alternate_runs_log_elbo_log_px_and_phase_per_step_and_plot_them() {
-    let dir = scratch("em");
+    let dir = scratch("exact", "em");
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/factor_analysis_em.vi"),
     )

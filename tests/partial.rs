@@ -5,11 +5,13 @@
 //! learns and is checkpointed).
 #![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::{log_softmax, param, to_f64};
 use vic::ir::{DistKind, DistParam, SiteVar};
 use vic::lower::dist::DistValue;
 use vic::lower::objective::{Batch, Settings};
-use vic::lower::params::ParamStore;
 use vic::lower::LoweredModel;
 use vic::rng::Rng;
 
@@ -50,37 +52,7 @@ guide {
 "#;
 
 fn lower(src: &str, strategy: &str, seed: u64) -> LoweredModel {
-    let src = src.replace("STRATEGY", strategy);
-    let front = vic::driver::front_end(&src, &Default::default());
-    let program = front
-        .program
-        .unwrap_or_else(|| panic!("{:?}", front.diagnostics));
-    LoweredModel::new(program, ParamStore::seeded(seed, &Device::Cpu)).unwrap()
-}
-
-fn param(model: &LoweredModel, name: &str) -> Vec<f64> {
-    let id = model
-        .program
-        .params
-        .iter()
-        .position(|p| p.name == name)
-        .unwrap();
-    model
-        .param_value(id)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f64::from)
-        .collect()
-}
-
-fn log_softmax(l: &[f64]) -> Vec<f64> {
-    let m = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let lse = m + l.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
-    l.iter().map(|v| v - lse).collect()
+    common::lower(&src.replace("STRATEGY", strategy), seed)
 }
 
 fn normal_lp(x: &[f64], mean: &[f64]) -> f64 {
@@ -119,15 +91,7 @@ fn named_grad(model: &LoweredModel, loss: &Tensor, name: &str) -> Option<Vec<f64
         .into_iter()
         .find(|(n, _)| n == name)
         .unwrap();
-    grads.get(var.as_tensor()).map(|g| {
-        g.flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect()
-    })
+    grads.get(var.as_tensor()).map(to_f64)
 }
 
 #[test]

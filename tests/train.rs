@@ -3,8 +3,11 @@
 //! without touching the last checkpoint, and the run-directory commands.
 #![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{run_ok, scratch, vic};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const VAE: &str = r#"
@@ -87,32 +90,10 @@ train {
 }
 "#;
 
-fn vic() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_vic"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vic-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn write_spec(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "command failed: {text}");
-    text
 }
 
 /// The metrics of a run without the timing columns (which differ between runs).
@@ -146,7 +127,7 @@ fn resume_after_sigkill_with_partial_labels() {
 }
 
 fn resume_after_sigkill(name: &str, text: &str) {
-    let dir = scratch(name);
+    let dir = scratch("train", name);
     let spec = write_spec(&dir, "spec.vi", text);
     let whole = dir.join("whole");
     run_ok(vic().arg("train").arg(&spec).arg("--out").arg(&whole));
@@ -215,7 +196,7 @@ fn resume_after_sigkill(name: &str, text: &str) {
 /// for the enumerated default as for the other estimators.
 #[test]
 fn eval_reports_the_accuracy_of_partial_labels() {
-    let dir = scratch("accuracy");
+    let dir = scratch("train", "accuracy");
     for (i, strategy) in ["@reinforce", "", "@relax(temperature = 0.5)"]
         .iter()
         .enumerate()
@@ -244,7 +225,7 @@ fn eval_reports_the_accuracy_of_partial_labels() {
 
 #[test]
 fn a_different_seed_gives_different_parameters() {
-    let dir = scratch("seed");
+    let dir = scratch("train", "seed");
     let spec = write_spec(&dir, "vae.vi", &VAE.replace("EPOCHS", "1"));
     run_ok(
         vic()
@@ -268,7 +249,7 @@ fn a_different_seed_gives_different_parameters() {
 
 #[test]
 fn a_non_finite_loss_stops_training_and_keeps_the_checkpoint() {
-    let dir = scratch("nan");
+    let dir = scratch("train", "nan");
     let spec = write_spec(&dir, "vae.vi", &VAE.replace("EPOCHS", "1"));
     let run = dir.join("run");
     run_ok(vic().arg("train").arg(&spec).arg("--out").arg(&run));
@@ -320,7 +301,7 @@ fn a_non_finite_loss_stops_training_and_keeps_the_checkpoint() {
 
 #[test]
 fn the_cvae_trains_through_the_same_path_and_the_run_commands_work() {
-    let dir = scratch("cvae");
+    let dir = scratch("train", "cvae");
     let spec = write_spec(&dir, "cvae.vi", CVAE);
     let run = dir.join("run");
     let log = run_ok(vic().arg("train").arg(&spec).arg("--out").arg(&run));
@@ -446,7 +427,7 @@ fn constructs_not_lowered_yet_are_refused_plainly_before_training() {
             .arg("train")
             .arg(root.join(spec))
             .arg("--out")
-            .arg(scratch(&format!("refuse-{spec}")).join("run"))
+            .arg(scratch("train", &format!("refuse-{spec}")).join("run"))
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -492,7 +473,7 @@ train {
 
 #[test]
 fn an_enumerated_cluster_trains_and_eval_reports_its_clustering_accuracy() {
-    let dir = scratch("gmvae");
+    let dir = scratch("train", "gmvae");
     let spec = write_spec(&dir, "gmvae.vi", GMVAE);
     let run = dir.join("run");
     run_ok(vic().arg("train").arg(&spec).arg("--out").arg(&run));
@@ -520,7 +501,7 @@ fn an_enumerated_cluster_trains_and_eval_reports_its_clustering_accuracy() {
 #[test]
 fn guide_exact_fits_the_mixture_and_eval_reports_the_exact_log_likelihood() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let run = scratch("gmm").join("run");
+    let run = scratch("train", "gmm").join("run");
     run_ok(
         vic()
             .arg("train")
