@@ -8,6 +8,7 @@
 //! composition that also defines the semantics the tests hold the op to.
 
 use super::special::softplus;
+use crate::lower::cpu::contiguous_f32;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -55,9 +56,9 @@ fn sigmoid_f32(l: f32) -> f32 {
 
 /// The values of a contiguous `f32` CPU storage under a layout.
 fn values<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((lo, hi))) if hi <= v.len() => Ok(&v[lo..hi]),
-        _ => bail!("fused Bernoulli log-density: {what} is not a contiguous f32 buffer"),
+    match contiguous_f32(s, l) {
+        Some(v) => Ok(v),
+        None => bail!("fused Bernoulli log-density: {what} is not a contiguous f32 buffer"),
     }
 }
 
@@ -134,21 +135,8 @@ impl CustomOp2 for BernoulliLogits {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::lower::cpu::max_diff;
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        assert_eq!(a.dims(), b.dims());
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     /// Values and gradients (of the logits and of a relaxed value) agree with the
     /// composition, including logits far in both tails, batch 1 and odd sizes.

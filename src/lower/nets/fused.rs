@@ -17,6 +17,7 @@
 //! Determinism: the gemm calls split the output among threads, never the reduction, and
 //! the bias gradient sums rows in order, so results do not depend on scheduling.
 
+use crate::lower::cpu::{contiguous_f32, contiguous_f32_cpu};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 /// The activation fused into the layer.
@@ -206,8 +207,8 @@ impl CustomOp3 for Dense {
                 w.cols
             );
         }
-        let bias = match (s3, l3.contiguous_offsets()) {
-            (CpuStorage::F32(v), Some((lo, hi))) if hi - lo == out => &v[lo..hi],
+        let bias = match contiguous_f32(s3, l3) {
+            Some(v) if v.len() == out => v,
             _ => bail!("fused dense: the bias is not a contiguous f32 vector of {out}"),
         };
         let mut y = Vec::with_capacity(x.rows * out);
@@ -236,9 +237,9 @@ impl CustomOp3 for Dense {
         if self.act == FusedAct::Relu {
             // The output is the op's own fresh, contiguous [rows, out] buffer.
             let (ys, yl) = res.storage_and_layout();
-            let y = match (&*ys, yl.contiguous_offsets()) {
-                (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((lo, hi))) => &v[lo..hi],
-                _ => bail!("fused dense: its output is not a contiguous f32 CPU buffer"),
+            let y = match contiguous_f32_cpu(&ys, yl) {
+                Some(v) => v,
+                None => bail!("fused dense: its output is not a contiguous f32 CPU buffer"),
             };
             if y.len() != g.len() {
                 bail!("fused dense: output and gradient sizes differ");
@@ -280,24 +281,11 @@ impl CustomOp3 for Dense {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::lower::cpu::max_diff;
     use candle_core::{Device, Var};
 
     fn randn(rng: &mut crate::rng::Rng, shape: &[usize]) -> Tensor {
         rng.normal(shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        assert_eq!(a.dims(), b.dims());
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// Forward values and the gradients of x, W and b agree with candle's composition,
