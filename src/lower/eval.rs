@@ -54,6 +54,19 @@ impl Val {
     }
 }
 
+/// The K support values of `dist` (at `before` rows) laid out on `before * K` rows, the
+/// k-th value innermost (`[R0, K, ...value] -> [R0 * K, ...value]`): the new row count,
+/// the values, and `dist` lifted to those rows.
+fn enumerate_rows(dist: &DistValue, before: usize) -> Result<(usize, Tensor, DistValue)> {
+    let support = dist.enumerate_support()?;
+    let rows = before * support.len();
+    let stacked = Tensor::stack(&support, 1)?;
+    let mut dims = stacked.dims().to_vec();
+    dims.remove(0);
+    dims[0] = rows;
+    Ok((rows, stacked.reshape(dims)?, dist.lift_rows(rows)?))
+}
+
 /// Repeat each row of `t` so that it has `rows` rows (`rows` a multiple of its rows).
 pub fn lift(t: &Tensor, rows: usize) -> Result<Tensor> {
     let have = t.dim(0)?;
@@ -642,15 +655,7 @@ impl<'m> Frame<'m> {
         let (dist, value, enumerated) = match mask {
             None => (q, data, false),
             Some(mask) if is_enumerated(site) => {
-                let support = q.enumerate_support()?;
-                let k = support.len();
-                let rows = before * k;
-                let stacked = Tensor::stack(&support, 1)?;
-                let mut dims = stacked.dims().to_vec();
-                dims.remove(0);
-                dims[0] = rows;
-                let value = stacked.reshape(dims)?;
-                let dist = q.lift_rows(rows)?;
+                let (rows, value, dist) = enumerate_rows(&q, before)?;
                 let log_q = dist.log_prob(&value)?;
                 // Observed rows: log 1 for the data's value, log 0 for the others.
                 let data_rows = lift(&data, rows)?;
@@ -740,16 +745,7 @@ impl<'m> Frame<'m> {
         }
         let before = self.sample_rows;
         let dist = self.dist(site, before, rng)?;
-        let support = dist.enumerate_support()?;
-        let k = support.len();
-        let rows = before * k;
-        // [R0, K, ...value] -> [R0 * K, ...value]: the k-th value innermost.
-        let stacked = Tensor::stack(&support, 1)?;
-        let mut dims = stacked.dims().to_vec();
-        dims.remove(0);
-        dims[0] = rows;
-        let value = stacked.reshape(dims)?;
-        let dist = dist.lift_rows(rows)?;
+        let (rows, value, dist) = enumerate_rows(&dist, before)?;
         if weigh {
             let log_q = dist.log_prob(&value)?;
             self.log_weight = Some(match &self.log_weight {

@@ -13,7 +13,9 @@
 //! - posterior means: `Σ_c p(c | x) c`, i.e. a `Cat(K)` latent's responsibilities.
 
 use super::eval::{lift, Frame, Pass};
-use super::objective::{weighted_sum_per_example, Batch, Outcome, Settings, Term};
+use super::objective::{
+    add_by_key, push_by_step, weighted_sum_per_example, Batch, Outcome, Settings, Term,
+};
 use super::LoweredModel;
 use crate::ir::SiteVar;
 use crate::rng::Rng;
@@ -51,10 +53,7 @@ impl LoweredModel {
             let lp = lift(&rec.dist.log_prob(&rec.value)?, rows)?;
             log_joint = (log_joint + &lp)?;
             match rec.var {
-                SiteVar::Data(id) => match data.iter_mut().find(|(d, _)| *d == id) {
-                    Some((_, acc)) => *acc = (acc.clone() + lp)?,
-                    None => data.push((id, lp)),
-                },
+                SiteVar::Data(id) => add_by_key(&mut data, id, lp)?,
                 SiteVar::Latent(id) if !rec.enumerated => bail!(
                     "internal error: `guide exact` did not enumerate `{}`",
                     self.program.latents[id].name
@@ -140,15 +139,7 @@ impl LoweredModel {
         for rec in &joint.frame.records {
             if let SiteVar::Latent(id) = rec.var {
                 let mean = weighted_sum_per_example(&rec.value, &post, b)?;
-                match rec.step {
-                    None => out.push((id, mean)),
-                    Some(_) => match out.iter_mut().find(|(d, _)| *d == id) {
-                        Some((_, acc)) => {
-                            *acc = Tensor::cat(&[acc.clone(), mean.unsqueeze(1)?], 1)?
-                        }
-                        None => out.push((id, mean.unsqueeze(1)?)),
-                    },
-                }
+                push_by_step(&mut out, id, rec.step, mean)?;
             }
         }
         Ok(out)

@@ -323,10 +323,7 @@ impl LoweredModel {
                     let kl_name = format!("KL({name})");
                     let pe = per_example(&term)?;
                     accumulate(&mut terms, kl_name.clone(), pe.mean_all()?)?;
-                    match kl_by_latent.iter_mut().find(|(n, _)| *n == kl_name) {
-                        Some((_, acc)) => *acc = (acc.clone() + pe)?,
-                        None => kl_by_latent.push((kl_name, pe)),
-                    }
+                    add_by_key(&mut kl_by_latent, kl_name, pe)?;
                     // Observed rows: -log q(y | ...), the classifier's supervised term.
                     let nll = per_example(&(log_q.neg()? * &seen)?)?;
                     let count = per_example(&seen)?.sum_all()?.to_scalar::<f32>()? as f64;
@@ -366,10 +363,7 @@ impl LoweredModel {
                         local_kl = (local_kl + &term)?;
                         let pe = per_example(&term)?;
                         accumulate(&mut terms, name.clone(), pe.mean_all()?)?;
-                        match kl_by_latent.iter_mut().find(|(n, _)| *n == name) {
-                            Some((_, acc)) => *acc = (acc.clone() + pe)?,
-                            None => kl_by_latent.push((name, pe)),
-                        }
+                        add_by_key(&mut kl_by_latent, name, pe)?;
                     }
                 }
             }
@@ -515,15 +509,7 @@ impl LoweredModel {
                     .dist
                     .mean()
                     .or_else(|_| Ok::<_, candle_core::Error>(rec.value.clone()))?;
-                match rec.step {
-                    None => out.push((id, value)),
-                    Some(_) => match out.iter_mut().find(|(d, _)| *d == id) {
-                        Some((_, acc)) => {
-                            *acc = Tensor::cat(&[acc.clone(), value.unsqueeze(1)?], 1)?
-                        }
-                        None => out.push((id, value.unsqueeze(1)?)),
-                    },
-                }
+                push_by_step(&mut out, id, rec.step, value)?;
             }
         }
         Ok(out)
@@ -617,15 +603,7 @@ impl LoweredModel {
                     None => mean,
                     Some(w) => weighted_sum_per_example(&mean, w, b)?,
                 };
-                match rec.step {
-                    None => out.push((id, mean)),
-                    Some(_) => match out.iter_mut().find(|(d, _)| *d == id) {
-                        Some((_, acc)) => {
-                            *acc = Tensor::cat(&[acc.clone(), mean.unsqueeze(1)?], 1)?
-                        }
-                        None => out.push((id, mean.unsqueeze(1)?)),
-                    },
-                }
+                push_by_step(&mut out, id, rec.step, mean)?;
             }
         }
         Ok(out)
@@ -643,6 +621,37 @@ pub fn weighted_sum_per_example(t: &Tensor, w: &Tensor, b: usize) -> Result<Tens
     let mut dims = vec![b, rows / b.max(1)];
     dims.extend_from_slice(&t.dims()[1..]);
     prod.reshape(dims)?.sum(1)
+}
+
+/// Adds one site's value to `out`: an unstepped site's value as it is, a stepped site's
+/// values stacked along a new axis 1 in the order of its steps.
+pub(super) fn push_by_step(
+    out: &mut Vec<(usize, Tensor)>,
+    id: usize,
+    step: Option<i64>,
+    value: Tensor,
+) -> Result<()> {
+    match step {
+        None => out.push((id, value)),
+        Some(_) => match out.iter_mut().find(|(d, _)| *d == id) {
+            Some((_, acc)) => *acc = Tensor::cat(&[acc.clone(), value.unsqueeze(1)?], 1)?,
+            None => out.push((id, value.unsqueeze(1)?)),
+        },
+    }
+    Ok(())
+}
+
+/// Adds `value` to the entry of `out` keyed `key`, or appends it as a new entry.
+pub(super) fn add_by_key<K: PartialEq>(
+    out: &mut Vec<(K, Tensor)>,
+    key: K,
+    value: Tensor,
+) -> Result<()> {
+    match out.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, acc)) => *acc = (acc.clone() + value)?,
+        None => out.push((key, value)),
+    }
+    Ok(())
 }
 
 fn accumulate(terms: &mut Vec<Term>, name: String, value: Tensor) -> Result<()> {
