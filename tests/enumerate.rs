@@ -13,7 +13,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::{log_softmax, logsumexp, lower, param, to_f64};
-use vic::lower::objective::{Batch, Settings};
+use vic::lower::objective::{Batch, Outcome, Settings};
 use vic::lower::LoweredModel;
 use vic::rng::Rng;
 
@@ -96,11 +96,15 @@ fn log_normal(x: f64, m: f64, s: f64) -> f64 {
     -0.5 * ((x - m) / s).powi(2) - s.ln() - 0.5 * (2.0 * std::f64::consts::PI).ln()
 }
 
-fn bound(model: &LoweredModel, settings: &Settings) -> Vec<f64> {
-    let out = model
+/// The objective on [`batch`], drawn with seed 1.
+fn outcome(model: &LoweredModel, settings: &Settings) -> Outcome {
+    model
         .objective(&batch(), settings, &mut Rng::seed(1))
-        .unwrap();
-    to_f64(&out.bound)
+        .unwrap()
+}
+
+fn bound(model: &LoweredModel, settings: &Settings) -> Vec<f64> {
+    to_f64(&outcome(model, settings).bound)
 }
 
 /// `(log p(x, c, b), log q(c), log q(b))` for every (example, c, b).
@@ -195,13 +199,7 @@ fn two_enumerated_sites_give_the_exact_elbo_and_iwae_bound() {
         }
     }
     // The per-latent terms are expectations under q: KL(c) is the exact KL.
-    let out = model
-        .objective(
-            &batch(),
-            &Settings::evaluation(1, false, 100),
-            &mut Rng::seed(1),
-        )
-        .unwrap();
+    let out = outcome(&model, &Settings::evaluation(1, false, 100));
     let kl_c = out
         .terms
         .iter()
@@ -219,9 +217,7 @@ fn two_enumerated_sites_give_the_exact_elbo_and_iwae_bound() {
 fn the_enumerated_elbo_gradient_matches_finite_differences() {
     let model = lower(TWO_SITES, 12);
     let settings = Settings::evaluation(1, false, 100);
-    let out = model
-        .objective(&batch(), &settings, &mut Rng::seed(1))
-        .unwrap();
+    let out = outcome(&model, &settings);
     let grads = out.loss.backward().unwrap();
     let vars = model.store.named();
     let var = |name: &str| vars.iter().find(|(n, _)| n == name).unwrap().1.clone();
@@ -333,13 +329,7 @@ fn guide_exact_gives_log_p_x_and_the_responsibilities() {
         }
     }
     // Training maximizes log p(x): the loss is its negated mean, with gradients.
-    let out = model
-        .objective(
-            &batch(),
-            &Settings::evaluation(1, false, 100),
-            &mut Rng::seed(1),
-        )
-        .unwrap();
+    let out = outcome(&model, &Settings::evaluation(1, false, 100));
     let grads = out.loss.backward().unwrap();
     let vars = model.store.named();
     assert!(vars.iter().all(|(_, v)| grads.get(v.as_tensor()).is_some()));
