@@ -450,20 +450,10 @@ impl DistValue {
                 self.rows
             ));
         }
-        let factor = rows / self.rows;
-        let repeat = |t: &Tensor| -> Result<Tensor> {
-            let mut dims = t.dims().to_vec();
-            let mut expanded = dims.clone();
-            expanded.insert(1, factor);
-            dims[0] = rows;
-            t.unsqueeze(1)?
-                .broadcast_as(expanded)?
-                .contiguous()?
-                .reshape(dims)
-        };
+        // Every parameter has `self.rows` rows: each is lifted as a value is.
         let mut params = Vec::with_capacity(self.params.len());
         for (name, t) in &self.params {
-            params.push((*name, repeat(t)?));
+            params.push((*name, crate::lower::eval::lift(t, rows)?));
         }
         let component = match &self.component {
             Some(c) => Some(Box::new(c.lift_rows(rows)?)),
