@@ -2,8 +2,9 @@
 //! backward, and the optimizer step, averaged over 100 steps of a spec's model on its
 //! dataset. `cargo run --release --example step_time -- specs/vae.vi` (set FLUSH=1 to
 //! flush denormals first; BARRIER_POOL=1 to leave candle's elementwise thread pool on, see
-//! `vic::io::keep_candle_elementwise_on_caller`). Prints mean and median timings; asserts
-//! nothing.
+//! `vic::io::keep_candle_elementwise_on_caller`; NO_POOL=1 to run off rayon's pool, see
+//! `vic::io::run_on_pool`; STEPS=N for N timed steps instead of 100). Prints mean and
+//! median timings; asserts nothing.
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 use std::time::Instant;
 use vic::lower::objective::Settings;
@@ -43,56 +44,69 @@ fn main() {
     let (mut tb, mut tf, mut tbw, mut to) = (0.0, 0.0, 0.0, 0.0);
     // Per-step times of each phase, for medians (robust to other load on the machine).
     let mut per_step: [Vec<f64>; 4] = Default::default();
-    let steps = 100;
-    for i in 0..steps + 10 {
-        let idx: Vec<usize> = ((i * 128)..(i * 128 + 128))
-            .map(|j| j % data.train.n)
-            .collect();
-        let t0 = Instant::now();
-        let b = vic::train::make_batch(&model.program, &data.train, &idx, &dev, &mut rng).unwrap();
-        let t1 = Instant::now();
-        let out = model.objective(&b, &s, &mut rng).unwrap();
-        let _ = out.loss.to_scalar::<f32>().unwrap();
-        let t2 = Instant::now();
-        let g = out.loss.backward().unwrap();
-        let t3 = Instant::now();
-        opt.step(&g, None).unwrap();
-        let t4 = Instant::now();
-        if i >= 10 {
-            tb += (t1 - t0).as_secs_f64();
-            tf += (t2 - t1).as_secs_f64();
-            tbw += (t3 - t2).as_secs_f64();
-            to += (t4 - t3).as_secs_f64();
-            for (v, (a, b)) in per_step
-                .iter_mut()
-                .zip([(t0, t1), (t1, t2), (t2, t3), (t3, t4)])
-            {
-                v.push((b - a).as_secs_f64());
+    let body = || {
+        let steps: usize = std::env::var("STEPS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(100);
+        for i in 0..steps + 10 {
+            let idx: Vec<usize> = ((i * 128)..(i * 128 + 128))
+                .map(|j| j % data.train.n)
+                .collect();
+            let t0 = Instant::now();
+            let b =
+                vic::train::make_batch(&model.program, &data.train, &idx, &dev, &mut rng).unwrap();
+            let t1 = Instant::now();
+            let out = model.objective(&b, &s, &mut rng).unwrap();
+            let _ = out.loss.to_scalar::<f32>().unwrap();
+            let t2 = Instant::now();
+            let g = out.loss.backward().unwrap();
+            let t3 = Instant::now();
+            opt.step(&g, None).unwrap();
+            let t4 = Instant::now();
+            if i >= 10 {
+                tb += (t1 - t0).as_secs_f64();
+                tf += (t2 - t1).as_secs_f64();
+                tbw += (t3 - t2).as_secs_f64();
+                to += (t4 - t3).as_secs_f64();
+                for (v, (a, b)) in per_step
+                    .iter_mut()
+                    .zip([(t0, t1), (t1, t2), (t2, t3), (t3, t4)])
+                {
+                    v.push((b - a).as_secs_f64());
+                }
             }
         }
+        let ms = |x: f64| x * 1000.0 / steps as f64;
+        println!(
+            "per step ms: batch {:.2} fwd {:.2} bwd {:.2} opt {:.2} total {:.2} -> {:.0} ex/s",
+            ms(tb),
+            ms(tf),
+            ms(tbw),
+            ms(to),
+            ms(tb + tf + tbw + to),
+            128.0 * steps as f64 / (tb + tf + tbw + to)
+        );
+        let med = per_step.map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        });
+        let total: f64 = med.iter().sum();
+        println!(
+            "median ms:    batch {:.2} fwd {:.2} bwd {:.2} opt {:.2} total {:.2} -> {:.0} ex/s",
+            med[0] * 1e3,
+            med[1] * 1e3,
+            med[2] * 1e3,
+            med[3] * 1e3,
+            total * 1e3,
+            128.0 / total
+        );
+    };
+    // As `vic` runs its commands (`vic::io::run_on_pool`); NO_POOL=1 runs on the main
+    // thread instead.
+    if std::env::var_os("NO_POOL").is_some() {
+        body()
+    } else {
+        vic::io::run_on_pool(body)
     }
-    let ms = |x: f64| x * 1000.0 / steps as f64;
-    println!(
-        "per step ms: batch {:.2} fwd {:.2} bwd {:.2} opt {:.2} total {:.2} -> {:.0} ex/s",
-        ms(tb),
-        ms(tf),
-        ms(tbw),
-        ms(to),
-        ms(tb + tf + tbw + to),
-        128.0 * steps as f64 / (tb + tf + tbw + to)
-    );
-    let med = per_step.map(|mut v| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    });
-    let total: f64 = med.iter().sum();
-    println!(
-        "median ms:    batch {:.2} fwd {:.2} bwd {:.2} opt {:.2} total {:.2} -> {:.0} ex/s",
-        med[0] * 1e3,
-        med[1] * 1e3,
-        med[2] * 1e3,
-        med[3] * 1e3,
-        total * 1e3,
-        128.0 / total
-    );
 }

@@ -174,3 +174,19 @@ pub fn keep_candle_elementwise_on_caller() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }
+
+/// Runs `f` on a worker thread of rayon's global pool (built here as
+/// [`crate::train::fpu::pool_builder`] says, unless it exists already) and returns its
+/// result. For the commands that run models: train, eval, sample, encode.
+///
+/// Why: the matrix products (`gemm`, `lower::nets::fused`) and the optimizer split their
+/// work with `rayon::join` and parallel iterators. Called from a thread outside the pool,
+/// each such call is queued to the pool while the caller sleeps until it is done, two
+/// context switches per product (about 580 a step for the VAE of LANGUAGE.md section 1);
+/// from a worker, the caller does its own share and only the other worker is woken (about
+/// 50 a step). `bench/step_time.rs` (NO_POOL=1 for the other way) measured 5-10% a step.
+pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    // An error means the pool exists already (a library caller built it): use it as is.
+    let _ = crate::train::fpu::pool_builder().build_global();
+    rayon::scope(|_| f())
+}

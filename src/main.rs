@@ -178,19 +178,19 @@ fn main() -> ExitCode {
             overrides,
             device,
             resume,
-        } => run::train(&file, dataset, out, &overrides, device, resume),
+        } => io::run_on_pool(|| run::train(&file, dataset, out, &overrides, device, resume)),
         Command::Eval {
             run,
             dataset,
             samples,
             json,
-        } => run::eval(&run, dataset, samples, json),
-        Command::Sample { run, n, output } => run::sample(&run, n, output),
+        } => io::run_on_pool(|| run::eval(&run, dataset, samples, json)),
+        Command::Sample { run, n, output } => io::run_on_pool(|| run::sample(&run, n, output)),
         Command::Encode {
             run,
             dataset,
             output,
-        } => run::encode(&run, dataset, &output),
+        } => io::run_on_pool(|| run::encode(&run, dataset, &output)),
         Command::Plot { run, output } => run::plot(&run, output),
         Command::Probe { .. } => {
             eprintln!(

@@ -130,15 +130,25 @@ pub fn denormals_flushed() -> bool {
     }
 }
 
+/// Stack size of rayon's workers: `vic` runs whole commands on one of them
+/// ([`crate::io::run_on_pool`]), so they get a main thread's 8 MiB, not rayon's 2 MiB.
+const WORKER_STACK: usize = 8 << 20;
+
 /// A rayon pool builder like candle's `init_global_threadpool` (same thread count, same
-/// affinity handling) whose threads flush denormals from their start.
-pub fn flushing_pool_builder() -> rayon::ThreadPoolBuilder {
+/// affinity handling), with [`WORKER_STACK`].
+pub fn pool_builder() -> rayon::ThreadPoolBuilder {
     rayon::ThreadPoolBuilder::new()
         .num_threads(candle_core::utils::get_num_threads())
-        .start_handler(|_| {
-            candle_core::utils::set_thread_affinity();
-            flush_denormals();
-        })
+        .stack_size(WORKER_STACK)
+        .start_handler(|_| candle_core::utils::set_thread_affinity())
+}
+
+/// [`pool_builder`] whose threads also flush denormals from their start.
+pub fn flushing_pool_builder() -> rayon::ThreadPoolBuilder {
+    pool_builder().start_handler(|_| {
+        candle_core::utils::set_thread_affinity();
+        flush_denormals();
+    })
 }
 
 /// How [`flush_denormals_everywhere`] reached rayon's global pool.

@@ -114,8 +114,44 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// `dst [m, n] (row-major) = (accumulate ? dst : 0) + lhs [m, k] · rhs [k, n]`.
-fn matmul_into(dst: &mut [f32], lhs: &Mat, rhs: &Mat, accumulate: bool) -> Result<()> {
+/// How a product's output is shared among threads: in blocks of its columns or of its
+/// rows, one `gemm` call per block with the `gemm` crate's own threading off.
+///
+/// Why not `gemm::Parallelism::Rayon`: for these shapes (a batch of 128 rows against
+/// weights of a few hundred columns) its own split barely uses the second thread when the
+/// right operand is transposed (the forward pass reads `Wᵀ` through its strides): on 2
+/// cores the six forward products of the VAE of LANGUAGE.md section 1 took 2.69 ms with
+/// it and 1.65 ms split by columns here; the weight gradient `gᵀ·x`, whose inner
+/// dimension is the batch, is fastest split by rows (1.30 ms against 1.37 by columns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Split {
+    Cols,
+    Rows,
+}
+
+/// A raw pointer that may cross to another thread: each block of [`matmul_into`] writes
+/// only its own entries of the destination.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: see `matmul_into`; the blocks write disjoint entries and are joined before the
+// destination borrow ends.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `dst [m, n] (row-major) = (accumulate ? dst : 0) + lhs [m, k] · rhs [k, n]`, the output
+/// split among rayon's threads as `split` says.
+fn matmul_into(
+    dst: &mut [f32],
+    lhs: &Mat,
+    rhs: &Mat,
+    accumulate: bool,
+    split: Split,
+) -> Result<()> {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     if rhs.rows != k || dst.len() != m * n {
         bail!("fused dense: gemm shapes do not agree");
@@ -129,43 +165,77 @@ fn matmul_into(dst: &mut [f32], lhs: &Mat, rhs: &Mat, accumulate: bool) -> Resul
         }
         return Ok(());
     }
-    let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 && m * n * k >= 32 * 32 * 32 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
+    // Blocks of whole 16-float vectors (one AVX-512 register), at most one per thread, and
+    // none for products too small to be worth a second thread.
+    let threads = rayon::current_num_threads();
+    let (len, step) = match split {
+        Split::Cols => (n, n.div_ceil(threads).next_multiple_of(16)),
+        Split::Rows => (m, m.div_ceil(threads).next_multiple_of(16)),
     };
-    // SAFETY: `Mat::new` checked that every entry the strides reach lies inside `lhs` and
-    // `rhs`; `dst` holds exactly m × n values, row-major; the three do not alias (`dst` is
-    // borrowed mutably).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+    let step = if threads > 1 && m * n * k >= 64 * 64 * 64 {
+        step
+    } else {
+        len
+    };
+    let base = SendPtr(dst.as_mut_ptr());
+    let block = |lo: usize| {
+        let hi = (lo + step).min(len);
+        let (bm, bn, d, l, r) = match split {
+            // SAFETY (offsets): lo < n, lo < m, so each offset stays inside its operand
+            // (`Mat::new` checked every entry the strides reach).
+            Split::Cols => (
+                m,
+                hi - lo,
+                unsafe { base.get().add(lo) },
+                lhs.data.as_ptr(),
+                unsafe { rhs.data.as_ptr().add(lo * rhs.cs) },
+            ),
+            Split::Rows => (
+                hi - lo,
+                n,
+                unsafe { base.get().add(lo * n) },
+                unsafe { lhs.data.as_ptr().add(lo * lhs.rs) },
+                rhs.data.as_ptr(),
+            ),
+        };
+        // SAFETY: the block's destination is rows (or columns) [lo, hi) of the row-major
+        // m × n `dst`, written by this call only; the operands are read through strides
+        // `Mat::new` checked; `dst` does not alias them (it is borrowed mutably).
+        unsafe {
+            gemm::gemm(
+                bm,
+                bn,
+                k,
+                d,
+                1,
+                n as isize,
+                accumulate,
+                l,
+                lhs.cs as isize,
+                lhs.rs as isize,
+                r,
+                rhs.cs as isize,
+                rhs.rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    };
+    if step >= len {
+        block(0);
+    } else {
+        use rayon::prelude::*;
+        (0..len).into_par_iter().step_by(step).for_each(block);
     }
     Ok(())
 }
 
 /// `lhs [m, k] · rhs [k, n]`, row-major, in a fresh buffer.
-fn matmul(lhs: &Mat, rhs: &Mat) -> Result<Vec<f32>> {
+fn matmul(lhs: &Mat, rhs: &Mat, split: Split) -> Result<Vec<f32>> {
     let len = lhs.rows * rhs.cols;
     if lhs.cols == 0 || len == 0 {
         return Ok(vec![0f32; len]);
@@ -176,7 +246,7 @@ fn matmul(lhs: &Mat, rhs: &Mat) -> Result<Vec<f32>> {
     // zero fill saves a pass over each weight gradient. On an error the length stays 0.
     unsafe {
         let spare = std::slice::from_raw_parts_mut(dst.as_mut_ptr(), len);
-        matmul_into(spare, lhs, rhs, false)?;
+        matmul_into(spare, lhs, rhs, false, split)?;
         dst.set_len(len);
     }
     Ok(dst)
@@ -215,7 +285,7 @@ impl CustomOp3 for Dense {
         for _ in 0..x.rows {
             y.extend_from_slice(bias);
         }
-        matmul_into(&mut y, &x, &w.t(), true)?;
+        matmul_into(&mut y, &x, &w.t(), true, Split::Cols)?;
         if self.act == FusedAct::Relu {
             y.iter_mut().for_each(|v| *v = v.max(0.0));
         }
@@ -260,12 +330,16 @@ impl CustomOp3 for Dense {
         let wm = Mat::of(ws, wl, "the weight")?;
         // dx = g · W: skipped for an input no gradient flows to (the data).
         let dx = if x.track_op() {
-            Some(Tensor::from_vec(matmul(&gm, &wm)?, (rows, inp), dev)?)
+            Some(Tensor::from_vec(
+                matmul(&gm, &wm, Split::Cols)?,
+                (rows, inp),
+                dev,
+            )?)
         } else {
             None
         };
         // dW = gᵀ · x.
-        let dw = matmul(&gm.t(), &xm)?;
+        let dw = matmul(&gm.t(), &xm, Split::Rows)?;
         // db = Σ_rows g, rows summed in order.
         let mut db = vec![0f32; out];
         for row in g.chunks_exact(out.max(1)) {
@@ -300,6 +374,8 @@ mod tests {
             (128, 784, 512),
             (37, 100, 19),
             (64, 15, 130),
+            // Big enough to be split among threads, with uneven blocks.
+            (37, 300, 130),
         ];
         for &(r, inp, out) in &shapes {
             for act in [FusedAct::Identity, FusedAct::Relu] {

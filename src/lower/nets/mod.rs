@@ -72,7 +72,7 @@ pub struct NetCtx<'a> {
 }
 
 /// A built network.
-pub trait Network {
+pub trait Network: Send + Sync {
     /// Inputs in signature order, each `[R, ...shape]`; one activated tensor per head,
     /// `[R, ...head shape]`.
     fn forward(&self, inputs: &[Tensor], ctx: &mut NetCtx) -> Result<Vec<Tensor>>;
