@@ -72,6 +72,21 @@ fn broadcast_narrow_and_transpose_gradients_are_contiguous_and_right() {
 }
 
 #[test]
+fn an_intermediate_tensor_keeps_a_view_gradient_that_flows_on() {
+    // h = 2v is not a variable: its gradient (a broadcast of c's column sums, then a second
+    // use added) may stay a view, and v's gradient must still come out right and contiguous.
+    let v = var(&[1.0, -1.0, 0.5], &[1, 3]);
+    let h = (v.as_tensor() * 2.0).unwrap();
+    let c = Tensor::from_slice(&[1f32, 2.0, 3.0, 4.0, 5.0, 6.0], (2, 3), &Device::Cpu).unwrap();
+    let y1 = h.broadcast_mul(&c).unwrap().sum_all().unwrap();
+    let y2 = h.sqr().unwrap().sum_all().unwrap();
+    let y = (y1 + y2).unwrap();
+    let g = y.backward().unwrap();
+    // ∂y/∂v = 2·(colsum(c) + 2h) = 2·([5, 7, 9] + [4, −4, 2]).
+    assert_eq!(grad_of(&g, &v), vec![18.0, 6.0, 22.0]);
+}
+
+#[test]
 fn a_matmul_chain_matches_its_closed_form() {
     // y = Σ (x·W)² → ∂y/∂W = 2 xᵀ (x W), ∂y/∂x = 2 (x W) Wᵀ.
     let x = var(&[1.0, 2.0, -1.0, 0.5], &[2, 2]);

@@ -20,6 +20,25 @@ pub(crate) fn contiguous_f32_cpu<'a>(s: &'a Storage, l: &Layout) -> Option<&'a [
     }
 }
 
+/// Calls `f` with the values of a CPU tensor as `f32`, in row-major order: the tensor's own
+/// buffer when it is contiguous `f32`, else a converted copy.
+pub(crate) fn with_f32<R>(
+    t: &candle_core::Tensor,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    {
+        let (s, l) = t.storage_and_layout();
+        if let Some(v) = contiguous_f32_cpu(&s, l) {
+            return f(v);
+        }
+    }
+    let v = t
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    f(&v)
+}
+
 /// The largest absolute elementwise difference of two tensors of one shape (the fused ops'
 /// tests compare them with candle's compositions).
 #[cfg(test)]

@@ -3,12 +3,11 @@
 //! candle composes a dense layer as matmul, broadcast add and activation, and its
 //! backward as a dozen passes over `[R, out]` buffers (the relu mask built by `ge`, cast
 //! and multiplied, the bias gradient reduced, each gradient accumulated into a zeroed
-//! buffer). Here the forward pass is one gemm writing into a destination that already
-//! holds the bias, then the activation in place; the backward pass is one pass for the
-//! activation's derivative, two gemm calls reading the operands through their strides (no
-//! transposed copies) and a column sum for the bias. Written by hand because candle has no
-//! fused linear layer; the matrix products are the `gemm` crate's, the same kernels that
-//! candle's own matmul calls.
+//! buffer). Here the forward pass is one gemm, then bias and activation in one pass in
+//! place; the backward pass is one pass for the activation's derivative, a column sum for
+//! the bias, and two gemm calls reading the operands through their strides (no transposed
+//! copies). Written by hand because candle has no fused linear layer; the matrix products
+//! are the `gemm` crate's, the same kernels that candle's own matmul calls.
 //!
 //! Only `f32` tensors on the CPU take this path; anything else (another device or dtype)
 //! goes through the plain candle composition [`dense_plain`], which also defines the
@@ -17,7 +16,7 @@
 //! Determinism: the gemm calls split the output among threads, never the reduction, and
 //! the bias gradient sums rows in order, so results do not depend on scheduling.
 
-use crate::lower::cpu::{contiguous_f32, contiguous_f32_cpu};
+use crate::lower::cpu::{contiguous_f32, contiguous_f32_cpu, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 /// The activation fused into the layer.
@@ -281,13 +280,14 @@ impl CustomOp3 for Dense {
             Some(v) if v.len() == out => v,
             _ => bail!("fused dense: the bias is not a contiguous f32 vector of {out}"),
         };
-        let mut y = Vec::with_capacity(x.rows * out);
-        for _ in 0..x.rows {
-            y.extend_from_slice(bias);
-        }
-        matmul_into(&mut y, &x, &w.t(), true, Split::Cols)?;
-        if self.act == FusedAct::Relu {
-            y.iter_mut().for_each(|v| *v = v.max(0.0));
+        // The product, then bias and activation in one pass over it.
+        let mut y = matmul(&x, &w.t(), Split::Cols)?;
+        let relu = self.act == FusedAct::Relu;
+        for row in y.chunks_exact_mut(out.max(1)) {
+            for (v, &b) in row.iter_mut().zip(bias) {
+                let z = *v + b;
+                *v = if relu { z.max(0.0) } else { z };
+            }
         }
         Ok((CpuStorage::F32(y), Shape::from((x.rows, out))))
     }
@@ -302,21 +302,34 @@ impl CustomOp3 for Dense {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (rows, out) = res.dims2()?;
         let inp = w.dim(1)?;
-        // ∂/∂(pre-activation), row-major [rows, out].
-        let mut g = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        if self.act == FusedAct::Relu {
-            // The output is the op's own fresh, contiguous [rows, out] buffer.
-            let (ys, yl) = res.storage_and_layout();
-            let y = match contiguous_f32_cpu(&ys, yl) {
-                Some(v) => v,
-                None => bail!("fused dense: its output is not a contiguous f32 CPU buffer"),
-            };
-            if y.len() != g.len() {
+        // ∂/∂(pre-activation), row-major [rows, out], and the bias gradient (rows summed
+        // in order) in one pass over the incoming gradient.
+        let mut g = Vec::with_capacity(rows * out);
+        let mut db = vec![0f32; out];
+        with_f32(grad, |gin| {
+            if gin.len() != rows * out {
                 bail!("fused dense: output and gradient sizes differ");
             }
-            g.iter_mut()
-                .zip(y)
-                .for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 });
+            match self.act {
+                FusedAct::Identity => g.extend_from_slice(gin),
+                FusedAct::Relu => {
+                    // The output is the op's own fresh, contiguous [rows, out] buffer.
+                    let (ys, yl) = res.storage_and_layout();
+                    let y = match contiguous_f32_cpu(&ys, yl) {
+                        Some(v) if v.len() == gin.len() => v,
+                        _ => bail!("fused dense: its output is not a contiguous f32 CPU buffer"),
+                    };
+                    g.extend(
+                        gin.iter()
+                            .zip(y)
+                            .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 }),
+                    );
+                }
+            }
+            Ok(())
+        })?;
+        for row in g.chunks_exact(out.max(1)) {
+            db.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
         }
         let gm = Mat::new(&g, rows, out, out, 1, "the gradient")?;
         let dev = x.device();
@@ -340,11 +353,6 @@ impl CustomOp3 for Dense {
         };
         // dW = gᵀ · x.
         let dw = matmul(&gm.t(), &xm, Split::Rows)?;
-        // db = Σ_rows g, rows summed in order.
-        let mut db = vec![0f32; out];
-        for row in g.chunks_exact(out.max(1)) {
-            db.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
-        }
         let dw = Tensor::from_vec(dw, (out, inp), dev)?;
         let db = Tensor::from_vec(db, out, dev)?;
         Ok((dx, Some(dw), Some(db)))

@@ -716,10 +716,16 @@ impl GradStore {
                 let sum = entry.get().add(grad)?;
                 *entry.get_mut() = sum;
             }
-            // Contiguous, as the zero-filled sum was: a view (a broadcast, a narrow) is
-            // copied, anything else is shared.
+            // A variable's gradient is made contiguous, as the zero-filled sum was
+            // (optimizers read it as a buffer); an intermediate tensor's may stay a view (a
+            // broadcast, a narrow), which the backward formulas read as any operand.
             Entry::Vacant(entry) => {
-                entry.insert(grad.contiguous()?);
+                let grad = if tensor.is_variable() {
+                    grad.contiguous()?
+                } else {
+                    grad.clone()
+                };
+                entry.insert(grad);
             }
         }
         Ok(())
