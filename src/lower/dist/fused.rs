@@ -8,7 +8,7 @@
 //! composition that also defines the semantics the tests hold the op to.
 
 use super::special::softplus;
-use crate::lower::cpu::{contiguous_f32, with_f32};
+use crate::lower::cpu::{contiguous_f32, map3, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use wide::f32x8;
@@ -57,37 +57,6 @@ fn dlogits8(g: f32x8, x: f32x8, l: f32x8) -> f32x8 {
     let r = f32x8::ONE / (f32x8::ONE + e);
     let s = l.simd_ge(f32x8::ZERO).select(r, e * r);
     g * (x - s)
-}
-
-/// Eight lanes from a slice of at most eight values (the rest zero).
-#[inline(always)]
-fn lanes(v: &[f32]) -> f32x8 {
-    let mut a = [0f32; 8];
-    a[..v.len()].copy_from_slice(v);
-    f32x8::new(a)
-}
-
-/// `out[i] = f(a[i], b[i], c[i])`, eight at a time; equal lengths.
-#[inline(always)]
-fn map3(
-    out: &mut [f32],
-    a: &[f32],
-    b: &[f32],
-    c: &[f32],
-    f: impl Fn(f32x8, f32x8, f32x8) -> f32x8,
-) {
-    let mut o = out.chunks_exact_mut(8);
-    let (mut a8, mut b8, mut c8) = (a.chunks_exact(8), b.chunks_exact(8), c.chunks_exact(8));
-    for (((o, a), b), c) in (&mut o).zip(&mut a8).zip(&mut b8).zip(&mut c8) {
-        o.copy_from_slice(f(lanes(a), lanes(b), lanes(c)).as_array());
-    }
-    let o = o.into_remainder();
-    let r = f(
-        lanes(a8.remainder()),
-        lanes(b8.remainder()),
-        lanes(c8.remainder()),
-    );
-    o.copy_from_slice(&r.as_array()[..o.len()]);
 }
 
 /// The values of a contiguous `f32` CPU storage under a layout.

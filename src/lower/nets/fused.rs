@@ -16,14 +16,91 @@
 //! Determinism: the gemm calls split the output among threads, never the reduction, and
 //! the bias gradient sums rows in order, so results do not depend on scheduling.
 
-use crate::lower::cpu::{contiguous_f32, contiguous_f32_cpu, with_f32};
+use super::layers::activate;
+use crate::ir::Activation;
+use crate::lower::cpu::{contiguous_f32, contiguous_f32_cpu, map3, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use wide::f32x8;
 
-/// The activation fused into the layer.
+/// The activation fused into the layer: every activation of LANGUAGE.md section 4 whose
+/// derivative is a function of its output, so that the backward pass needs only the
+/// layer's output (gelu's needs the pre-activation: it is applied apart).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FusedAct {
     Identity,
     Relu,
+    Tanh,
+    Sigmoid,
+    Softplus,
+    Elu,
+    LeakyRelu,
+}
+
+/// leaky_relu's slope below zero, as `layers::activate` applies it.
+const LEAKY_SLOPE: f32 = 0.01;
+
+impl FusedAct {
+    /// The fused form of a layer's activation (`None`: no activation), or `None` for one
+    /// that is applied apart.
+    pub fn of(act: Option<Activation>) -> Option<FusedAct> {
+        Some(match act {
+            None => FusedAct::Identity,
+            Some(Activation::Relu) => FusedAct::Relu,
+            Some(Activation::Tanh) => FusedAct::Tanh,
+            Some(Activation::Sigmoid) => FusedAct::Sigmoid,
+            Some(Activation::Softplus) => FusedAct::Softplus,
+            Some(Activation::Elu) => FusedAct::Elu,
+            Some(Activation::LeakyRelu) => FusedAct::LeakyRelu,
+            Some(Activation::Gelu) => return None,
+        })
+    }
+
+    fn activation(self) -> Option<Activation> {
+        match self {
+            FusedAct::Identity => None,
+            FusedAct::Relu => Some(Activation::Relu),
+            FusedAct::Tanh => Some(Activation::Tanh),
+            FusedAct::Sigmoid => Some(Activation::Sigmoid),
+            FusedAct::Softplus => Some(Activation::Softplus),
+            FusedAct::Elu => Some(Activation::Elu),
+            FusedAct::LeakyRelu => Some(Activation::LeakyRelu),
+        }
+    }
+
+    /// The activation of eight pre-activations `z` (the transcendental ones with `wide`'s
+    /// vectorized exponential, logarithm and tanh).
+    #[inline(always)]
+    fn apply8(self, z: f32x8) -> f32x8 {
+        let zero = f32x8::ZERO;
+        match self {
+            FusedAct::Identity => z,
+            FusedAct::Relu => z.max(zero),
+            FusedAct::Tanh => z.tanh(),
+            // 1/(1 + e^{−z}): e^{−z} overflows to ∞ far below zero, giving 0.
+            FusedAct::Sigmoid => f32x8::ONE / (f32x8::ONE + (-z).exp()),
+            // max(z, 0) + ln(1 + e^{−|z|}), as `special::softplus`.
+            FusedAct::Softplus => z.max(zero) + (f32x8::ONE + (-z.abs()).exp()).ln(),
+            FusedAct::Elu => z.simd_gt(zero).select(z, z.exp_m1()),
+            FusedAct::LeakyRelu => z.max(zero) + z.min(zero) * f32x8::splat(LEAKY_SLOPE),
+        }
+    }
+
+    /// The derivative at the pre-activation whose output is `y`.
+    #[inline(always)]
+    fn deriv8(self, y: f32x8) -> f32x8 {
+        let (zero, one) = (f32x8::ZERO, f32x8::ONE);
+        match self {
+            FusedAct::Identity => one,
+            FusedAct::Relu => y.simd_gt(zero).select(one, zero),
+            FusedAct::Tanh => one - y * y,
+            FusedAct::Sigmoid => y * (one - y),
+            // σ(z) = 1 − e^{−softplus(z)}, as −expm1(−y) to keep small values.
+            FusedAct::Softplus => -(-y).exp_m1(),
+            // e^z = y + 1 below zero.
+            FusedAct::Elu => y.simd_gt(zero).select(one, y + one),
+            FusedAct::LeakyRelu => y.simd_gt(zero).select(one, f32x8::splat(LEAKY_SLOPE)),
+        }
+    }
 }
 
 /// `act(x · Wᵀ + b)` for `x [R, in]`, `W [out, in]`, `b [out]`: the fused op on the CPU
@@ -46,9 +123,9 @@ pub fn dense(x: &Tensor, w: &Tensor, b: &Tensor, act: FusedAct) -> Result<Tensor
 /// The same layer composed of candle's ops.
 pub fn dense_plain(x: &Tensor, w: &Tensor, b: &Tensor, act: FusedAct) -> Result<Tensor> {
     let y = x.matmul(&w.t()?)?.broadcast_add(b)?;
-    match act {
-        FusedAct::Identity => Ok(y),
-        FusedAct::Relu => y.relu(),
+    match act.activation() {
+        Some(a) => activate(&y, a),
+        None => Ok(y),
     }
 }
 
@@ -282,11 +359,22 @@ impl CustomOp3 for Dense {
         };
         // The product, then bias and activation in one pass over it.
         let mut y = matmul(&x, &w.t(), Split::Cols)?;
-        let relu = self.act == FusedAct::Relu;
+        let act = self.act;
+        let mut z = Vec::new();
         for row in y.chunks_exact_mut(out.max(1)) {
-            for (v, &b) in row.iter_mut().zip(bias) {
-                let z = *v + b;
-                *v = if relu { z.max(0.0) } else { z };
+            match act {
+                FusedAct::Identity | FusedAct::Relu => {
+                    let relu = act == FusedAct::Relu;
+                    for (v, &b) in row.iter_mut().zip(bias) {
+                        let z = *v + b;
+                        *v = if relu { z.max(0.0) } else { z };
+                    }
+                }
+                _ => {
+                    z.clear();
+                    z.extend(row.iter().zip(bias).map(|(&v, &b)| v + b));
+                    map3(row, &z, &z, &z, |z, _, _| act.apply8(z));
+                }
             }
         }
         Ok((CpuStorage::F32(y), Shape::from((x.rows, out))))
@@ -310,21 +398,26 @@ impl CustomOp3 for Dense {
             if gin.len() != rows * out {
                 bail!("fused dense: output and gradient sizes differ");
             }
-            match self.act {
-                FusedAct::Identity => g.extend_from_slice(gin),
-                FusedAct::Relu => {
-                    // The output is the op's own fresh, contiguous [rows, out] buffer.
-                    let (ys, yl) = res.storage_and_layout();
-                    let y = match contiguous_f32_cpu(&ys, yl) {
-                        Some(v) if v.len() == gin.len() => v,
-                        _ => bail!("fused dense: its output is not a contiguous f32 CPU buffer"),
-                    };
-                    g.extend(
-                        gin.iter()
-                            .zip(y)
-                            .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 }),
-                    );
-                }
+            if self.act == FusedAct::Identity {
+                g.extend_from_slice(gin);
+                return Ok(());
+            }
+            // The output is the op's own fresh, contiguous [rows, out] buffer.
+            let (ys, yl) = res.storage_and_layout();
+            let y = match contiguous_f32_cpu(&ys, yl) {
+                Some(v) if v.len() == gin.len() => v,
+                _ => bail!("fused dense: its output is not a contiguous f32 CPU buffer"),
+            };
+            if self.act == FusedAct::Relu {
+                g.extend(
+                    gin.iter()
+                        .zip(y)
+                        .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 }),
+                );
+            } else {
+                let act = self.act;
+                g.resize(gin.len(), 0.0);
+                map3(&mut g, gin, y, y, |g, y, _| g * act.deriv8(y));
             }
             Ok(())
         })?;
@@ -386,7 +479,15 @@ mod tests {
             (37, 300, 130),
         ];
         for &(r, inp, out) in &shapes {
-            for act in [FusedAct::Identity, FusedAct::Relu] {
+            for act in [
+                FusedAct::Identity,
+                FusedAct::Relu,
+                FusedAct::Tanh,
+                FusedAct::Sigmoid,
+                FusedAct::Softplus,
+                FusedAct::Elu,
+                FusedAct::LeakyRelu,
+            ] {
                 for strided in [false, true] {
                     let x = if strided {
                         randn(&mut rng, &[inp, r]).t().unwrap()

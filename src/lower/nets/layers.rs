@@ -352,7 +352,7 @@ impl Linear {
     }
 
     /// `act(forward(x))`, one fused op ([`super::fused::dense`]) for a dense map with point
-    /// weights, a bias and no mask under no activation or relu; else the two steps.
+    /// weights, a bias and no mask under any activation but gelu; else the two steps.
     pub fn forward_act(
         &self,
         x: &Tensor,
@@ -360,11 +360,7 @@ impl Linear {
         ctx: &mut NetCtx,
     ) -> Result<Tensor> {
         use super::fused::{dense, FusedAct};
-        let fused = match act {
-            None => Some(FusedAct::Identity),
-            Some(Activation::Relu) => Some(FusedAct::Relu),
-            Some(_) => None,
-        };
+        let fused = FusedAct::of(act);
         if let (
             Params::Point {
                 w: Some(w),
