@@ -33,6 +33,22 @@ pub(crate) fn with_f32<R>(
             return f(v);
         }
     }
+    // A view repeating each value along its last axis (the gradient of a sum over that
+    // axis): the values once, then each repeated, instead of candle's element-by-element
+    // strided copy.
+    let dims = t.dims();
+    if let (Some(&last), Some(&0)) = (dims.last(), t.stride().last()) {
+        let once = t
+            .narrow(dims.len() - 1, 0, 1.min(last))?
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut v = Vec::with_capacity(once.len() * last);
+        for x in once {
+            v.extend(std::iter::repeat_n(x, last));
+        }
+        return f(&v);
+    }
     let v = t
         .to_dtype(candle_core::DType::F32)?
         .flatten_all()?
@@ -88,4 +104,34 @@ pub(crate) fn max_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// Contiguous tensors are read in place, views (a row broadcast, a transpose, an
+    /// empty axis) as their row-major values.
+    #[test]
+    fn with_f32_reads_every_layout_in_row_major_order() {
+        let dev = Device::Cpu;
+        let read = |t: &Tensor| with_f32(t, |v| Ok(v.to_vec())).unwrap();
+        let plain = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let col = Tensor::new(&[[1f32], [2.0], [3.0]], &dev).unwrap();
+        let m = Tensor::new(&[[1f32, 2.0, 3.0], [4.0, 5.0, 6.0]], &dev).unwrap();
+        let cases = [
+            col.broadcast_as((3, 4)).unwrap(),
+            col.broadcast_as((2, 3, 4)).unwrap(),
+            col.broadcast_as((3, 0)).unwrap(),
+            m.t().unwrap(),
+            m.clone(),
+            m.narrow(1, 1, 2).unwrap(),
+        ];
+        for t in &cases {
+            assert_eq!(read(t), plain(t), "{:?} {:?}", t.dims(), t.stride());
+        }
+        assert_eq!(read(&cases[0])[..5], [1.0, 1.0, 1.0, 1.0, 2.0]);
+    }
 }

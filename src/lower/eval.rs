@@ -28,7 +28,7 @@
 
 use super::dist::DistValue;
 use super::nets::NetCtx;
-use super::{LoweredModel, SiteRecord};
+use super::{broadcast_to, LoweredModel, SiteRecord};
 use crate::ir::{
     BinaryOp, DataId, Expr, ExprKind, Reduce, Ref, Site, SiteVar, Step, Stmt, Type, UnaryFn,
 };
@@ -92,7 +92,7 @@ pub fn materialize(v: &Val, rows: usize, shape: &[usize]) -> Result<Tensor> {
     let mut full = vec![rows];
     full.extend_from_slice(shape);
     match v {
-        Val::Shared(t) => t.broadcast_as(full),
+        Val::Shared(t) => broadcast_to(t, &full),
         Val::Rows(t) => {
             let t = lift(t, rows)?;
             if t.dims() == full.as_slice() {
@@ -103,7 +103,7 @@ pub fn materialize(v: &Val, rows: usize, shape: &[usize]) -> Result<Tensor> {
                 ones.extend(std::iter::repeat_n(1, shape.len()));
                 t.reshape(ones)?.broadcast_as(full)
             } else {
-                t.broadcast_as(full)
+                broadcast_to(&t, &full)
             }
         }
     }

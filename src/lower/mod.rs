@@ -283,6 +283,17 @@ impl LoweredModel {
 }
 
 /// Why `program` cannot be trained by this release, if it cannot.
+/// `t.broadcast_as(shape)`, or `t` itself when it has that shape already. candle records a
+/// broadcast to the same shape as an op whose backward pass is a sum over no axes, a full
+/// strided copy of the gradient (two per VAE step over the `[128, 784]` logits).
+pub(crate) fn broadcast_to(t: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    if t.dims() == shape {
+        Ok(t.clone())
+    } else {
+        t.broadcast_as(shape)
+    }
+}
+
 pub fn refusal(program: &Program) -> Option<String> {
     not_lowered_yet(program).map(|what| {
         format!(

@@ -58,6 +58,7 @@ mod tests;
 
 pub use kl::kl;
 
+use super::broadcast_to;
 use crate::ir::{DistKind, DistParam};
 use candle_core::{DType, Device, Result, Tensor, D};
 use special::{
@@ -144,7 +145,7 @@ fn broadcast_param(
         ))
     };
     if t.rank() == 0 {
-        return t.broadcast_as(full.as_slice());
+        return broadcast_to(t, &full);
     }
     let dims = t.dims();
     let rest = &dims[1..];
@@ -158,6 +159,9 @@ fn broadcast_param(
         if *have != 1 && have != want {
             return bad();
         }
+    }
+    if dims == full.as_slice() {
+        return Ok(t.clone());
     }
     t.reshape(padded.as_slice())?.broadcast_as(full.as_slice())
 }
@@ -422,7 +426,7 @@ impl DistValue {
         for (name, t) in &self.params {
             let mut dims = t.dims().to_vec();
             dims[0] = rows;
-            params.push((*name, t.broadcast_as(dims.as_slice())?));
+            params.push((*name, broadcast_to(t, &dims)?));
         }
         let component = match &self.component {
             Some(c) => Some(Box::new(c.with_rows(rows)?)),
@@ -518,7 +522,7 @@ impl DistValue {
         } else if self.rows == 1 {
             Ok((self.with_rows(rows)?, value))
         } else if rows == 1 {
-            Ok((self.clone(), value.broadcast_as(want.as_slice())?))
+            Ok((self.clone(), broadcast_to(&value, &want)?))
         } else {
             dist_error(format!(
                 "{}: a value with {rows} rows for a distribution with {}",
