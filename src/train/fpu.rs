@@ -22,8 +22,10 @@
 //! call [`flush_denormals_everywhere`] once, from the training thread, **before the first
 //! candle CPU op** — then it builds the global pool itself with a start handler that sets
 //! the flags. If something already built the global pool, the flags are set on each of its
-//! (long-lived) workers with `rayon::broadcast` instead. Any other thread that runs candle
-//! ops (a data loader, say) must call [`flush_denormals`] itself.
+//! (long-lived) workers with `rayon::broadcast` instead; that is the path `vic` takes, since
+//! it runs its commands on a worker of a pool built first ([`crate::io::run_on_pool`]). Any
+//! other thread that runs candle ops (a data loader, say) must call [`flush_denormals`]
+//! itself.
 //!
 //! Rust and LLVM assume the default floating-point environment; with these flags set,
 //! a denormal result that the compiler folded at compile time can differ from the same

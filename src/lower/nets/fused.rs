@@ -219,15 +219,9 @@ impl SendPtr {
     }
 }
 
-/// `dst [m, n] (row-major) = (accumulate ? dst : 0) + lhs [m, k] · rhs [k, n]`, the output
-/// split among rayon's threads as `split` says.
-fn matmul_into(
-    dst: &mut [f32],
-    lhs: &Mat,
-    rhs: &Mat,
-    accumulate: bool,
-    split: Split,
-) -> Result<()> {
+/// `dst [m, n] (row-major) = lhs [m, k] · rhs [k, n]`, the output split among rayon's
+/// threads as `split` says. Every entry of `dst` is written and none is read.
+fn matmul_into(dst: &mut [f32], lhs: &Mat, rhs: &Mat, split: Split) -> Result<()> {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     if rhs.rows != k || dst.len() != m * n {
         bail!("fused dense: gemm shapes do not agree");
@@ -236,9 +230,7 @@ fn matmul_into(
         return Ok(());
     }
     if k == 0 {
-        if !accumulate {
-            dst.fill(0.0);
-        }
+        dst.fill(0.0);
         return Ok(());
     }
     // Blocks of whole 16-float vectors (one AVX-512 register), at most one per thread, and
@@ -285,7 +277,7 @@ fn matmul_into(
                 d,
                 1,
                 n as isize,
-                accumulate,
+                false,
                 l,
                 lhs.cs as isize,
                 lhs.rs as isize,
@@ -317,12 +309,12 @@ fn matmul(lhs: &Mat, rhs: &Mat, split: Split) -> Result<Vec<f32>> {
         return Ok(vec![0f32; len]);
     }
     let mut dst: Vec<f32> = Vec::with_capacity(len);
-    // SAFETY: with `accumulate` false and k > 0, gemm writes every one of the m × n entries
-    // and reads none, so the buffer is fully initialized before it is read; skipping the
+    // SAFETY: with k > 0, `matmul_into` writes every one of the m × n entries and reads
+    // none, so the buffer is fully initialized before it is read; skipping the
     // zero fill saves a pass over each weight gradient. On an error the length stays 0.
     unsafe {
         let spare = std::slice::from_raw_parts_mut(dst.as_mut_ptr(), len);
-        matmul_into(spare, lhs, rhs, false, split)?;
+        matmul_into(spare, lhs, rhs, split)?;
         dst.set_len(len);
     }
     Ok(dst)
