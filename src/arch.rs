@@ -62,9 +62,10 @@
 //! set member.
 
 use crate::diag::{Code, Diagnostic};
+use crate::ir::walk;
 use crate::ir::{
-    Arch, Body, Domain, ExprKind, FlowKind, Guide, LoopDef, NetDef, NetId, Norm, Program, Site,
-    SiteVar, Stmt, Strategy, Type, VdropKind, Weights,
+    Arch, Domain, ExprKind, Guide, LoopDef, NetDef, NetId, Norm, Program, Site, SiteVar, Strategy,
+    Type, VdropKind, Weights,
 };
 use crate::span::Span;
 use serde::{Deserialize, Serialize};
@@ -712,9 +713,8 @@ impl Copies {
 /// Copies of network `id`'s weights in `program`.
 pub fn copies(program: &Program, id: NetId) -> Copies {
     let mut iaf = 0u64;
-    visit_sites(program, &mut |site, _| {
-        for f in &site.flows {
-            let FlowKind::Iaf { net, steps } = f.kind;
+    visit_sites(program, |site, _| {
+        for (net, steps, _) in walk::flow_nets(site) {
             if net == id {
                 iaf = iaf.saturating_add(steps as u64);
             }
@@ -757,40 +757,12 @@ pub fn loop_len(l: &LoopDef) -> u64 {
     }
 }
 
-/// Visit every sample site of `model` and of an amortized guide, with the loops that
-/// enclose it (outermost first).
-pub fn visit_sites(program: &Program, f: &mut dyn FnMut(&Site, &[&LoopDef])) {
-    visit_body_sites(&program.model, f);
+/// Visit every sample site of `model` and then of an amortized guide, with its scope.
+pub fn visit_sites<'ir>(program: &'ir Program, mut f: impl FnMut(&'ir Site, &walk::Scope<'ir>)) {
+    walk::for_each_site(&program.model, &mut f);
     if let Guide::Amortized(body) = &program.guide {
-        visit_body_sites(body, f);
+        walk::for_each_site(body, &mut f);
     }
-}
-
-/// Visit every sample site of one body with its enclosing loops.
-pub fn visit_body_sites(body: &Body, f: &mut dyn FnMut(&Site, &[&LoopDef])) {
-    fn go<'a>(
-        stmts: &'a [Stmt],
-        body: &'a Body,
-        loops: &mut Vec<&'a LoopDef>,
-        f: &mut dyn FnMut(&Site, &[&LoopDef]),
-    ) {
-        for s in stmts {
-            match s {
-                Stmt::Sample(site) => f(site, loops),
-                Stmt::Let { .. } => {}
-                Stmt::Loop {
-                    loop_id, body: b, ..
-                } => {
-                    let pushed = body.loops.get(*loop_id).map(|l| loops.push(l)).is_some();
-                    go(b, body, loops, f);
-                    if pushed {
-                        loops.pop();
-                    }
-                }
-            }
-        }
-    }
-    go(&body.stmts, body, &mut Vec::new(), f);
 }
 
 // ---------------------------------------------------------------------------------
@@ -901,14 +873,12 @@ fn check_enumeration(program: &Program, diags: &mut Vec<Diagnostic>) {
     // (span, contribution) of every enumerated site, in program order.
     let mut parts: Vec<(Span, String, Cardinality)> = Vec::new();
     match &program.guide {
-        Guide::Amortized(body) => visit_body_sites(body, &mut |site, loops| {
+        Guide::Amortized(body) => walk::for_each_site(body, |site, scope| {
             if site.strategy != Some(Strategy::Enumerate) {
                 return;
             }
             if let Some(card) = site_support(site) {
-                let steps = loops
-                    .iter()
-                    .fold(1u64, |a, l| a.saturating_mul(loop_len(l)));
+                let steps = scope.iterations();
                 parts.push((site.span, site_name(program, site), card.pow(steps)));
             }
         }),
@@ -1021,7 +991,7 @@ pub fn site_name(program: &Program, site: &Site) -> String {
 
 fn model_site_span(program: &Program, latent: usize) -> Option<Span> {
     let mut span = None;
-    visit_body_sites(&program.model, &mut |site, _| {
+    walk::for_each_site(&program.model, |site, _| {
         if span.is_none() && site.var == SiteVar::Latent(latent) {
             span = Some(site.span);
         }

@@ -14,10 +14,11 @@
 //! nodes. A network feeding itself (a recurrent state) draws no self-loop; a variable
 //! that depends on its own previous step does. The output is deterministic.
 
+use crate::ir::walk::{self, Dataflow, Scope, Visitor};
 use crate::ir::{
-    Body, DataRole, ExactPosterior, Expr, ExprKind, FlowKind, Guide, Program, Ref, Site, SiteVar,
-    Stmt,
+    Body, DataRole, ExactPosterior, Expr, Guide, LetTarget, Program, Ref, Site, SiteVar,
 };
+use crate::span::Span;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
@@ -95,45 +96,30 @@ impl Graph<'_> {
         // Loop-carried states make dependencies flow backwards: iterate to a fixpoint.
         for _ in 0..64 {
             let before = self.locals.clone();
-            self.stmts(&body.stmts);
+            walk::walk_body(self, body);
             if before == self.locals {
                 break;
             }
         }
     }
+}
 
-    fn stmts(&mut self, stmts: &[Stmt]) {
-        for s in stmts {
-            match s {
-                Stmt::Let { targets, value, .. } => {
-                    let deps = self.expr(value);
-                    for t in targets {
-                        if let Some(slot) = self.locals.get_mut(t.local) {
-                            slot.extend(deps.iter().copied());
-                        }
-                    }
-                }
-                Stmt::Sample(site) => self.site(site),
-                Stmt::Loop { body, .. } => self.stmts(body),
+impl<'ir> Visitor<'ir> for Graph<'_> {
+    fn let_stmt(&mut self, targets: &'ir [LetTarget], value: &'ir Expr, _: Span, _: &Scope<'ir>) {
+        let deps = walk::flow(self, value);
+        for t in targets {
+            if let Some(slot) = self.locals.get_mut(t.local) {
+                slot.extend(deps.iter().copied());
             }
         }
     }
 
-    fn site(&mut self, site: &Site) {
+    fn site(&mut self, site: &'ir Site, _: &Scope<'ir>) {
         let to = var_node(site.var);
-        let mut deps = BTreeSet::new();
-        for (_, e) in &site.dist.args {
-            deps.extend(self.expr(e));
-        }
-        if let Some(c) = &site.dist.component {
-            for (_, e) in &c.args {
-                deps.extend(self.expr(e));
-            }
-        }
-        for f in &site.flows {
-            let FlowKind::Iaf { net, .. } = f.kind;
+        let mut deps = walk::flow_dist(self, &site.dist);
+        for (net, _, f) in walk::flow_nets(site) {
             for e in &f.context {
-                for d in self.expr(e) {
+                for d in walk::flow(self, e) {
                     self.edge(d, Node::Net(net));
                 }
             }
@@ -143,56 +129,33 @@ impl Graph<'_> {
             self.edge(d, to);
         }
     }
+}
 
-    fn expr(&mut self, e: &Expr) -> BTreeSet<Node> {
-        let mut out = BTreeSet::new();
-        match &e.kind {
-            ExprKind::Number(_) | ExprKind::Fill(_) | ExprKind::Invalid => {}
-            ExprKind::Ref(r) => match *r {
-                Ref::Data(i) => {
-                    out.insert(Node::Data(i));
-                }
-                Ref::Latent(i) => {
-                    out.insert(Node::Latent(i));
-                }
-                Ref::Param(i) => {
-                    out.insert(Node::Param(i));
-                }
-                Ref::Set(i) => {
-                    out.insert(Node::Set(i));
-                }
-                Ref::Local(l) => {
-                    if let Some(d) = self.locals.get(l) {
-                        out.extend(d.iter().copied());
-                    }
-                }
-                Ref::LoopVar(_) => {}
-            },
-            ExprKind::Step { base, .. } => out = self.expr(base),
-            ExprKind::Unary { arg, .. } | ExprKind::Reduce { arg, .. } => out = self.expr(arg),
-            ExprKind::Select { base, index } => {
-                out = self.expr(base);
-                out.extend(self.expr(index));
-            }
-            ExprKind::Binary { lhs, rhs, .. } => {
-                out = self.expr(lhs);
-                out.extend(self.expr(rhs));
-            }
-            ExprKind::Concat(parts) => {
-                for p in parts {
-                    out.extend(self.expr(p));
-                }
-            }
-            ExprKind::NetCall { net, args, .. } => {
-                for a in args {
-                    for d in self.expr(a) {
-                        self.edge(d, Node::Net(*net));
-                    }
-                }
-                out.insert(Node::Net(*net));
-            }
+/// What an expression depends on: the variables, params and sets it reads (through
+/// `let`s), and the networks it calls, which draw edges from their arguments' sources.
+impl Dataflow for Graph<'_> {
+    type Fact = BTreeSet<Node>;
+
+    fn join(&mut self, into: &mut BTreeSet<Node>, other: BTreeSet<Node>) {
+        into.extend(other)
+    }
+
+    fn reference(&mut self, r: Ref, _: &Expr) -> BTreeSet<Node> {
+        match r {
+            Ref::Data(i) => BTreeSet::from([Node::Data(i)]),
+            Ref::Latent(i) => BTreeSet::from([Node::Latent(i)]),
+            Ref::Param(i) => BTreeSet::from([Node::Param(i)]),
+            Ref::Set(i) => BTreeSet::from([Node::Set(i)]),
+            Ref::Local(l) => self.locals.get(l).cloned().unwrap_or_default(),
+            Ref::LoopVar(_) => BTreeSet::new(),
         }
-        out
+    }
+
+    fn call(&mut self, net: usize, _: &[Expr], joined: BTreeSet<Node>, _: &Expr) -> BTreeSet<Node> {
+        for d in joined {
+            self.edge(d, Node::Net(net));
+        }
+        BTreeSet::from([Node::Net(net)])
     }
 }
 
@@ -211,7 +174,7 @@ pub fn render(program: &Program) -> String {
 
     // The model loop each stepped variable lives in.
     let mut plate_of: BTreeMap<Node, usize> = BTreeMap::new();
-    crate::arch::visit_body_sites(&program.model, &mut |site, _| {
+    crate::ir::walk::for_each_site(&program.model, |site, _| {
         if let Some(l) = site.step.and_then(|s| s.loop_id) {
             plate_of.entry(var_node(site.var)).or_insert(l);
         }

@@ -12,6 +12,8 @@
 //! (`let` bindings) by index into their block's `locals` table.
 
 use crate::span::Span;
+
+pub mod walk;
 use serde::{Deserialize, Serialize};
 
 pub type ConstId = usize;

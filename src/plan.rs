@@ -32,9 +32,10 @@
 //! parameters are not counted.
 
 use crate::arch::{self, Cardinality, Copies, Layer};
+use crate::ir::walk::{self, Dataflow, Visitor};
 use crate::ir::{
-    self, Body, DataRole, ExactPosterior, Expr, ExprKind, FlowKind, Guide, Kernel, KlMode,
-    LatentId, NetId, Objective, Program, Ref, Site, SiteVar, Stmt, Strategy, Weights,
+    self, Body, DataRole, ExactPosterior, Expr, FlowKind, Guide, Kernel, KlMode, LatentId, NetId,
+    Objective, Program, Ref, Site, SiteVar, Strategy, Weights,
 };
 use crate::span::Span;
 use serde::{Deserialize, Serialize};
@@ -285,11 +286,8 @@ fn plan_sites(program: &Program) -> Vec<SitePlan> {
     let mut out = Vec::new();
     match &program.guide {
         Guide::None => {}
-        Guide::Amortized(body) => arch::visit_body_sites(body, &mut |site, loops| {
-            let steps = loops
-                .iter()
-                .fold(1u64, |a, l| a.saturating_mul(arch::loop_len(l)));
-            out.push(plan_site(program, site, steps));
+        Guide::Amortized(body) => walk::for_each_site(body, |site, scope| {
+            out.push(plan_site(program, site, scope.iterations()));
         }),
         Guide::Exact { posterior, .. } => {
             for (id, lat) in program.latents.iter().enumerate() {
@@ -306,7 +304,7 @@ fn plan_sites(program: &Program) -> Vec<SitePlan> {
                     (_, None) => "guide exact: linear-Gaussian posterior with full covariance, given each value of the enumerated discrete latents".to_string(),
                 };
                 let mut span = lat.span;
-                arch::visit_body_sites(&program.model, &mut |s, _| {
+                walk::for_each_site(&program.model, |s, _| {
                     if s.var == SiteVar::Latent(id) && span == lat.span {
                         span = s.span;
                     }
@@ -450,7 +448,7 @@ const PER_DATASET: &str = "KL once per dataset, scaled per minibatch";
 
 fn first_site(body: &Body, var: SiteVar) -> Option<Site> {
     let mut found = None;
-    arch::visit_body_sites(body, &mut |s, _| {
+    walk::for_each_site(body, |s, _| {
         if found.is_none() && s.var == var {
             found = Some(s.clone());
         }
@@ -672,7 +670,7 @@ struct CostWalk<'a> {
 fn costs(program: &Program, samples: usize) -> BTreeMap<NetId, NetCost> {
     let mut vars: BTreeMap<(u8, usize), Taint> = BTreeMap::new();
     match &program.guide {
-        Guide::Amortized(body) => arch::visit_body_sites(body, &mut |site, _| {
+        Guide::Amortized(body) => walk::for_each_site(body, |site, _| {
             let mut t = Taint::default();
             match &site.strategy {
                 Some(Strategy::Enumerate) | None if arch::site_support(site).is_some() => {
@@ -735,62 +733,13 @@ impl CostWalk<'_> {
         self.record = false;
         for _ in 0..64 {
             let before = (self.locals.clone(), self.vars.clone());
-            self.stmts(&body.stmts, body, 1);
+            walk::walk_body(self, body);
             if before == (self.locals.clone(), self.vars.clone()) {
                 break;
             }
         }
         self.record = true;
-        self.stmts(&body.stmts, body, 1);
-    }
-
-    fn stmts(&mut self, stmts: &[Stmt], body: &Body, mult: u64) {
-        for s in stmts {
-            match s {
-                Stmt::Let { targets, value, .. } => {
-                    let t = self.expr(value, mult);
-                    for tg in targets {
-                        if let Some(slot) = self.locals.get_mut(tg.local) {
-                            slot.join(&t);
-                        }
-                    }
-                }
-                Stmt::Sample(site) => self.site(site, mult),
-                Stmt::Loop {
-                    loop_id, body: b, ..
-                } => {
-                    let n = body.loops.get(*loop_id).map(arch::loop_len).unwrap_or(1);
-                    self.stmts(b, body, mult.saturating_mul(n));
-                }
-            }
-        }
-    }
-
-    fn site(&mut self, site: &Site, mult: u64) {
-        let mut args = Taint::default();
-        for (_, e) in &site.dist.args {
-            args.join(&self.expr(e, mult));
-        }
-        if let Some(c) = &site.dist.component {
-            for (_, e) in &c.args {
-                args.join(&self.expr(e, mult));
-            }
-        }
-        if self.in_guide {
-            self.vars.entry(var_key(site.var)).or_default().join(&args);
-        }
-        for f in &site.flows {
-            let FlowKind::Iaf { net, steps } = f.kind;
-            let mut t = args.clone();
-            for e in &f.context {
-                t.join(&self.expr(e, mult));
-            }
-            if let Some(v) = self.vars.get(&var_key(site.var)) {
-                t.join(&v.clone());
-            }
-            t.sampled = true;
-            self.call(net, 1, &t, mult.saturating_mul(steps as u64));
-        }
+        walk::walk_body(self, body);
     }
 
     fn call(&mut self, net: NetId, set_size: usize, t: &Taint, mult: u64) {
@@ -808,47 +757,78 @@ impl CostWalk<'_> {
         e.bytes = e.bytes.saturating_add(c.bytes.saturating_mul(times));
     }
 
+    /// The taint of `e`, recording its network calls `mult` times each.
     fn expr(&mut self, e: &Expr, mult: u64) -> Taint {
-        match &e.kind {
-            ExprKind::Number(_) | ExprKind::Fill(_) | ExprKind::Invalid => Taint::default(),
-            ExprKind::Ref(r) => match r {
-                Ref::Latent(i) => self.vars.get(&(0, *i)).cloned().unwrap_or_default(),
-                Ref::Data(i) => self.vars.get(&(1, *i)).cloned().unwrap_or_default(),
-                Ref::Local(l) => self.locals.get(*l).cloned().unwrap_or_default(),
-                Ref::Param(_) | Ref::Set(_) | Ref::LoopVar(_) => Taint::default(),
-            },
-            ExprKind::Step { base, .. } => self.expr(base, mult),
-            ExprKind::Unary { arg, .. } | ExprKind::Reduce { arg, .. } => self.expr(arg, mult),
-            ExprKind::Select { base, index } => {
-                let mut t = self.expr(base, mult);
-                t.join(&self.expr(index, mult));
-                t
-            }
-            ExprKind::Binary { lhs, rhs, .. } => {
-                let mut t = self.expr(lhs, mult);
-                t.join(&self.expr(rhs, mult));
-                t
-            }
-            ExprKind::Concat(parts) => {
-                let mut t = Taint::default();
-                for p in parts {
-                    t.join(&self.expr(p, mult));
-                }
-                t
-            }
-            ExprKind::NetCall { net, args, .. } => {
-                let mut t = Taint::default();
-                for a in args {
-                    t.join(&self.expr(a, mult));
-                }
-                let set_size = args
-                    .first()
-                    .map(|a| arch::set_size_of(self.program, a))
-                    .unwrap_or(1);
-                self.call(*net, set_size, &t, mult);
-                t
+        walk::flow(&mut Costed { walk: self, mult }, e)
+    }
+}
+
+impl<'ir> Visitor<'ir> for CostWalk<'_> {
+    fn let_stmt(
+        &mut self,
+        targets: &'ir [ir::LetTarget],
+        value: &'ir Expr,
+        _: Span,
+        scope: &walk::Scope<'ir>,
+    ) {
+        let t = self.expr(value, scope.iterations());
+        for tg in targets {
+            if let Some(slot) = self.locals.get_mut(tg.local) {
+                slot.join(&t);
             }
         }
+    }
+
+    fn site(&mut self, site: &'ir Site, scope: &walk::Scope<'ir>) {
+        let mult = scope.iterations();
+        let args = walk::flow_dist(&mut Costed { walk: self, mult }, &site.dist);
+        if self.in_guide {
+            self.vars.entry(var_key(site.var)).or_default().join(&args);
+        }
+        for (net, steps, f) in walk::flow_nets(site) {
+            let mut t = args.clone();
+            for e in &f.context {
+                t.join(&self.expr(e, mult));
+            }
+            if let Some(v) = self.vars.get(&var_key(site.var)) {
+                t.join(&v.clone());
+            }
+            t.sampled = true;
+            self.call(net, 1, &t, mult.saturating_mul(steps as u64));
+        }
+    }
+}
+
+/// The taint fold of one statement, whose network calls run `mult` times per pass.
+struct Costed<'w, 'a> {
+    walk: &'w mut CostWalk<'a>,
+    mult: u64,
+}
+
+impl Dataflow for Costed<'_, '_> {
+    type Fact = Taint;
+
+    fn join(&mut self, into: &mut Taint, other: Taint) {
+        into.join(&other)
+    }
+
+    fn reference(&mut self, r: Ref, _: &Expr) -> Taint {
+        let w = &self.walk;
+        match r {
+            Ref::Latent(i) => w.vars.get(&(0, i)).cloned().unwrap_or_default(),
+            Ref::Data(i) => w.vars.get(&(1, i)).cloned().unwrap_or_default(),
+            Ref::Local(l) => w.locals.get(l).cloned().unwrap_or_default(),
+            Ref::Param(_) | Ref::Set(_) | Ref::LoopVar(_) => Taint::default(),
+        }
+    }
+
+    fn call(&mut self, net: NetId, args: &[Expr], joined: Taint, _: &Expr) -> Taint {
+        let set_size = args
+            .first()
+            .map(|a| arch::set_size_of(self.walk.program, a))
+            .unwrap_or(1);
+        self.walk.call(net, set_size, &joined, self.mult);
+        joined
     }
 }
 

@@ -18,9 +18,10 @@
 //!   `let` that is never read is a W002 (an unused head) instead.
 
 use crate::diag::{Code, Diagnostic};
+use crate::ir::walk;
 use crate::ir::{
-    Arch, Body, DataRole, DistKind, Domain, ExactPosterior, Expr, ExprKind, FlowKind, Guide,
-    KlMode, LatentId, LocalId, LoopDef, LoopId, Program, Ref, Site, SiteVar, Stmt, Strategy,
+    Arch, Body, DataRole, DistKind, Domain, ExactPosterior, Expr, ExprKind, Guide, KlMode,
+    LatentId, LocalId, LoopDef, LoopId, Program, Ref, Site, SiteVar, Strategy,
 };
 use crate::span::Span;
 use crate::syntax::ast;
@@ -542,81 +543,11 @@ fn twice(d: Diagnostic, first: Span, in_loop: bool, name: &str, verb: &str) -> D
 // ---------------------------------------------------------------------------------
 // Walking the IR
 
-/// Calls `f` on every site, with the loops enclosing it (outermost first).
-fn for_each_site<'a>(
-    stmts: &'a [Stmt],
-    loops: &mut Vec<LoopId>,
-    f: &mut dyn FnMut(&'a Site, &[LoopId]),
-) {
-    for s in stmts {
-        match s {
-            Stmt::Sample(site) => f(site, loops),
-            Stmt::Let { .. } => {}
-            Stmt::Loop { loop_id, body, .. } => {
-                loops.push(*loop_id);
-                for_each_site(body, loops, f);
-                loops.pop();
-            }
-        }
-    }
-}
-
+/// Every site of `body` with the loops enclosing it (outermost first).
 fn sites(body: &Body) -> Vec<(&Site, Vec<LoopId>)> {
     let mut out = Vec::new();
-    for_each_site(&body.stmts, &mut Vec::new(), &mut |s, l| {
-        out.push((s, l.to_vec()))
-    });
+    walk::for_each_site(body, |s, scope| out.push((s, scope.loops.clone())));
     out
-}
-
-/// Every expression directly held by a statement (dist arguments, component, flow
-/// contexts, `let` values), recursing into loops.
-fn for_each_stmt_expr<'a>(stmts: &'a [Stmt], f: &mut dyn FnMut(&'a Expr)) {
-    for s in stmts {
-        match s {
-            Stmt::Sample(site) => site_exprs(site, f),
-            Stmt::Let { value, .. } => f(value),
-            Stmt::Loop { body, .. } => for_each_stmt_expr(body, f),
-        }
-    }
-}
-
-fn site_exprs<'a>(site: &'a Site, f: &mut dyn FnMut(&'a Expr)) {
-    let mut dist = Some(&site.dist);
-    while let Some(d) = dist {
-        for (_, e) in &d.args {
-            f(e);
-        }
-        dist = d.component.as_deref();
-    }
-    for flow in &site.flows {
-        for e in &flow.context {
-            f(e);
-        }
-    }
-}
-
-/// `e` and all its subexpressions, preorder.
-fn visit<'a>(e: &'a Expr, f: &mut dyn FnMut(&'a Expr)) {
-    f(e);
-    match &e.kind {
-        ExprKind::Number(_) | ExprKind::Ref(_) | ExprKind::Fill(_) | ExprKind::Invalid => {}
-        ExprKind::Step { base, .. } => visit(base, f),
-        ExprKind::Select { base, index } => {
-            visit(base, f);
-            visit(index, f);
-        }
-        ExprKind::NetCall { args, .. } | ExprKind::Concat(args) => {
-            for a in args {
-                visit(a, f);
-            }
-        }
-        ExprKind::Unary { arg, .. } | ExprKind::Reduce { arg, .. } => visit(arg, f),
-        ExprKind::Binary { lhs, rhs, .. } => {
-            visit(lhs, f);
-            visit(rhs, f);
-        }
-    }
 }
 
 fn site_name(program: &Program, var: SiteVar) -> String {
@@ -1066,7 +997,7 @@ fn global_rules(program: &Program, guide: &Body, errors: &mut Vec<RuleError>) {
     let mut local_dep: HashMap<LocalId, String> = HashMap::new();
     let per_example = |e: &Expr, local_dep: &HashMap<LocalId, String>| -> Option<String> {
         let mut found = None;
-        visit(e, &mut |x| {
+        walk::for_each_subexpr(e, &mut |x| {
             if found.is_some() {
                 return;
             }
@@ -1086,7 +1017,7 @@ fn global_rules(program: &Program, guide: &Body, errors: &mut Vec<RuleError>) {
         });
         found
     };
-    let lets = lets(&guide.stmts);
+    let lets = lets(guide);
     for _ in 0..=guide.locals.len() {
         let mut changed = false;
         for (targets, value, _) in &lets {
@@ -1114,11 +1045,11 @@ fn global_rules(program: &Program, guide: &Body, errors: &mut Vec<RuleError>) {
             continue;
         }
         let mut on = None;
-        site_exprs(site, &mut |e| {
+        for e in walk::site_exprs(site, &walk::Scope::of(guide)) {
             if on.is_none() {
                 on = per_example(e, &local_dep);
             }
-        });
+        }
         if let Some(on) = on {
             errors.push(RuleError::GlobalDependsOnExample {
                 latent: def.name.clone(),
@@ -1130,22 +1061,11 @@ fn global_rules(program: &Program, guide: &Body, errors: &mut Vec<RuleError>) {
 }
 
 /// Every `let` of a body (recursing into loops): its target locals and its value.
-fn lets(stmts: &[Stmt]) -> Vec<(Vec<LocalId>, &Expr, Span)> {
+fn lets(body: &Body) -> Vec<(Vec<LocalId>, &Expr, Span)> {
     let mut out = Vec::new();
-    fn go<'a>(stmts: &'a [Stmt], out: &mut Vec<(Vec<LocalId>, &'a Expr, Span)>) {
-        for s in stmts {
-            match s {
-                Stmt::Let {
-                    targets,
-                    value,
-                    span,
-                } => out.push((targets.iter().map(|t| t.local).collect(), value, *span)),
-                Stmt::Loop { body, .. } => go(body, out),
-                Stmt::Sample(_) => {}
-            }
-        }
-    }
-    go(stmts, &mut out);
+    walk::for_each_let(body, |targets, value, span, _| {
+        out.push((targets.iter().map(|t| t.local).collect(), value, span))
+    });
     out
 }
 
@@ -1206,7 +1126,7 @@ impl Linearity<'_> {
     /// Where the non-linearity of `e` arose, when it comes from a non-linear local.
     fn origin_in(&self, e: &Expr) -> Option<Span> {
         let mut found = None;
-        visit(e, &mut |x| {
+        walk::for_each_subexpr(e, &mut |x| {
             if let (None, ExprKind::Ref(Ref::Local(l))) = (found, &x.kind) {
                 found = self.origin.get(l).copied();
             }
@@ -1315,7 +1235,7 @@ fn exact_posterior(program: &Program, errors: &mut Vec<RuleError>) -> ExactPoste
         locals: HashMap::new(),
         origin: HashMap::new(),
     };
-    let lets = lets(&program.model.stmts);
+    let lets = lets(&program.model);
     for _ in 0..=(2 * program.model.locals.len() + 1) {
         let mut changed = false;
         for (targets, value, span) in &lets {
@@ -1568,31 +1488,26 @@ fn unused_rules(program: &Program, file: &ast::File, errors: &mut Vec<RuleError>
     }
     for body in &bodies {
         let mut locals_read: HashSet<LocalId> = HashSet::new();
-        for_each_stmt_expr(&body.stmts, &mut |e| {
-            visit(e, &mut |x| match &x.kind {
-                ExprKind::Ref(Ref::Param(p)) => {
-                    params.insert(*p);
+        walk::for_each_expr(body, |x| match &x.kind {
+            ExprKind::Ref(Ref::Param(p)) => {
+                params.insert(*p);
+            }
+            ExprKind::Ref(Ref::Set(s)) => {
+                sets.insert(*s);
+            }
+            ExprKind::Ref(Ref::Local(l)) => {
+                locals_read.insert(*l);
+            }
+            ExprKind::NetCall { net, head, .. } => {
+                nets.insert(*net);
+                if let Some(h) = head {
+                    heads.insert((*net, *h));
                 }
-                ExprKind::Ref(Ref::Set(s)) => {
-                    sets.insert(*s);
-                }
-                ExprKind::Ref(Ref::Local(l)) => {
-                    locals_read.insert(*l);
-                }
-                ExprKind::NetCall { net, head, .. } => {
-                    nets.insert(*net);
-                    if let Some(h) = head {
-                        heads.insert((*net, *h));
-                    }
-                }
-                _ => {}
-            })
+            }
+            _ => {}
         });
-        let mut site_flows = Vec::new();
-        for_each_site(&body.stmts, &mut Vec::new(), &mut |s, _| site_flows.push(s));
-        for s in site_flows {
-            for f in &s.flows {
-                let FlowKind::Iaf { net, .. } = f.kind;
+        for (s, _) in sites(body) {
+            for (net, _, _) in walk::flow_nets(s) {
                 nets.insert(net);
                 if let Some(n) = program.nets.get(net) {
                     for h in 0..n.heads.len() {
@@ -1603,27 +1518,18 @@ fn unused_rules(program: &Program, file: &ast::File, errors: &mut Vec<RuleError>
         }
         // Locals: a tuple-let target never read is an unused head.
         let mut tuple_local: HashMap<LocalId, (usize, usize)> = HashMap::new();
-        fn tuple_targets(stmts: &[Stmt], out: &mut HashMap<LocalId, (usize, usize)>) {
-            for s in stmts {
-                match s {
-                    Stmt::Let { targets, value, .. } => {
-                        if let ExprKind::NetCall {
-                            net, head: None, ..
-                        } = &value.kind
-                        {
-                            for t in targets {
-                                if let Some(h) = t.head {
-                                    out.insert(t.local, (*net, h));
-                                }
-                            }
-                        }
+        walk::for_each_let(body, |targets, value, _, _| {
+            if let ExprKind::NetCall {
+                net, head: None, ..
+            } = &value.kind
+            {
+                for t in targets {
+                    if let Some(h) = t.head {
+                        tuple_local.insert(t.local, (*net, h));
                     }
-                    Stmt::Loop { body, .. } => tuple_targets(body, out),
-                    Stmt::Sample(_) => {}
                 }
             }
-        }
-        tuple_targets(&body.stmts, &mut tuple_local);
+        });
         for (id, local) in body.locals.iter().enumerate() {
             let read = locals_read.contains(&id);
             match tuple_local.get(&id) {

@@ -141,7 +141,7 @@ impl LoweredModel {
         let mut baselines: Vec<(SiteVar, Tensor)> = Vec::new();
         if let Guide::Amortized(body) = &program.guide {
             let mut sites: Vec<SiteVar> = Vec::new();
-            crate::arch::visit_body_sites(body, &mut |s, _| {
+            crate::ir::walk::for_each_site(body, |s, _| {
                 if s.strategy == Some(crate::ir::Strategy::Reinforce) && !sites.contains(&s.var) {
                     sites.push(s.var);
                 }
@@ -305,7 +305,7 @@ pub fn refusal(program: &Program) -> Option<String> {
 
 /// The first construct of `program` that lowering does not handle yet, in words.
 pub fn not_lowered_yet(program: &Program) -> Option<String> {
-    use crate::ir::{Stmt, Strategy};
+    use crate::ir::Strategy;
     if let Guide::Exact { posterior, .. } = &program.guide {
         match posterior {
             ExactPosterior::LinearGaussian => {
@@ -331,36 +331,27 @@ pub fn not_lowered_yet(program: &Program) -> Option<String> {
     if let Some(n) = program.nets.iter().find(|n| n.per_member) {
         return Some(format!("`@per_member` network `{}`", n.name));
     }
-    fn sites(stmts: &[Stmt], out: &mut Option<String>, program: &Program) {
-        for st in stmts {
-            match st {
-                Stmt::Loop { body, .. } => sites(body, out, program),
-                Stmt::Sample(site) if out.is_none() => {
-                    let name = match site.var {
-                        SiteVar::Latent(id) => program.latents[id].name.clone(),
-                        SiteVar::Data(id) => program.data[id].name.clone(),
-                    };
-                    if !site.flows.is_empty() {
-                        *out = Some(format!("the flow on `{name}`"));
-                    } else if let Some(s) = &site.strategy {
-                        if !matches!(
-                            s,
-                            Strategy::Reparameterized
-                                | Strategy::Enumerate
-                                | Strategy::Relax { .. }
-                                | Strategy::Reinforce
-                        ) {
-                            *out = Some(format!("the `{}` strategy of `{name}`", s.name()));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
     let mut out = None;
     if let Guide::Amortized(body) = &program.guide {
-        sites(&body.stmts, &mut out, program);
+        crate::ir::walk::for_each_site(body, |site, _| {
+            if out.is_some() {
+                return;
+            }
+            let name = crate::arch::site_name(program, site);
+            if !site.flows.is_empty() {
+                out = Some(format!("the flow on `{name}`"));
+            } else if let Some(s) = &site.strategy {
+                if !matches!(
+                    s,
+                    Strategy::Reparameterized
+                        | Strategy::Enumerate
+                        | Strategy::Relax { .. }
+                        | Strategy::Reinforce
+                ) {
+                    out = Some(format!("the `{}` strategy of `{name}`", s.name()));
+                }
+            }
+        });
     }
     out
 }

@@ -6,57 +6,23 @@
 use super::dist::kl;
 use super::eval::{lift, value_shape, Frame, Pass};
 use super::{LoweredModel, SiteRecord, Used};
-use crate::ir::{Body, Expr, ExprKind, Guide, Ref, SiteVar, Stmt};
+use crate::ir::{walk, Body, ExprKind, Guide, Ref, SiteVar};
 use crate::plan::{KlMethod, KlSubject};
 use crate::rng::Rng;
 use candle_core::{bail, Result, Tensor};
 
-/// Visit every network and param an expression of `body` uses.
+/// Visit every network and param `body` uses (flow networks included).
 pub fn visit_refs(body: &Body, f: &mut dyn FnMut(Used)) {
-    fn expr(e: &Expr, f: &mut dyn FnMut(Used)) {
-        match &e.kind {
-            ExprKind::Ref(Ref::Param(p)) => f(Used::Param(*p)),
-            ExprKind::NetCall { net, args, .. } => {
-                f(Used::Net(*net));
-                args.iter().for_each(|a| expr(a, f));
-            }
-            ExprKind::Step { base, .. } => expr(base, f),
-            ExprKind::Select { base, index } => {
-                expr(base, f);
-                expr(index, f);
-            }
-            ExprKind::Unary { arg, .. } | ExprKind::Reduce { arg, .. } => expr(arg, f),
-            ExprKind::Binary { lhs, rhs, .. } => {
-                expr(lhs, f);
-                expr(rhs, f);
-            }
-            ExprKind::Concat(parts) => parts.iter().for_each(|p| expr(p, f)),
-            _ => {}
+    walk::for_each_expr(body, |e| match &e.kind {
+        ExprKind::Ref(Ref::Param(p)) => f(Used::Param(*p)),
+        ExprKind::NetCall { net, .. } => f(Used::Net(*net)),
+        _ => {}
+    });
+    walk::for_each_site(body, |site, _| {
+        for (net, _, _) in walk::flow_nets(site) {
+            f(Used::Net(net));
         }
-    }
-    fn dist(d: &crate::ir::Dist, f: &mut dyn FnMut(Used)) {
-        d.args.iter().for_each(|(_, e)| expr(e, f));
-        if let Some(c) = &d.component {
-            dist(c, f);
-        }
-    }
-    fn stmts(s: &[Stmt], f: &mut dyn FnMut(Used)) {
-        for st in s {
-            match st {
-                Stmt::Let { value, .. } => expr(value, f),
-                Stmt::Loop { body, .. } => stmts(body, f),
-                Stmt::Sample(site) => {
-                    dist(&site.dist, f);
-                    for flow in &site.flows {
-                        let crate::ir::FlowKind::Iaf { net, .. } = flow.kind;
-                        f(Used::Net(net));
-                        flow.context.iter().for_each(|c| expr(c, f));
-                    }
-                }
-            }
-        }
-    }
-    stmts(&body.stmts, f)
+    });
 }
 
 /// One minibatch: data tensors per `DataId` (`None` for unbound variables), with
