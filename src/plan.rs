@@ -35,7 +35,7 @@ use crate::arch::{self, Cardinality, Copies, Layer};
 use crate::ir::walk::{self, Dataflow, Visitor};
 use crate::ir::{
     self, Body, DataRole, ExactPosterior, Expr, FlowKind, Guide, Kernel, KlMode, LatentId, NetId,
-    Objective, Program, Ref, Site, SiteVar, Strategy, Weights,
+    Objective, Program, Ref, Site, SiteVar, Stmt, Strategy, Weights,
 };
 use crate::span::Span;
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,12 @@ use std::fmt;
 pub struct Plan {
     /// The training objective (`elbo` or `iwae`) with its samples.
     pub objective: Objective,
+    /// How the posterior is computed: the guide's sites, each by its estimator, or in
+    /// closed form (`guide exact`).
+    pub inference: Inference,
+    /// The model's exact log p(x) when it has one, whatever the guide: reported beside
+    /// the bound (the EM picture of `schedule = alternate(...)`).
+    pub exact_evidence: Option<ExactMethod>,
     pub sites: Vec<SitePlan>,
     pub kl: Vec<KlPlan>,
     pub nets: Vec<NetPlan>,
@@ -75,6 +81,43 @@ impl Plan {
     /// The plan of network `id`.
     pub fn net(&self, id: NetId) -> Option<&NetPlan> {
         self.nets.iter().find(|n| n.id == id)
+    }
+}
+
+/// How the posterior is computed, for the whole program.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inference {
+    /// No latent and no `partial` data: the objective is the data's log-likelihood (and
+    /// any weight posterior's KL).
+    None,
+    /// An amortized `guide`: every site drawn by its estimator ([`SitePlan::estimator`]).
+    Amortized,
+    /// `guide exact`: the posterior and the marginal likelihood in closed form.
+    Exact(ExactMethod),
+}
+
+/// How an exact posterior is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExactMethod {
+    /// A joint Gaussian over every latent with full covariance (`lower::exact`).
+    LinearGaussian,
+    /// Finite discrete latents summed over their joint support.
+    Enumerate,
+    /// Discrete latents enumerated and the rest linear-Gaussian given them.
+    EnumerateLinearGaussian,
+}
+
+impl ExactMethod {
+    pub fn describe(self) -> &'static str {
+        match self {
+            ExactMethod::LinearGaussian => "linear-Gaussian posterior with full covariance",
+            ExactMethod::Enumerate => "enumeration of the discrete latents' joint support",
+            ExactMethod::EnumerateLinearGaussian => {
+                "enumeration of the discrete latents, linear-Gaussian given each of their values"
+            }
+        }
     }
 }
 
@@ -164,6 +207,9 @@ pub enum KlMethod {
     MonteCarlo,
     /// A closed-form approximation (variational dropout's log-uniform prior).
     Approximate,
+    /// An enumerated site: `Σ_v q(v) (log q(v) - log p(v))`, exact, over the rows of its
+    /// values.
+    Enumerated,
     /// No KL term (`guide exact`).
     None,
 }
@@ -174,6 +220,7 @@ impl KlMethod {
             KlMethod::Analytic => "analytic",
             KlMethod::MonteCarlo => "monte carlo",
             KlMethod::Approximate => "approximate",
+            KlMethod::Enumerated => "enumerated",
             KlMethod::None => "none",
         }
     }
@@ -259,8 +306,19 @@ pub fn plan(program: &Program) -> Plan {
     let flops = nets.iter().fold(0u64, |a, n| a.saturating_add(n.flops));
     let bytes = nets.iter().fold(0u64, |a, n| a.saturating_add(n.bytes));
     let batch = program.train.batch;
+    let inference = match &program.guide {
+        Guide::None => Inference::None,
+        Guide::Amortized(_) => Inference::Amortized,
+        Guide::Exact { posterior, .. } => Inference::Exact(match posterior {
+            ExactPosterior::LinearGaussian => ExactMethod::LinearGaussian,
+            ExactPosterior::Enumerate => ExactMethod::Enumerate,
+            ExactPosterior::EnumerateLinearGaussian => ExactMethod::EnumerateLinearGaussian,
+        }),
+    };
     Plan {
         objective: program.train.objective,
+        inference,
+        exact_evidence: exact_evidence(program),
         sites,
         kl,
         nets,
@@ -277,6 +335,34 @@ pub fn plan(program: &Program) -> Plan {
             bytes_per_batch: bytes.saturating_mul(batch as u64),
         },
     }
+}
+
+/// The model's exact log p(x), when it has one: a linear-Gaussian model (every latent
+/// Normal with latent-free parameters, every observation Normal with a mean affine in the
+/// latents) with no loop and no global latent, or one whose latents are all finite and
+/// discrete under `guide exact`.
+fn exact_evidence(program: &Program) -> Option<ExactMethod> {
+    if let Guide::Exact {
+        posterior: ExactPosterior::Enumerate,
+        ..
+    } = program.guide
+    {
+        return Some(ExactMethod::Enumerate);
+    }
+    let simple = program.model.stmts.iter().all(|st| match st {
+        Stmt::Loop { .. } => false,
+        Stmt::Sample(site) => match site.var {
+            SiteVar::Latent(id) => program.latents.get(id).is_some_and(|d| !d.global),
+            SiteVar::Data(_) => true,
+        },
+        Stmt::Let { .. } => true,
+    });
+    let mut has_latent = false;
+    walk::for_each_site(&program.model, |s, _| {
+        has_latent |= matches!(s.var, SiteVar::Latent(_))
+    });
+    (simple && has_latent && crate::check::rules::linear_gaussian(program))
+        .then_some(ExactMethod::LinearGaussian)
 }
 
 // ---------------------------------------------------------------------------------
@@ -576,6 +662,12 @@ fn kl_rule(program: &Program, var: SiteVar, samples: usize) -> (KlMethod, String
             "the iaf-transformed guide has no closed-form density ratio".to_string(),
         );
     }
+    if q.strategy == Some(Strategy::Enumerate) {
+        return (
+            KlMethod::Enumerated,
+            "enumerated: Σ q log q/p over its values, exact".to_string(),
+        );
+    }
     if program.train.kl == KlMode::Mc {
         return (
             KlMethod::MonteCarlo,
@@ -862,6 +954,21 @@ fn objective_text(o: Objective) -> String {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "objective: {}", objective_text(self.objective))?;
+        match self.inference {
+            Inference::None => writeln!(f, "inference: none (no latent)")?,
+            Inference::Amortized => writeln!(f, "inference: amortized guide")?,
+            Inference::Exact(m) => writeln!(f, "inference: exact, {}", m.describe())?,
+        }
+        if let (Some(m), false) = (
+            self.exact_evidence,
+            matches!(self.inference, Inference::Exact(_)),
+        ) {
+            writeln!(
+                f,
+                "exact log p(x): {} (reported beside the bound)",
+                m.describe()
+            )?;
+        }
         let w = self
             .sites
             .iter()
@@ -1198,7 +1305,7 @@ mod tests {
             "Cat(10): summed exactly over 10 values (default for finite supports)"
         );
         assert_eq!(p.enumeration.exact, Some(10));
-        assert_eq!(p.kl[0].method, KlMethod::Analytic);
+        assert_eq!(p.kl[0].method, KlMethod::Enumerated);
         // q_c sees x only; q_z sees c (×10); dec sees z, drawn downstream of c (×10).
         assert_eq!(p.nets[0].calls, 1);
         assert_eq!(p.nets[1].calls, 10);
@@ -1473,7 +1580,7 @@ mod e2e_tests {
         // classify sees x; encode sees y (×10); decode sees z and y (×10).
         assert_eq!(calls, vec![1, 10, 10]);
         let y = p.kl.iter().find(|k| k.subject == KlSubject::Partial(1));
-        assert!(y.is_some_and(|k| k.method == KlMethod::Analytic));
+        assert!(y.is_some_and(|k| k.method == KlMethod::Enumerated));
     }
 
     #[test]

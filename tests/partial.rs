@@ -255,7 +255,7 @@ fn reinforce_agrees_with_the_exact_gradient_within_monte_carlo_error() {
     // Warm the baseline up (it only lowers the variance).
     for _ in 0..60 {
         let out = model.objective(&batch(&model), &s, &mut rng).unwrap();
-        model.update_baselines(&out.baseline_targets, 0.1).unwrap();
+        model.after_step(&out.estimator_targets).unwrap();
     }
     let (_, b) = model
         .store
@@ -264,13 +264,13 @@ fn reinforce_agrees_with_the_exact_gradient_within_monte_carlo_error() {
         .find(|(n, _)| n == "@baseline.c")
         .expect("the baseline is a checkpointed tensor");
     let out = model.objective(&batch(&model), &s, &mut rng).unwrap();
-    let target = out.baseline_targets[0].1;
+    let target = out.estimator_targets[0].1;
     let b = b.as_tensor().to_scalar::<f32>().unwrap() as f64;
     assert!(
         (b - target).abs() < 0.05 * target.abs().max(1.0),
         "baseline {b} vs mean objective {target}"
     );
-    assert_eq!(out.baseline_targets[0].0, SiteVar::Latent(0));
+    assert_eq!(out.estimator_targets[0].0, SiteVar::Latent(0));
 
     let runs = 12;
     let estimates: Vec<Vec<f64>> = (0..runs)

@@ -27,6 +27,8 @@
 //! of `-inf`.
 
 use super::dist::DistValue;
+use super::infer::enumerate::support_rows;
+use super::infer::Draw;
 use super::nets::NetCtx;
 use super::{broadcast_to, LoweredModel, SiteRecord};
 use crate::ir::{
@@ -52,19 +54,6 @@ impl Val {
             Val::Rows(t) => t.dims().first().copied(),
         }
     }
-}
-
-/// The K support values of `dist` (at `before` rows) laid out on `before * K` rows, the
-/// k-th value innermost (`[R0, K, ...value] -> [R0 * K, ...value]`): the new row count,
-/// the values, and `dist` lifted to those rows.
-fn enumerate_rows(dist: &DistValue, before: usize) -> Result<(usize, Tensor, DistValue)> {
-    let support = dist.enumerate_support()?;
-    let rows = before * support.len();
-    let stacked = Tensor::stack(&support, 1)?;
-    let mut dims = stacked.dims().to_vec();
-    dims.remove(0);
-    dims[0] = rows;
-    Ok((rows, stacked.reshape(dims)?, dist.lift_rows(rows)?))
 }
 
 /// Repeat each row of `t` so that it has `rows` rows (`rows` a multiple of its rows).
@@ -159,8 +148,13 @@ pub struct Frame<'m> {
     /// Latent values per `LatentId` (whole value) and per step for stepped latents.
     pub latents: Vec<Option<Val>>,
     pub latent_steps: Vec<Vec<Option<Val>>>,
-    /// Observed data values drawn in `Prior` passes (for `vic sample`).
+    /// Data values this pass made: drawn in `Prior` passes (for `vic sample`), completed
+    /// by the guide for `partial` variables. Whole values, and per step for stepped
+    /// sites (`x[t]`).
     pub drawn_data: Vec<Option<Val>>,
+    pub drawn_steps: Vec<Vec<Option<Val>>>,
+    /// Guide sites whose distribution parameters are given instead of computed.
+    pub overrides: Overrides,
     locals: Vec<LocalVal>,
     loop_values: Vec<usize>,
     /// What each site did, in order.
@@ -168,9 +162,46 @@ pub struct Frame<'m> {
     /// Per `DataId`, the `[base_rows]` mask of a `partial` variable: 1 where the value is
     /// observed, 0 where the guide draws it. `None` (or a short vector): all observed.
     pub observed: Vec<Option<Tensor>>,
-    /// `@reinforce` guide sites drawn in this pass: the site and `log q(value)` per row
-    /// (the value detached), for the score-function surrogate of the objective.
-    pub score_function: Vec<(SiteVar, Tensor)>,
+}
+
+/// Parameters substituted for guide sites' own (NumPyro's `substitute`): the bound "with
+/// these parameters of this site" that semi-amortized refinement optimizes. Each entry is
+/// a site (its variable and step) and its distribution's parameters, `[rows, ...]` at the
+/// rows the site is built at (or fewer, lifted).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    sites: Vec<(SiteVar, Option<i64>, SiteParams)>,
+}
+
+/// A distribution's parameters by name, `[rows, ...]` each.
+pub type SiteParams = Vec<(crate::ir::DistParam, Tensor)>;
+
+impl Overrides {
+    /// Give site `var` (at `step`) these parameters instead of its arguments' values.
+    pub fn set(
+        &mut self,
+        var: SiteVar,
+        step: Option<i64>,
+        params: Vec<(crate::ir::DistParam, Tensor)>,
+    ) {
+        self.sites.retain(|(v, s, _)| !(*v == var && *s == step));
+        self.sites.push((var, step, params));
+    }
+
+    pub fn get(
+        &self,
+        var: SiteVar,
+        step: Option<i64>,
+    ) -> Option<&[(crate::ir::DistParam, Tensor)]> {
+        self.sites
+            .iter()
+            .find(|(v, s, _)| *v == var && *s == step)
+            .map(|(_, _, p)| p.as_slice())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sites.is_empty()
+    }
 }
 
 impl<'m> Frame<'m> {
@@ -197,11 +228,12 @@ impl<'m> Frame<'m> {
             latents: vec![None; n_latents],
             latent_steps: vec![Vec::new(); n_latents],
             drawn_data: vec![None; model.program.data.len()],
+            drawn_steps: vec![Vec::new(); model.program.data.len()],
+            overrides: Overrides::default(),
             locals: vec![LocalVal::Unset; locals],
             loop_values: vec![0; loops],
             records: Vec::new(),
             observed: Vec::new(),
-            score_function: Vec::new(),
         }
     }
 
@@ -216,6 +248,12 @@ impl<'m> Frame<'m> {
     fn data_value(&self, id: DataId) -> Result<Val> {
         if let Some(Some(v)) = self.drawn_data.get(id) {
             return Ok(v.clone());
+        }
+        if let Some(steps) = self.drawn_steps.get(id) {
+            if !steps.is_empty() && steps.iter().all(|s| s.is_some()) {
+                let ty = &self.model.program.data[id].ty;
+                return stack_steps(steps, ty, self.base_rows);
+            }
         }
         match self.data.get(id) {
             Some(Some(t)) => Ok(Val::Rows(t.clone())),
@@ -239,19 +277,7 @@ impl<'m> Frame<'m> {
         // A stepped latent read whole: stack its steps along axis 1.
         if let Some(steps) = self.latent_steps.get(id) {
             if !steps.is_empty() && steps.iter().all(|s| s.is_some()) {
-                let rows = steps
-                    .iter()
-                    .filter_map(|s| s.as_ref().and_then(Val::rows))
-                    .max()
-                    .unwrap_or(self.base_rows);
-                let ty = &self.model.program.latents[id].ty;
-                let step_shape = value_shape(&Type::new(ty.domain, ty.shape[1..].to_vec()));
-                let parts: Vec<Tensor> = steps
-                    .iter()
-                    .flatten()
-                    .map(|v| materialize(v, rows, &step_shape).and_then(|t| t.unsqueeze(1)))
-                    .collect::<Result<_>>()?;
-                return Ok(Val::Rows(Tensor::cat(&parts, 1)?));
+                return stack_steps(steps, &self.model.program.latents[id].ty, self.base_rows);
             }
         }
         let name = &self.model.program.latents[id].name;
@@ -293,6 +319,7 @@ impl<'m> Frame<'m> {
                         },
                         _ => bail!("internal error: sequence read before it was set"),
                     },
+                    ExprKind::Ref(Ref::Data(id)) => self.data_at(*id, Some(t)),
                     ExprKind::Ref(Ref::Latent(id)) => {
                         if let Some(Some(v)) = self
                             .latent_steps
@@ -478,8 +505,24 @@ impl<'m> Frame<'m> {
         Ok(())
     }
 
-    /// Build the distribution of a site at `rows` rows.
-    fn dist(&mut self, site: &Site, rows: usize, rng: &mut Rng) -> Result<DistValue> {
+    /// Build the distribution of a site at `rows` rows: from its arguments, or, for a
+    /// guide site with a substitution (see [`Overrides`]), from the given parameters.
+    fn dist(
+        &mut self,
+        site: &Site,
+        step: Option<i64>,
+        rows: usize,
+        rng: &mut Rng,
+    ) -> Result<DistValue> {
+        if self.pass == Pass::Guide {
+            if let Some(params) = self.overrides.get(site.var, step) {
+                let params = params
+                    .iter()
+                    .map(|(p, t)| Ok((*p, lift(t, rows)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                return DistValue::new(site.dist.kind, params, None, &site.ty.shape);
+            }
+        }
         build_dist(self, &site.dist, &site.ty, rows, rng)
     }
 
@@ -489,29 +532,22 @@ impl<'m> Frame<'m> {
             None => None,
         };
         match (self.pass, site.var) {
-            (Pass::Guide, SiteVar::Latent(id)) if is_enumerated(site) => {
-                self.enumerate_site(site, id, step, true, rng)?;
-            }
+            (Pass::Guide, SiteVar::Latent(id)) => self.guide_site(site, id, step, rng)?,
+            (Pass::Guide, SiteVar::Data(id)) => self.partial_site(site, id, step, rng)?,
             (Pass::Joint, SiteVar::Latent(id)) => {
-                self.enumerate_site(site, id, step, false, rng)?;
-            }
-            (Pass::Guide, SiteVar::Latent(id)) => {
-                let global = self.model.program.latents[id].global;
-                let rows = if global { 1 } else { self.sample_rows };
-                let q = self.dist(site, rows, rng)?;
-                let value = self.guide_draw(site, &q, rng)?;
-                if !site.flows.is_empty() {
-                    bail!(
-                        "flows on `{}` are not lowered by this release",
-                        self.model.program.latents[id].name
-                    );
-                }
-                self.keep_draw(site, id, step, global, q, value)?;
+                // `guide exact` over finite latents: every value, weighted later by the
+                // joint density.
+                let dist = self.dist(site, step, self.sample_rows, rng)?;
+                let (rows, value, dist) = support_rows(&dist, self.sample_rows)?;
+                self.sample_rows = rows;
+                self.store_latent(id, step, Val::Rows(value.clone()));
+                self.records
+                    .push(SiteRecord::new(site.var, step, dist, value, true));
             }
             (Pass::Score, SiteVar::Latent(id)) => {
                 let global = self.model.program.latents[id].global;
                 let rows = if global { 1 } else { self.sample_rows };
-                let p = self.dist(site, rows, rng)?;
+                let p = self.dist(site, step, rows, rng)?;
                 let v = match step {
                     Some(t) => self
                         .latent_steps
@@ -530,90 +566,77 @@ impl<'m> Frame<'m> {
                     Val::Shared(t) if global => t.unsqueeze(0)?,
                     v => materialize(v, rows, &value_shape(&site.ty))?,
                 };
-                self.records.push(SiteRecord {
-                    var: site.var,
-                    step,
-                    dist: p,
-                    value,
-                    enumerated: false,
-                });
+                self.records
+                    .push(SiteRecord::new(site.var, step, p, value, false));
             }
             (Pass::Prior, SiteVar::Latent(id)) => {
                 let global = self.model.program.latents[id].global;
                 let rows = if global { 1 } else { self.sample_rows };
-                let p = self.dist(site, rows, rng)?;
+                let p = self.dist(site, step, rows, rng)?;
                 let value = p.sample(rng)?;
-                self.keep_draw(site, id, step, global, p, value)?;
+                self.keep_draw(site, id, step, global, p, value, None)?;
             }
             (Pass::Score | Pass::Joint, SiteVar::Data(id)) => {
                 let rows = self.sample_rows;
-                let p = self.dist(site, rows, rng)?;
-                let whole = self.data_value(id)?;
-                let v = match step {
-                    Some(t) => narrow_step(&whole, t)?,
-                    None => whole,
-                };
+                let p = self.dist(site, step, rows, rng)?;
+                let v = self.data_at(id, step)?;
                 let value = materialize(&v, rows, &value_shape(&site.ty))?;
-                self.records.push(SiteRecord {
-                    var: site.var,
-                    step,
-                    dist: p,
-                    value,
-                    enumerated: false,
-                });
+                self.records
+                    .push(SiteRecord::new(site.var, step, p, value, false));
             }
             (Pass::Prior, SiteVar::Data(id)) => {
                 let rows = self.sample_rows;
-                let p = self.dist(site, rows, rng)?;
+                let p = self.dist(site, step, rows, rng)?;
                 let value = p.sample(rng)?;
-                match step {
-                    None => {
-                        if let Some(slot) = self.drawn_data.get_mut(id) {
-                            *slot = Some(Val::Rows(value.clone()));
-                        }
-                    }
-                    Some(_) => {
-                        // Stepped data drawn step by step: keep the latest whole value
-                        // assembled by the caller from the records.
-                    }
-                }
-                self.records.push(SiteRecord {
-                    var: site.var,
-                    step,
-                    dist: p,
-                    value,
-                    enumerated: false,
-                });
+                // Later statements read the drawn value (`x[t]` feeding a recurrent cell).
+                self.keep_data(id, step, Val::Rows(value.clone()));
+                self.records
+                    .push(SiteRecord::new(site.var, step, p, value, false));
             }
-            (Pass::Guide, SiteVar::Data(id)) => self.partial_site(site, id, step, rng)?,
         }
         Ok(())
     }
 
-    /// A guide site's draw by its strategy: reparameterized, relaxed (Concrete /
-    /// Gumbel-softmax, reparameterized through the relaxed value) or, for `@reinforce`,
-    /// a detached draw whose `log q` is kept for the score-function surrogate.
-    fn guide_draw(&mut self, site: &Site, q: &DistValue, rng: &mut Rng) -> Result<Tensor> {
-        use crate::ir::Strategy;
-        match &site.strategy {
-            Some(Strategy::Reparameterized) | None => q.rsample(rng),
-            Some(Strategy::Relax { temperature }) => q.relaxed_sample(*temperature, rng),
-            Some(Strategy::Reinforce) => {
-                let value = q.sample(rng)?.detach();
-                self.score_function.push((site.var, q.log_prob(&value)?));
-                Ok(value)
+    /// A guide site of a latent: its distribution at the current rows (one row for a
+    /// global latent), drawn by the estimator the plan gave it.
+    fn guide_site(
+        &mut self,
+        site: &Site,
+        id: usize,
+        step: Option<i64>,
+        rng: &mut Rng,
+    ) -> Result<()> {
+        let global = self.model.program.latents[id].global;
+        let rows = if global { 1 } else { self.sample_rows };
+        let q = self.dist(site, step, rows, rng)?;
+        let estimator = self.model.estimator(site.var)?;
+        match estimator.draw(self, site, &q, rng)? {
+            Draw::Sampled { value, log_q } => {
+                self.keep_draw(site, id, step, global, q, value, log_q)
             }
-            Some(other) => {
-                let name = match site.var {
-                    SiteVar::Latent(id) => &self.model.program.latents[id].name,
-                    SiteVar::Data(id) => &self.model.program.data[id].name,
-                };
-                bail!(
-                    "the `@{}` strategy on `{name}` is not lowered by this release",
-                    other.name()
-                )
+            Draw::Enumerated {
+                rows,
+                value,
+                dist,
+                log_q,
+            } => {
+                self.weigh(rows, log_q)?;
+                self.store_latent(id, step, Val::Rows(value.clone()));
+                self.records
+                    .push(SiteRecord::new(site.var, step, dist, value, true));
+                Ok(())
             }
         }
+    }
+
+    /// Multiply the rows to `rows` and add `log_q` (`[rows]`) to their log-weights.
+    fn weigh(&mut self, rows: usize, log_q: Tensor) -> Result<()> {
+        self.log_weight = Some(match &self.log_weight {
+            Some(w) => (lift(w, rows)? + log_q)?,
+            None => log_q,
+        });
+        self.sample_rows = rows;
+        Ok(())
     }
 
     /// The `[rows]` observed mask of `partial` variable `id` (`None`: all observed).
@@ -625,12 +648,12 @@ impl<'m> Frame<'m> {
     }
 
     /// The guide's site of a `partial` data variable: observed rows keep the data's
-    /// value, hidden rows take the guide's value. The score pass reads the result in
-    /// place of the data; the objective tells the two kinds of rows apart by the mask.
-    /// Enumerated (the default for a finite support), the site multiplies the rows like
-    /// an enumerated latent; an observed row's value is forced by the log-weights (0 for
+    /// value, hidden rows take the guide's value (the `condition` of a labelled row).
+    /// The score pass reads the result in place of the data; the objective tells the two
+    /// kinds of rows apart by the mask. Enumerated, the site multiplies the rows like an
+    /// enumerated latent, and an observed row's value is forced by the log-weights (0 for
     /// the observed value, `-inf` for the others). A batch with every value observed is
-    /// not enumerated at all.
+    /// not drawn at all.
     fn partial_site(
         &mut self,
         site: &Site,
@@ -638,25 +661,28 @@ impl<'m> Frame<'m> {
         step: Option<i64>,
         rng: &mut Rng,
     ) -> Result<()> {
-        if step.is_some() {
-            bail!(
-                "a stepped `partial` variable (`{}`) is not lowered by this release",
-                self.model.program.data[id].name
-            );
-        }
         let before = self.sample_rows;
-        let q = self.dist(site, before, rng)?;
+        let q = self.dist(site, step, before, rng)?;
         let shape = value_shape(&site.ty);
-        let data = materialize(&self.data_value(id)?, before, &shape)?;
+        let data = materialize(&self.data_at(id, step)?, before, &shape)?;
         let mask = match self.observed_mask(id, before)? {
             Some(m) if m.min(0)?.to_scalar::<f32>()? < 0.5 => Some(m),
             _ => None,
         };
-        let (dist, value, enumerated) = match mask {
-            None => (q, data, false),
-            Some(mask) if is_enumerated(site) => {
-                let (rows, value, dist) = enumerate_rows(&q, before)?;
-                let log_q = dist.log_prob(&value)?;
+        let Some(mask) = mask else {
+            self.keep_data(id, step, Val::Rows(data.clone()));
+            self.records
+                .push(SiteRecord::new(site.var, step, q, data, false));
+            return Ok(());
+        };
+        let estimator = self.model.estimator(site.var)?;
+        let (dist, value, enumerated) = match estimator.draw(self, site, &q, rng)? {
+            Draw::Enumerated {
+                rows,
+                value,
+                dist,
+                log_q,
+            } => {
                 // Observed rows: log 1 for the data's value, log 0 for the others.
                 let data_rows = lift(&data, rows)?;
                 let same = (value
@@ -668,16 +694,10 @@ impl<'m> Frame<'m> {
                 let forced =
                     same.where_cond(&log_q.zeros_like()?, &log_q.affine(0.0, f64::NEG_INFINITY)?)?;
                 let seen = lift(&mask, rows)?.gt(0.5)?;
-                let lw = seen.where_cond(&forced, &log_q)?;
-                self.log_weight = Some(match &self.log_weight {
-                    Some(w) => (lift(w, rows)? + lw)?,
-                    None => lw,
-                });
-                self.sample_rows = rows;
+                self.weigh(rows, seen.where_cond(&forced, &log_q)?)?;
                 (dist, value, true)
             }
-            Some(mask) => {
-                let drawn = self.guide_draw(site, &q, rng)?;
+            Draw::Sampled { value: drawn, .. } => {
                 let mut dims = vec![before];
                 dims.extend(std::iter::repeat_n(1, shape.len()));
                 let m = mask.reshape(dims)?;
@@ -686,21 +706,15 @@ impl<'m> Frame<'m> {
                 (q, value, false)
             }
         };
-        if let Some(slot) = self.drawn_data.get_mut(id) {
-            *slot = Some(Val::Rows(value.clone()));
-        }
-        self.records.push(SiteRecord {
-            var: site.var,
-            step,
-            dist,
-            value,
-            enumerated,
-        });
+        self.keep_data(id, step, Val::Rows(value.clone()));
+        self.records
+            .push(SiteRecord::new(site.var, step, dist, value, enumerated));
         Ok(())
     }
 
     /// Remember a latent drawn in this pass (one shared copy for a global latent) and
     /// record the site.
+    #[allow(clippy::too_many_arguments)]
     fn keep_draw(
         &mut self,
         site: &Site,
@@ -709,6 +723,7 @@ impl<'m> Frame<'m> {
         global: bool,
         dist: DistValue,
         value: Tensor,
+        log_q: Option<Tensor>,
     ) -> Result<()> {
         let val = if global {
             Val::Shared(value.squeeze(0)?)
@@ -716,82 +731,75 @@ impl<'m> Frame<'m> {
             Val::Rows(value.clone())
         };
         self.store_latent(id, step, val);
-        self.records.push(SiteRecord {
-            var: site.var,
-            step,
-            dist,
-            value,
-            enumerated: false,
-        });
-        Ok(())
-    }
-
-    /// Enumerate a discrete latent site (see the module documentation): build its
-    /// distribution at the current rows `R0`, list its K support values, multiply the
-    /// rows to `R0 * K` (value of row `r * K + k`: the k-th support value), record the
-    /// site with its distribution lifted to the new rows, and, when `weigh`, add the
-    /// values' log-probabilities to `log_weight`.
-    fn enumerate_site(
-        &mut self,
-        site: &Site,
-        id: usize,
-        step: Option<i64>,
-        weigh: bool,
-        rng: &mut Rng,
-    ) -> Result<()> {
-        let name = &self.model.program.latents[id].name;
-        if self.model.program.latents[id].global {
-            bail!("enumerating the global latent `{name}` is not lowered by this release");
-        }
-        let before = self.sample_rows;
-        let dist = self.dist(site, before, rng)?;
-        let (rows, value, dist) = enumerate_rows(&dist, before)?;
-        if weigh {
-            let log_q = dist.log_prob(&value)?;
-            self.log_weight = Some(match &self.log_weight {
-                Some(w) => (lift(w, rows)? + log_q)?,
-                None => log_q,
-            });
-        }
-        self.sample_rows = rows;
-        self.store_latent(id, step, Val::Rows(value.clone()));
-        self.records.push(SiteRecord {
-            var: site.var,
-            step,
-            dist,
-            value,
-            enumerated: true,
-        });
+        let mut record = SiteRecord::new(site.var, step, dist, value, false);
+        record.log_q = log_q;
+        self.records.push(record);
         Ok(())
     }
 
     fn store_latent(&mut self, id: usize, step: Option<i64>, v: Val) {
+        if let Some(slot) = self.latents.get_mut(id) {
+            store_step(slot, &mut self.latent_steps[id], step, v);
+        }
+    }
+
+    /// Remember the value a pass gave data variable `id` (a draw of the prior, or a
+    /// `partial` variable's completed value), whole or at one step.
+    fn keep_data(&mut self, id: DataId, step: Option<i64>, v: Val) {
+        if let (Some(slot), Some(steps)) =
+            (self.drawn_data.get_mut(id), self.drawn_steps.get_mut(id))
+        {
+            store_step(slot, steps, step, v);
+        }
+    }
+
+    /// The value of data variable `id` (at one step, for a stepped site): drawn or
+    /// completed in this pass, else the batch's.
+    fn data_at(&self, id: DataId, step: Option<i64>) -> Result<Val> {
         match step {
-            None => {
-                if let Some(slot) = self.latents.get_mut(id) {
-                    *slot = Some(v);
-                }
-            }
+            None => self.data_value(id),
             Some(t) => {
-                if let Some(steps) = self.latent_steps.get_mut(id) {
-                    let i = (t - 1).max(0) as usize;
-                    if steps.len() <= i {
-                        steps.resize(i + 1, None);
-                    }
-                    steps[i] = Some(v);
+                if let Some(Some(v)) = self
+                    .drawn_steps
+                    .get(id)
+                    .and_then(|s| s.get((t - 1).max(0) as usize))
+                {
+                    return Ok(v.clone());
                 }
+                narrow_step(&self.data_value(id)?, t)
             }
         }
     }
 }
 
-/// Whether a guide site is summed over exactly: `@enumerate`, given or (unannotated)
-/// the default for a finite support.
-pub fn is_enumerated(site: &Site) -> bool {
-    match &site.strategy {
-        Some(crate::ir::Strategy::Enumerate) => true,
-        None => crate::arch::site_support(site).is_some(),
-        Some(_) => false,
+/// The steps of a `[T, ...]` variable (all set) stacked along axis 1, at the largest
+/// row count among them.
+fn stack_steps(steps: &[Option<Val>], ty: &Type, base_rows: usize) -> Result<Val> {
+    let rows = steps
+        .iter()
+        .filter_map(|s| s.as_ref().and_then(Val::rows))
+        .max()
+        .unwrap_or(base_rows);
+    let step_shape = value_shape(&Type::new(ty.domain, ty.shape[1..].to_vec()));
+    let parts: Vec<Tensor> = steps
+        .iter()
+        .flatten()
+        .map(|v| materialize(v, rows, &step_shape).and_then(|t| t.unsqueeze(1)))
+        .collect::<Result<_>>()?;
+    Ok(Val::Rows(Tensor::cat(&parts, 1)?))
+}
+
+/// Store a value whole (`step = None`) or at step `t` (1-based) of a sequence.
+fn store_step(whole: &mut Option<Val>, steps: &mut Vec<Option<Val>>, step: Option<i64>, v: Val) {
+    match step {
+        None => *whole = Some(v),
+        Some(t) => {
+            let i = (t - 1).max(0) as usize;
+            if steps.len() <= i {
+                steps.resize(i + 1, None);
+            }
+            steps[i] = Some(v);
+        }
     }
 }
 

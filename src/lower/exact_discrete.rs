@@ -117,7 +117,7 @@ impl LoweredModel {
             bound: log_px,
             loglik,
             terms,
-            baseline_targets: Vec::new(),
+            estimator_targets: Vec::new(),
         })
     }
 

@@ -19,15 +19,17 @@ pub mod dist;
 pub mod eval;
 pub mod exact;
 pub mod exact_discrete;
+pub mod infer;
 pub mod nets;
 pub mod objective;
 pub mod params;
 
 use crate::ir::{Body, Domain, ExactPosterior, Guide, Init, NetId, ParamId, Program, SiteVar};
-use crate::plan::Plan;
+use crate::plan::{ExactMethod, Inference, Plan};
 use candle_core::{bail, Device, Result, Tensor};
 use dist::DistValue;
 use eval::Pass;
+use infer::SiteEstimator;
 use nets::Network;
 use params::ParamStore;
 
@@ -43,9 +45,40 @@ pub struct SiteRecord {
     /// The site was enumerated: `value` lists its support (see `eval`'s documentation)
     /// and `dist` is lifted to the same rows.
     pub enumerated: bool,
+    /// `log q(value)` per row when the estimator computed it otherwise than
+    /// `dist.log_prob(value)` (a transformed draw); `None` otherwise.
+    pub log_q: Option<Tensor>,
 }
 
-/// A program lowered onto a device: its networks built and its parameters created.
+impl SiteRecord {
+    pub fn new(
+        var: SiteVar,
+        step: Option<i64>,
+        dist: DistValue,
+        value: Tensor,
+        enumerated: bool,
+    ) -> SiteRecord {
+        SiteRecord {
+            var,
+            step,
+            dist,
+            value,
+            enumerated,
+            log_q: None,
+        }
+    }
+
+    /// The log-density of the recorded value under the recorded distribution, `[rows]`.
+    pub fn log_q(&self) -> Result<Tensor> {
+        match &self.log_q {
+            Some(t) => Ok(t.clone()),
+            None => self.dist.log_prob(&self.value),
+        }
+    }
+}
+
+/// A program lowered onto a device: its networks built, its parameters created, and an
+/// estimator for every guide site, as its plan says.
 pub struct LoweredModel {
     pub program: Program,
     pub plan: Plan,
@@ -53,16 +86,14 @@ pub struct LoweredModel {
     nets: Vec<Box<dyn Network>>,
     /// Unconstrained tensors of the `param`s, by `ParamId`.
     params: Vec<Tensor>,
-    /// The model is linear-Gaussian (and within what `exact` computes): its log p(x) is
-    /// exact, whatever the guide.
-    exact_log_px: bool,
-    /// The learned baseline of each `@reinforce` guide site (one scalar per variable,
-    /// shared by its steps), checkpointed as `@baseline.NAME`.
-    baselines: Vec<(SiteVar, Tensor)>,
+    /// The estimator of each guide site's variable (one per variable: a stepped site's
+    /// steps share it), from the plan.
+    estimators: Vec<(SiteVar, Box<dyn SiteEstimator>)>,
 }
 
-/// The checkpoint prefix of `@reinforce` baselines. `@` cannot start a spec name, so no
-/// network or param can collide with it.
+/// The checkpoint prefix of parameters an estimator owns (`@baseline.NAME` of
+/// `@reinforce`). `@` cannot start a spec name, so no network or param can collide with
+/// it.
 pub const BASELINE_PREFIX: &str = "@baseline.";
 
 /// softplus⁻¹(y) = log(exp(y) - 1), for initializing Positive params.
@@ -76,7 +107,7 @@ fn softplus_inverse(y: f64) -> f64 {
 
 impl LoweredModel {
     /// Build every network and param of `program` in declaration order, taking values
-    /// from `store` (seeded or loaded).
+    /// from `store` (seeded or loaded), then the estimators of the plan's guide sites.
     pub fn new(program: Program, store: ParamStore) -> Result<LoweredModel> {
         if let Some(why) = refusal(&program) {
             bail!("{why}");
@@ -86,12 +117,6 @@ impl LoweredModel {
         // Network initialization draws from the run's seeded stream.
         let mut init_rng = store.fork_rng()?;
         for def in &program.nets {
-            if def.per_member {
-                bail!(
-                    "`@per_member` network `{}` is not lowered by this release",
-                    def.name
-                );
-            }
             nets.push(nets::build_with_rng(
                 def,
                 store.builder(&def.name),
@@ -100,59 +125,14 @@ impl LoweredModel {
         }
         let mut params = Vec::with_capacity(program.params.len());
         for def in &program.params {
-            let n = def.ty.numel().max(1);
-            let domain = def.ty.domain;
-            let init = def.init.clone();
-            let t = store.custom(&def.name, &def.ty.shape, |rng| {
-                let constrained: Vec<f64> = match init {
-                    Init::Zeros => vec![0.0; n],
-                    Init::Ones => vec![1.0; n],
-                    Init::Value(v) => vec![v; n],
-                    Init::Normal { mean, std } => rng
-                        .normal_vec(n)
-                        .into_iter()
-                        .map(|z| mean + std * z as f64)
-                        .collect(),
-                    Init::Uniform { low, high } => rng
-                        .uniform_vec(n)
-                        .into_iter()
-                        .map(|u| low + (high - low) * u as f64)
-                        .collect(),
-                };
-                constrained
-                    .into_iter()
-                    .map(|y| match domain {
-                        Domain::Positive => softplus_inverse(y.max(1e-6)) as f32,
-                        Domain::Unit => {
-                            let y = y.clamp(1e-6, 1.0 - 1e-6);
-                            (y / (1.0 - y)).ln() as f32
-                        }
-                        Domain::Simplex => y.max(1e-6).ln() as f32,
-                        _ => y as f32,
-                    })
-                    .collect()
-            })?;
-            params.push(t);
+            params.push(param_tensor(def, &store)?);
         }
-        let exact_log_px = exact::computes(&program);
-        // A scalar baseline per `@reinforce` site, trained to minimize (f - b)^2, where f
-        // is the per-row objective. An input-dependent baseline (a network of x) would
-        // reduce variance further but needs a way to name it in the spec.
-        let mut baselines: Vec<(SiteVar, Tensor)> = Vec::new();
-        if let Guide::Amortized(body) = &program.guide {
-            let mut sites: Vec<SiteVar> = Vec::new();
-            crate::ir::walk::for_each_site(body, |s, _| {
-                if s.strategy == Some(crate::ir::Strategy::Reinforce) && !sites.contains(&s.var) {
-                    sites.push(s.var);
+        let mut estimators: Vec<(SiteVar, Box<dyn SiteEstimator>)> = Vec::new();
+        if plan.inference == Inference::Amortized {
+            for site in &plan.sites {
+                if !estimators.iter().any(|(v, _)| *v == site.var) {
+                    estimators.push((site.var, infer::build(&program, site, &store)?));
                 }
-            });
-            for var in sites {
-                let name = match var {
-                    SiteVar::Latent(id) => &program.latents[id].name,
-                    SiteVar::Data(id) => &program.data[id].name,
-                };
-                let t = store.custom(&format!("{BASELINE_PREFIX}{name}"), &[], |_| vec![0.0])?;
-                baselines.push((var, t));
             }
         }
         Ok(LoweredModel {
@@ -161,26 +141,19 @@ impl LoweredModel {
             store,
             nets,
             params,
-            exact_log_px,
-            baselines,
+            estimators,
         })
     }
 
-    /// Whether `exact_linear_gaussian` applies: the model's log p(x) has a closed form.
+    /// Whether the model's log p(x) has a closed form (whatever the guide), which
+    /// evaluation reports beside the bound.
     pub fn has_exact_log_px(&self) -> bool {
-        self.exact_log_px
+        self.plan.exact_evidence == Some(ExactMethod::LinearGaussian)
     }
 
-    /// Whether training and evaluation use the exact posterior (`guide exact` on a
-    /// linear-Gaussian model).
-    pub fn exact_guide(&self) -> bool {
-        matches!(
-            self.program.guide,
-            Guide::Exact {
-                posterior: ExactPosterior::LinearGaussian,
-                ..
-            }
-        )
+    /// How the plan computes the posterior.
+    pub fn inference(&self) -> &Inference {
+        &self.plan.inference
     }
 
     pub fn device(&self) -> &Device {
@@ -191,6 +164,17 @@ impl LoweredModel {
         match self.nets.get(id) {
             Some(n) => Ok(n.as_ref()),
             None => bail!("internal error: no network {id}"),
+        }
+    }
+
+    /// The estimator of the guide site of `var`.
+    pub fn estimator(&self, var: SiteVar) -> Result<&dyn SiteEstimator> {
+        match self.estimators.iter().find(|(v, _)| *v == var) {
+            Some((_, e)) => Ok(e.as_ref()),
+            None => bail!(
+                "internal error: the plan has no estimator for `{}`",
+                infer::var_name(&self.program, var)
+            ),
         }
     }
 
@@ -208,36 +192,22 @@ impl LoweredModel {
         }
     }
 
-    /// The learned baseline of a `@reinforce` site (a scalar).
-    pub fn baseline(&self, var: SiteVar) -> Result<&Tensor> {
-        match self.baselines.iter().find(|(v, _)| *v == var) {
-            Some((_, t)) => Ok(t),
-            None => bail!("internal error: no baseline for a @reinforce site"),
-        }
-    }
-
-    /// Move each `@reinforce` baseline towards the mean objective `f` its site saw in a
-    /// training step: `b <- b + rate (f - b)`, one plain SGD step of rate `rate` on
-    /// `(f - b)^2 / 2`. The baseline learns by this rule rather than by the spec's
-    /// optimizer, whose step size (Adam: about `lr` per step) would take a scalar
-    /// hundreds of thousands of steps to reach an ELBO of a few hundred nats.
-    pub fn update_baselines(&self, targets: &[(SiteVar, f64)], rate: f64) -> Result<()> {
-        let named = self.store.named();
-        for (var, f) in targets {
-            let name = match var {
-                SiteVar::Latent(id) => &self.program.latents[*id].name,
-                SiteVar::Data(id) => &self.program.data[*id].name,
-            };
-            let key = format!("{BASELINE_PREFIX}{name}");
-            let Some((_, v)) = named.iter().find(|(n, _)| *n == key) else {
-                bail!("internal error: no baseline `{key}`")
-            };
-            let b = v.as_tensor().to_scalar::<f32>()? as f64;
-            if f.is_finite() {
-                v.set(&Tensor::new((b + rate * (f - b)) as f32, v.device())?)?;
-            }
+    /// After an optimizer step: each estimator's own state follows the target its extra
+    /// term reported (a `@reinforce` baseline moves towards the objective its rows saw).
+    pub fn after_step(&self, targets: &[(SiteVar, f64)]) -> Result<()> {
+        for (var, target) in targets {
+            self.estimator(*var)?.after_step(&self.store, *target)?;
         }
         Ok(())
+    }
+
+    /// Checkpoint names of what estimators own and train by their own rules: the
+    /// optimizer leaves them alone.
+    pub fn estimator_parameters(&self) -> Vec<String> {
+        self.estimators
+            .iter()
+            .flat_map(|(_, e)| e.parameters())
+            .collect()
     }
 
     /// The block a pass runs.
@@ -248,9 +218,10 @@ impl LoweredModel {
         }
     }
 
-    /// Checkpoint names of the guide's parameters (networks and params used only in
-    /// `guide`): the E-step group of `schedule = alternate(...)`. Everything else is the
-    /// model's (M-step) group.
+    /// Checkpoint-name prefixes of the guide's parameters (networks and params used only
+    /// in `guide`): the E-step group of `schedule = alternate(...)`. Everything else is
+    /// the model's (M-step) group. A network's prefix ends with its `.`, and a param's is
+    /// its whole name, so use [`LoweredModel::is_guide_parameter`] to match them.
     pub fn guide_parameter_prefixes(&self) -> Vec<String> {
         let Guide::Amortized(guide) = &self.program.guide else {
             return Vec::new();
@@ -280,6 +251,55 @@ impl LoweredModel {
         );
         out
     }
+
+    /// Whether checkpoint name `name` belongs to the guide's parameters: a guide
+    /// network's (`enc.layer0.weight` under `enc.`) or a guide param's (exactly `s`, not
+    /// `scales` or `summary.layer0.weight`).
+    pub fn is_guide_parameter(prefixes: &[String], name: &str) -> bool {
+        prefixes.iter().any(|p| {
+            if p.ends_with('.') {
+                name.starts_with(p.as_str())
+            } else {
+                name == p
+            }
+        })
+    }
+}
+
+/// The unconstrained tensor of a `param`, initialized in its constrained space.
+fn param_tensor(def: &crate::ir::ParamDef, store: &ParamStore) -> Result<Tensor> {
+    let n = def.ty.numel().max(1);
+    let domain = def.ty.domain;
+    let init = def.init.clone();
+    store.custom(&def.name, &def.ty.shape, |rng| {
+        let constrained: Vec<f64> = match init {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::Value(v) => vec![v; n],
+            Init::Normal { mean, std } => rng
+                .normal_vec(n)
+                .into_iter()
+                .map(|z| mean + std * z as f64)
+                .collect(),
+            Init::Uniform { low, high } => rng
+                .uniform_vec(n)
+                .into_iter()
+                .map(|u| low + (high - low) * u as f64)
+                .collect(),
+        };
+        constrained
+            .into_iter()
+            .map(|y| match domain {
+                Domain::Positive => softplus_inverse(y.max(1e-6)) as f32,
+                Domain::Unit => {
+                    let y = y.clamp(1e-6, 1.0 - 1e-6);
+                    (y / (1.0 - y)).ln() as f32
+                }
+                Domain::Simplex => y.max(1e-6).ln() as f32,
+                _ => y as f32,
+            })
+            .collect()
+    })
 }
 
 /// Why `program` cannot be trained by this release, if it cannot.

@@ -4,10 +4,11 @@
 //! posterior means (`vic encode`).
 
 use super::dist::kl;
-use super::eval::{lift, value_shape, Frame, Pass};
+use super::eval::{lift, value_shape, Frame, Overrides, Pass};
+use super::infer::TermsCx;
 use super::{LoweredModel, SiteRecord, Used};
 use crate::ir::{walk, Body, ExprKind, Guide, Ref, SiteVar};
-use crate::plan::{KlMethod, KlSubject};
+use crate::plan::{ExactMethod, Inference, KlMethod, KlSubject};
 use crate::rng::Rng;
 use candle_core::{bail, Result, Tensor};
 
@@ -104,9 +105,9 @@ pub struct Outcome {
     pub loglik: Tensor,
     /// The named terms (means per example), data log-likelihoods and KLs.
     pub terms: Vec<Term>,
-    /// For each `@reinforce` site in training: the weighted mean of the objective its
-    /// rows saw, the target of its baseline ([`LoweredModel::update_baselines`]).
-    pub baseline_targets: Vec<(SiteVar, f64)>,
+    /// In training, each estimator's target for its own state (a `@reinforce`
+    /// baseline's: the mean objective its rows saw), for [`LoweredModel::after_step`].
+    pub estimator_targets: Vec<(SiteVar, f64)>,
 }
 
 impl LoweredModel {
@@ -115,6 +116,7 @@ impl LoweredModel {
         batch: &'a Batch,
         sample_rows: usize,
         train: bool,
+        overrides: &Overrides,
         rng: &mut Rng,
     ) -> Result<Frame<'a>> {
         let (locals, loops) = match &self.program.guide {
@@ -132,6 +134,7 @@ impl LoweredModel {
             &batch.data,
         );
         frame.observed = batch.observed.clone();
+        frame.overrides = overrides.clone();
         match &self.program.guide {
             Guide::Amortized(g) => frame.run(&g.stmts, rng)?,
             Guide::None => {}
@@ -155,34 +158,56 @@ impl LoweredModel {
                 name: "log p(x)".into(),
                 value: mean,
             }],
-            baseline_targets: Vec::new(),
+            estimator_targets: Vec::new(),
         })
     }
 
-    /// Evaluate the objective on a batch.
+    /// Evaluate the objective on a batch: [`LoweredModel::objective_with`] with no
+    /// substitutions.
+    pub fn objective(&self, batch: &Batch, s: &Settings, rng: &mut Rng) -> Result<Outcome> {
+        self.objective_with(batch, s, &Overrides::default(), rng)
+    }
+
+    /// The objective of a batch with the guide sites of `overrides` given those
+    /// distribution parameters instead of their own (the bound that semi-amortized
+    /// refinement optimizes).
     ///
-    /// With enumerated guide sites (see `eval`'s module documentation) the rows of one
-    /// example are `samples x E` (E: the enumerated joint values) and each row carries
-    /// the weight `w = exp(log_weight)` (the `q` of its enumerated values). Every per-row
-    /// term becomes a per-example value `(1/S) Σ_rows w · term`: the ELBO is
+    /// Under `guide exact` the bound is the exact log p(x). Otherwise the guide runs, each
+    /// site drawn by its estimator, then the model scores the draws and the data. With
+    /// enumerated guide sites (see `eval`'s module documentation) the rows of one example
+    /// are `samples x E` (E: the enumerated joint values) and each row carries the weight
+    /// `w = exp(log_weight)` (the `q` of its enumerated values). Every per-row term
+    /// becomes a per-example value `(1/S) Σ_rows w · term`: the ELBO is
     /// `(1/S) Σ_s Σ_y q(y|x) [log p(x, y, z_sy) - log q(y|x) - log q(z_sy|x, y)]`, the
     /// enumerated site's KL exact, and gradients flow through `q`'s probabilities in `w`.
     /// The IWAE bound is `log (1/S) Σ_s Σ_y exp(log p(x, y, z_sy) - log q(z_sy|x, y))`
-    /// (the inner sum estimates `p(x)` without bias).
-    pub fn objective(&self, batch: &Batch, s: &Settings, rng: &mut Rng) -> Result<Outcome> {
-        if let Guide::Exact {
-            posterior: crate::ir::ExactPosterior::Enumerate,
-            ..
-        } = self.program.guide
-        {
-            return self.exact_discrete_objective(batch, s, rng);
-        }
-        if self.exact_guide() {
-            return self.exact_objective(batch, rng);
+    /// (the inner sum estimates `p(x)` without bias). Each KL is analytic where the plan
+    /// says so (never inside an IWAE bound, which needs every sample's log-weight).
+    pub fn objective_with(
+        &self,
+        batch: &Batch,
+        s: &Settings,
+        overrides: &Overrides,
+        rng: &mut Rng,
+    ) -> Result<Outcome> {
+        match self.plan.inference {
+            Inference::Exact(ExactMethod::Enumerate) => {
+                return self.exact_discrete_objective(batch, s, rng)
+            }
+            Inference::Exact(ExactMethod::LinearGaussian) => {
+                return self.exact_objective(batch, rng)
+            }
+            Inference::Exact(m) => {
+                bail!(
+                    "`guide exact` by {} is not lowered by this release",
+                    m.describe()
+                )
+            }
+            Inference::Amortized | Inference::None => {}
         }
         let b = batch.rows;
         let samples = s.samples.max(1);
-        let guide = self.guide_pass(batch, b * samples, s.train, rng)?;
+        let guide = self.guide_pass(batch, b * samples, s.train, overrides, rng)?;
         // Examples x samples x enumerated values.
         let rows = guide.sample_rows;
         let mut score = Frame::new(
@@ -199,6 +224,7 @@ impl LoweredModel {
         score.latent_steps = guide.latent_steps.clone();
         // `partial` data: observed values where known, the guide's draws elsewhere.
         score.drawn_data = guide.drawn_data.clone();
+        score.drawn_steps = guide.drawn_steps.clone();
         score.run(&self.program.model.stmts, rng)?;
 
         let dev = self.device();
@@ -217,6 +243,14 @@ impl LoweredModel {
                 .records
                 .iter()
                 .find(|r| r.var == var && r.step == step)
+        };
+        // The plan's KL method of a subject is analytic (and the bound allows it).
+        let analytic = |subject: KlSubject| {
+            !s.iwae
+                && self
+                    .plan
+                    .kl_of(&subject)
+                    .is_some_and(|k| k.method == KlMethod::Analytic)
         };
         // The rows' weights (None: nothing enumerated, every weight 1).
         let weight = match &guide.log_weight {
@@ -271,15 +305,9 @@ impl LoweredModel {
                         format!("log p({name})"),
                         per_example(&lp_seen)?.mean_all()?,
                     )?;
-                    let analytic = !s.iwae
-                        && !q.enumerated
-                        && self
-                            .plan
-                            .kl_of(&KlSubject::Partial(id))
-                            .is_some_and(|k| k.method == KlMethod::Analytic);
                     // Hidden rows: log p(y) - log q(y) in the bound, as for a latent.
-                    let log_q = lift(&q.dist.log_prob(&q.value)?, rows)?;
-                    let term = if analytic {
+                    let log_q = lift(&q.log_q()?, rows)?;
+                    let term = if analytic(KlSubject::Partial(id)) && !q.enumerated {
                         kl(&q.dist.lift_rows(rows)?, &rec.dist)?
                     } else {
                         (&log_q - &lp)?
@@ -300,23 +328,14 @@ impl LoweredModel {
                     let Some(q) = guide_record(rec.var, rec.step) else {
                         bail!("internal error: `{}` was not drawn by the guide", def.name)
                     };
-                    let analytic = !s.iwae
-                        && !q.enumerated
-                        && self
-                            .plan
-                            .kl_of(&KlSubject::Latent(id))
-                            .is_some_and(|k| k.method == KlMethod::Analytic);
                     // A guide record may have fewer rows than the score (drawn before an
                     // enumerated site): lift it to the score's rows.
-                    let term = match (analytic, def.global) {
+                    let term = match (analytic(KlSubject::Latent(id)), def.global) {
                         (true, true) => kl(&q.dist, &rec.dist)?,
                         (true, false) => kl(&q.dist.lift_rows(rows)?, &rec.dist)?,
-                        (false, true) => {
-                            (q.dist.log_prob(&q.value)? - rec.dist.log_prob(&rec.value)?)?
-                        }
+                        (false, true) => (q.log_q()? - rec.dist.log_prob(&rec.value)?)?,
                         (false, false) => {
-                            (lift(&q.dist.log_prob(&q.value)?, rows)?
-                                - rec.dist.log_prob(&rec.value)?)?
+                            (lift(&q.log_q()?, rows)? - rec.dist.log_prob(&rec.value)?)?
                         }
                     };
                     let name = format!("KL({})", def.name);
@@ -393,12 +412,12 @@ impl LoweredModel {
             accumulate(&mut terms, format!("-log q({name}) labelled"), mean)?;
         }
 
-        // @reinforce: the score-function surrogate. Its gradient is (f - b) grad log q
-        // with f the row's objective (detached) and b the site's learned baseline; the
-        // value itself was drawn detached, so the pathwise terms above carry no gradient
-        // to the site's parameters.
-        let mut baseline_targets = Vec::new();
-        if s.train && !guide.score_function.is_empty() {
+        // The estimators' own terms (the score-function surrogate of `@reinforce`), in
+        // training: each reads the rows' objective and their share of the loss.
+        let mut estimator_targets = Vec::new();
+        if s.train && self.estimators.iter().any(|(_, e)| e.has_surrogate()) {
+            // Each row's objective, detached: the bound's integrand with the loss's KL
+            // weight (the IWAE bound itself, lifted, under an IWAE objective).
             let f = if s.iwae {
                 lift(&bound, rows)?
             } else {
@@ -417,7 +436,13 @@ impl LoweredModel {
                 Some(w) => (row_weight * w.detach())?,
                 None => row_weight,
             };
-            for (var, log_q) in &guide.score_function {
+            for (var, est) in &self.estimators {
+                if !est.has_surrogate() {
+                    continue;
+                }
+                let Some(record) = guide.records.iter().find(|r| r.var == *var) else {
+                    continue;
+                };
                 let mut w = row_weight.clone();
                 if let SiteVar::Data(id) = var {
                     // Only hidden rows draw a `partial` variable.
@@ -425,18 +450,17 @@ impl LoweredModel {
                         w = (w * m.affine(-1.0, 1.0)?)?;
                     }
                 }
-                let total = w.sum_all()?.to_scalar::<f32>()? as f64;
-                if total <= 0.0 {
-                    continue;
+                let cx = TermsCx {
+                    record,
+                    objective: &f,
+                    row_weight: &w,
+                };
+                if let Some(extra) = est.extra_term(&cx)? {
+                    loss = (loss + extra.loss)?;
+                    if let Some(t) = extra.target {
+                        estimator_targets.push((*var, t));
+                    }
                 }
-                let baseline = self.baseline(*var)?;
-                let advantage = f.broadcast_sub(baseline)?.detach();
-                let surrogate = (advantage * lift(log_q, rows)?)?.mul(&w)?.sum_all()?;
-                // Value-neutral: the loss reads as the objective, the gradient is the
-                // surrogate's.
-                loss = (loss - (&surrogate - surrogate.detach())?)?;
-                let mean_f = ((&f * &w)?.sum_all()?.to_scalar::<f32>()? as f64) / total;
-                baseline_targets.push((*var, mean_f));
             }
         }
         Ok(Outcome {
@@ -444,7 +468,7 @@ impl LoweredModel {
             bound,
             loglik: loglik_pe,
             terms,
-            baseline_targets,
+            estimator_targets,
         })
     }
 
@@ -511,7 +535,7 @@ impl LoweredModel {
             observed: Vec::new(),
             weights: None,
         };
-        let guide = self.guide_pass(&hidden, hidden.rows, false, rng)?;
+        let guide = self.guide_pass(&hidden, hidden.rows, false, &Overrides::default(), rng)?;
         let weight = match &guide.log_weight {
             Some(lw) => Some(lw.exp()?),
             None => None,
@@ -541,18 +565,23 @@ impl LoweredModel {
     /// with their weights: `Σ_y q(y|x) E_q[z | x, y]`. Under `guide exact` the
     /// probabilities are the exact posterior's (the responsibilities).
     pub fn posterior_means(&self, batch: &Batch, rng: &mut Rng) -> Result<Vec<(usize, Tensor)>> {
-        if self.exact_guide() {
-            return Ok(self.exact_linear_gaussian(batch, rng)?.means);
-        }
-        if let Guide::Exact {
-            posterior: crate::ir::ExactPosterior::Enumerate,
-            ..
-        } = self.program.guide
-        {
-            return self.exact_discrete_posterior(batch, rng);
+        match self.plan.inference {
+            Inference::Exact(ExactMethod::LinearGaussian) => {
+                return Ok(self.exact_linear_gaussian(batch, rng)?.means)
+            }
+            Inference::Exact(ExactMethod::Enumerate) => {
+                return self.exact_discrete_posterior(batch, rng)
+            }
+            Inference::Exact(m) => {
+                bail!(
+                    "`guide exact` by {} is not lowered by this release",
+                    m.describe()
+                )
+            }
+            Inference::Amortized | Inference::None => {}
         }
         let b = batch.rows;
-        let guide = self.guide_pass(batch, b, false, rng)?;
+        let guide = self.guide_pass(batch, b, false, &Overrides::default(), rng)?;
         let rows = guide.sample_rows;
         let weight = match &guide.log_weight {
             Some(lw) => Some(lift(lw, rows)?.exp()?),

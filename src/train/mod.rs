@@ -142,10 +142,6 @@ impl From<candle_core::Error> for TrainError {
     }
 }
 
-/// The step rate of `@reinforce` baselines (see `LoweredModel::update_baselines`): an
-/// exponential moving average of the objective over about ten steps.
-const BASELINE_RATE: f64 = 0.1;
-
 /// Options beyond the spec's `train` block.
 pub struct TrainOptions {
     pub device: Device,
@@ -289,7 +285,7 @@ struct Step {
     /// term of every part is the shares' weighted mean and a term of one part (the
     /// supervised term of the labelled part) keeps its value.
     terms: Vec<(String, f64, f64)>,
-    baseline_targets: Vec<(crate::ir::SiteVar, f64)>,
+    estimator_targets: Vec<(crate::ir::SiteVar, f64)>,
 }
 
 impl Step {
@@ -314,7 +310,7 @@ impl Step {
             loss: out.loss,
             bound_mean,
             terms,
-            baseline_targets: out.baseline_targets,
+            estimator_targets: out.estimator_targets,
         })
     }
 
@@ -337,7 +333,7 @@ impl Step {
                     None => acc.terms.push((name, v, w)),
                 }
             }
-            acc.baseline_targets.extend(p.baseline_targets);
+            acc.estimator_targets.extend(p.estimator_targets);
         }
         Ok(acc)
     }
@@ -564,7 +560,7 @@ pub fn train(
 
     let named = model.store.named();
     let guide_prefixes = model.guide_parameter_prefixes();
-    let is_guide = |name: &str| guide_prefixes.iter().any(|p| name.starts_with(p.as_str()));
+    let is_guide = |name: &str| LoweredModel::is_guide_parameter(&guide_prefixes, name);
     let guide_group: Vec<usize> = (0..named.len())
         .filter(|&i| is_guide(&named[i].0))
         .collect();
@@ -730,7 +726,7 @@ pub fn train(
                 }
                 Err(e) => return Err(e.into()),
             }
-            model.update_baselines(&out.baseline_targets, BASELINE_RATE)?;
+            model.after_step(&out.estimator_targets)?;
             state.step += 1;
             let rows = chunk.len();
             running.seen += rows;
