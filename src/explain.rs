@@ -140,6 +140,9 @@ the value is missing); and it must not sample anything else or observe data.
     model { z ~ Normal(0, 1); x ~ Bernoulli(logits = dec(z)) }
     guide { x ~ Bernoulli(logits = dec(zeros(Z))) }       # observes data, misses z
 
+A guide that reads a `partial` variable (`enc(x, y)`) must sample it first
+(`y ~ Categorical(logits = classify(x))`): where `y` is missing, that is its value.
+
 Sample each latent in `guide` from a distribution with the model's support.
 ";
 
@@ -180,7 +183,10 @@ finite discrete site (Categorical, Bernoulli); continuous guide sites are
 reparameterized, so a guide distribution without a reparameterized sampler
 (Gamma, Beta, Dirichlet) needs `@reinforce`; `@refine` and `@random_function` need
 a Normal site; flows (`|> iaf(...)`) need a continuous site; strategies belong to
-guide sites only; `kl = analytic` needs a closed-form KL for every latent.
+guide sites only; `kl = analytic` needs a closed-form KL for every latent. A
+`global` discrete latent cannot be enumerated (its one value is shared by every
+example, so the sum does not split into per-example terms): give it `@relax` or
+`@reinforce`.
 
     z ~ Gamma(a, b)                 # no reparameterized sampler
 

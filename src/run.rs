@@ -368,11 +368,15 @@ pub fn train(
         );
     }
     // samples.png for image data.
-    if let Some((bytes, _)) = sample_images(&trained.model, 64, Some(&data)) {
-        if let Err(e) = run.write("samples.png", &bytes) {
-            eprintln!("vic: {e}");
-            return USAGE;
+    match sample_images(&trained.model, 64, Some(&data)) {
+        Ok(Some((bytes, _))) => {
+            if let Err(e) = run.write("samples.png", &bytes) {
+                eprintln!("vic: {e}");
+                return USAGE;
+            }
         }
+        Ok(None) => {}
+        Err(e) => eprintln!("vic: warning: no samples.png: {e}"),
     }
     OK
 }
@@ -560,24 +564,29 @@ fn given_values(model: &LoweredModel, n: usize, data: Option<&DataSet>) -> Vec<O
 }
 
 /// Prior samples of the first image-shaped data variable as a PNG grid, with the
-/// variable's name.
+/// variable's name; `Ok(None)` when the model draws no image.
 fn sample_images(
     model: &LoweredModel,
     n: usize,
     data: Option<&DataSet>,
-) -> Option<(Vec<u8>, String)> {
+) -> Result<Option<(Vec<u8>, String)>, String> {
     let given = given_values(model, n, data);
     let mut rng = Rng::seed(model.program.train.seed ^ 0x5a5a);
-    let drawn = model.sample_prior(n, &given, &mut rng).ok()?;
+    let drawn = model
+        .sample_prior(n, &given, &mut rng)
+        .map_err(|e| format!("drawing from the model failed: {e}"))?;
     for (id, t) in drawn {
         let def = &model.program.data[id];
         if let Some((c, h, w)) = vic::image::image_layout(&def.ty.shape) {
-            let values: Vec<f32> = t.flatten_all().ok()?.to_vec1().ok()?;
-            let png = vic::image::grid_png(&values, n, c, h, w).ok()?;
-            return Some((png, def.name.clone()));
+            let values: Vec<f32> = t
+                .flatten_all()
+                .and_then(|t| t.to_vec1())
+                .map_err(|e| e.to_string())?;
+            let png = vic::image::grid_png(&values, n, c, h, w)?;
+            return Ok(Some((png, def.name.clone())));
         }
     }
-    None
+    Ok(None)
 }
 
 pub fn sample(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
@@ -617,7 +626,14 @@ pub fn sample(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
         .and_then(|p| p.extension())
         .is_some_and(|e| e == "npy");
     if !wants_npy {
-        if let Some((png, name)) = sample_images(&model, n, None) {
+        let images = match sample_images(&model, n, None) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("vic: {e}");
+                return FAILED;
+            }
+        };
+        if let Some((png, name)) = images {
             let path = output.unwrap_or_else(|| dir.join("samples.png"));
             return match io::write_atomic(&path, &png) {
                 Ok(()) => {

@@ -94,6 +94,10 @@ pub enum RuleError {
         support: String,
         span: Span,
     },
+    /// E011: a global latent enumerated (explicitly, or by default for a finite support):
+    /// its one value is shared by the whole dataset, so a sum over it does not factor
+    /// into per-example terms.
+    EnumerateGlobal { name: String, span: Span },
     /// E011: a guide distribution without reparameterization left to be reparameterized
     /// (a continuous or Count site without `@reinforce`).
     NotReparameterizable {
@@ -350,6 +354,13 @@ impl From<RuleError> for Diagnostic {
             )
             .with_label("not a finite support")
             .with_hint("enumerate only Categorical or Bernoulli sites; use `@reinforce` here, or no strategy for a continuous site"),
+            EnumerateGlobal { name, span } => Diagnostic::new(
+                Code::E011,
+                span,
+                format!("the global latent `{name}` cannot be enumerated: its one value is shared by every example"),
+            )
+            .with_label("enumerated global latent")
+            .with_hint("draw it with `@relax(temperature = 0.5)` or `@reinforce`, or make it per example (drop `global`)"),
             NotReparameterizable { name, dist, span } => Diagnostic::new(
                 Code::E011,
                 span,
@@ -925,7 +936,17 @@ fn strategy_rules(program: &Program, guide: &Body, names: &Names, errors: &mut V
         let kind = site.dist.kind;
         let strategy_span = names.strategy.get(&site.span).copied().unwrap_or(site.span);
         let finite = matches!(support, Domain::Cat(_) | Domain::Binary);
+        let global = match site.var {
+            SiteVar::Latent(l) => program.latents.get(l).is_some_and(|d| d.global),
+            SiteVar::Data(_) => false,
+        };
         match &site.strategy {
+            Some(Strategy::Enumerate) if finite && global => {
+                errors.push(RuleError::EnumerateGlobal {
+                    name: name.clone(),
+                    span: strategy_span,
+                })
+            }
             Some(Strategy::Enumerate) if !finite => errors.push(RuleError::EnumerateNotFinite {
                 name: name.clone(),
                 support: support.name(),

@@ -281,6 +281,12 @@ pub enum BuildError {
         kind: &'static str,
         span: Span,
     },
+    /// The guide reads a `partial` variable it never samples (E008).
+    PartialReadNotSampled {
+        name: String,
+        span: Span,
+        guide: Span,
+    },
     /// A local, latent or `partial` data read before it is defined in this block (E010).
     UseBeforeDef {
         name: String,
@@ -846,6 +852,16 @@ impl From<BuildError> for Diagnostic {
             )
             .with_label("not a latent")
             .with_hint("the guide samples latents and `partial` data only; remove this site"),
+            B::PartialReadNotSampled { name, span, guide } => Diagnostic::new(
+                Code::E008,
+                span,
+                format!("`partial` data `{name}` is read in `guide` but never sampled there"),
+            )
+            .with_label("read here")
+            .with_secondary(guide, "the guide")
+            .with_hint(format!(
+                "sample it in `guide` before this use (e.g. `{name} ~ Categorical(logits = classify(x))`); the guide's value is used where `{name}` is missing"
+            )),
             B::UseBeforeDef {
                 name,
                 what,

@@ -236,7 +236,33 @@ pub fn build(file: &ast::File, consts: &Consts) -> (Program, Vec<BuildError>) {
                 posterior: ir::ExactPosterior::LinearGaussian,
                 span: span.to(*exact),
             },
-            ast::GuideBody::Block(block) => ir::Guide::Amortized(b.body(block, true)),
+            ast::GuideBody::Block(block) => {
+                let before = b.errors.len();
+                let body = b.body(block, true);
+                // A `partial` variable read before its guide site, when the guide has no
+                // site for it at all, is the missing site (E008), not an ordering mistake.
+                let mut sampled = Vec::new();
+                crate::ir::walk::for_each_site(&body, |s, _| sampled.push(s.var));
+                for e in &mut b.errors[before..] {
+                    if let BuildError::UseBeforeDef {
+                        name,
+                        what: "partial data",
+                        span: use_span,
+                        ..
+                    } = e
+                    {
+                        let id = b.prog.data.iter().position(|d| d.name == *name);
+                        if id.is_some_and(|d| !sampled.contains(&ir::SiteVar::Data(d))) {
+                            *e = BuildError::PartialReadNotSampled {
+                                name: name.clone(),
+                                span: *use_span,
+                                guide: block.span,
+                            };
+                        }
+                    }
+                }
+                ir::Guide::Amortized(body)
+            }
         };
     }
     (b.prog, b.errors)

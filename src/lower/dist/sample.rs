@@ -289,41 +289,56 @@ impl DistValue {
         }
     }
 
-    /// Every value of a discrete site, for exact enumeration: a Categorical with event
-    /// shape `[]` gives its K one-hot values, each `[R, K]`; a Bernoulli with one element
-    /// per row gives the values 0 and 1, each `[R, ...event_shape]`. Any other case (a
-    /// support exponential in the event size, or infinite) is an error for the caller to
-    /// report.
+    /// Every value of a discrete site, for exact enumeration, each `[R, ...value]`: a
+    /// Categorical with `n` elements per row (event shape `[]`: one) gives its `K^n`
+    /// joint values, one-hot `[R, ...shape, K]`; a Bernoulli with `n` elements per row
+    /// its `2^n` joint values. The first element varies slowest (value `v` has element
+    /// `i`'s class as digit `i` of `v` in base `K`, most significant first). Any other
+    /// family (a support that is not finite) is an error for the caller to report; the
+    /// checker keeps the count within E017's limit.
     pub fn enumerate_support(&self) -> Result<Vec<Tensor>> {
         let shape = self.value_shape();
         let dev = self.device();
-        match self.kind {
-            DistKind::Categorical if self.event_shape.is_empty() => {
-                let k = self.categories.unwrap_or(0);
-                let eye = Tensor::eye(k, self.dtype(), &dev)?; // [K, K]
-                (0..k)
-                    .map(|i| {
-                        eye.narrow(0, i, 1)?
-                            .broadcast_as(shape.as_slice())?
-                            .contiguous()
-                    })
-                    .collect()
+        let n: usize = self.event_shape.iter().product();
+        let base = match self.kind {
+            DistKind::Categorical => self.categories.unwrap_or(0),
+            DistKind::Bernoulli => 2,
+            _ => {
+                return dist_error(format!(
+                    "{} has no finite support to enumerate",
+                    self.kind.name()
+                ))
             }
-            DistKind::Bernoulli if self.event_shape.iter().product::<usize>() == 1 => Ok(vec![
-                Tensor::zeros(shape.as_slice(), self.dtype(), &dev)?,
-                Tensor::ones(shape.as_slice(), self.dtype(), &dev)?,
-            ]),
-            DistKind::Categorical | DistKind::Bernoulli => dist_error(format!(
-                "{} with event shape {:?} cannot be enumerated: only a single Categorical or \
-                 Bernoulli value per example can (use @relax or @reinforce)",
-                self.kind.name(),
-                self.event_shape
-            )),
-            _ => dist_error(format!(
-                "{} has no finite support to enumerate",
+        };
+        let count = (base as u64)
+            .checked_pow(n as u32)
+            .filter(|&c| c <= 1 << 20);
+        let Some(count) = count else {
+            return dist_error(format!(
+                "{} with {n} elements per example has too many joint values to enumerate",
                 self.kind.name()
-            )),
-        }
+            ));
+        };
+        (0..count as usize)
+            .map(|v| {
+                // Element i's class: digit i of v in base K (most significant first).
+                let digits: Vec<usize> = (0..n)
+                    .map(|i| (v / base.pow((n - 1 - i) as u32)) % base)
+                    .collect();
+                let one: Vec<f32> = match self.kind {
+                    DistKind::Categorical => digits
+                        .iter()
+                        .flat_map(|&d| (0..base).map(move |k| if k == d { 1.0 } else { 0.0 }))
+                        .collect(),
+                    _ => digits.iter().map(|&d| d as f32).collect(),
+                };
+                let value = Tensor::from_vec(one, &shape[1..], &dev)?.to_dtype(self.dtype())?;
+                value
+                    .unsqueeze(0)?
+                    .broadcast_as(shape.as_slice())?
+                    .contiguous()
+            })
+            .collect()
     }
 }
 

@@ -1607,26 +1607,46 @@ fn enumerate_support_lists_every_value_once() {
         .map(|(a, c)| a + c)
         .collect();
     assert_all_close("Bernoulli Σ p", &s, &[1.0, 1.0], 1e-12, 1e-12);
-    // Exponential supports and continuous families: errors.
+    // Several elements per row: every joint value once (2^3 and 3^2), their
+    // probabilities summing to 1; continuous families: errors.
     let b2 = DistValue::new(
         DistKind::Bernoulli,
-        vec![(DistParam::Logits, scalar(0.0))],
+        vec![(
+            DistParam::Logits,
+            Tensor::new(&[[0.5f64, -1.0, 2.0]], &Device::Cpu).unwrap(),
+        )],
         None,
         &[3],
     )
     .unwrap();
-    assert!(b2.enumerate_support().is_err());
     let c2 = DistValue::new(
         DistKind::Categorical,
         vec![(
             DistParam::Logits,
-            Tensor::zeros((1, 2, 3), DType::F64, &Device::Cpu).unwrap(),
+            Tensor::new(&[[[0.1f64, 0.7, -0.4], [1.0, -2.0, 0.3]]], &Device::Cpu).unwrap(),
         )],
         None,
         &[2],
     )
     .unwrap();
-    assert!(c2.enumerate_support().is_err());
+    for (d, count) in [(&b2, 8), (&c2, 9)] {
+        let vals = d.enumerate_support().unwrap();
+        assert_eq!(vals.len(), count);
+        let flat: Vec<Vec<f64>> = vals
+            .iter()
+            .map(|v| v.flatten_all().unwrap().to_vec1::<f64>().unwrap())
+            .collect();
+        for i in 0..flat.len() {
+            for j in 0..i {
+                assert_ne!(flat[i], flat[j], "values {i} and {j} repeat");
+            }
+        }
+        let total: f64 = vals
+            .iter()
+            .map(|v| vec1(&d.log_prob(v).unwrap())[0].exp())
+            .sum();
+        assert_all_close("joint Σ p", &[total], &[1.0], 1e-12, 1e-12);
+    }
     assert!(one(DistKind::Poisson, vec![(DistParam::Rate, 1.0)], 1)
         .enumerate_support()
         .is_err());
