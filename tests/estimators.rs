@@ -232,3 +232,36 @@ train { dataset = "unused.npz"; labels = 1 }
     // The two @reinforce sites own their baselines; nothing else owns parameters.
     assert_eq!(model.estimator_parameters(), ["@baseline.y", "@baseline.g"]);
 }
+
+#[test]
+fn the_guide_group_of_alternate_claims_its_own_names_only() {
+    // A guide param `s` must not claim the model's `scales` or network `summary`.
+    let src = r#"
+data x : Real[3]
+latent z : Real
+param s : Positive = 1.0
+param scales : Positive[3] = 1.0
+net summary(z: Real) -> Real[3] = linear()
+net enc(x: Real[3]) -> Real = linear()
+model {
+  z ~ Normal(0, 1)
+  x ~ Normal(summary(z), scales)
+}
+guide {
+  z ~ Normal(enc(x), s)
+}
+train { dataset = "unused.npz"; schedule = alternate(e_steps = 1, m_steps = 1) }
+"#;
+    let model = lower(src, 0);
+    let prefixes = model.guide_parameter_prefixes();
+    let guide: Vec<String> = model
+        .store
+        .named()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| LoweredModel::is_guide_parameter(&prefixes, n))
+        .collect();
+    let mut guide = guide;
+    guide.sort();
+    assert_eq!(guide, ["enc.layer0.bias", "enc.layer0.weight", "s"]);
+}
