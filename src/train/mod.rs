@@ -5,6 +5,7 @@
 //! The loop does no I/O itself: checkpoints go through a [`RunStore`], progress to an
 //! [`Observer`], and the clock is a function the caller passes.
 
+pub mod batches;
 pub mod fpu;
 pub mod optim;
 
@@ -85,11 +86,9 @@ struct TrainState {
     metrics: Vec<MetricsRow>,
     /// A fingerprint of the IR, so a checkpoint is not resumed under another spec.
     ir_hash: u64,
-    /// The labelled examples' current order and position (partial data, see [`Pools`]).
-    #[serde(default)]
-    labelled_order: Vec<usize>,
-    #[serde(default)]
-    labelled_next: usize,
+    /// What the batcher carries across epochs (the labelled cycle of `partial` data).
+    #[serde(default, flatten)]
+    batcher: batches::BatcherState,
 }
 
 /// Why training stopped early.
@@ -245,37 +244,6 @@ pub fn make_batch(
     })
 }
 
-/// How the examples of a training split with `partial` data are drawn. When some
-/// examples are labelled (every `partial` value observed) and some are not, each step
-/// takes a batch of unlabelled examples (an epoch is one pass over them) plus a batch of
-/// labelled ones, cycled through a reshuffled order of their own, as in Kingma et al.
-/// (2014): with 1,000 labels among 60,000 examples, a uniform batch would seldom hold
-/// one. The two parts are weighted (`n_l / (n B_l)` and `n_u / (n B_u)` per example) so
-/// the loss stays an unbiased estimate of the per-example objective of the whole set.
-/// Otherwise (no `partial` data, or every example alike) batches are uniform.
-#[derive(Clone, Debug)]
-struct Pools {
-    labelled: Vec<usize>,
-    unlabelled: Vec<usize>,
-}
-
-impl Pools {
-    fn of(split: &Split) -> Option<Pools> {
-        if split.observed.is_empty() {
-            return None;
-        }
-        let (labelled, unlabelled): (Vec<usize>, Vec<usize>) = (0..split.n)
-            .partition(|&i| split.observed.iter().all(|(_, m)| m.get(i) == Some(&true)));
-        if labelled.is_empty() || unlabelled.is_empty() {
-            return None;
-        }
-        Some(Pools {
-            labelled,
-            unlabelled,
-        })
-    }
-}
-
 /// One training step's objective, possibly from two passes (labelled and unlabelled).
 struct Step {
     loss: Tensor,
@@ -337,28 +305,6 @@ impl Step {
         }
         Ok(acc)
     }
-}
-
-/// The next `count` labelled examples of the cycle kept in `state`.
-fn next_labelled(pools: &Pools, count: usize, state: &mut TrainState) -> Vec<usize> {
-    let mut out = Vec::with_capacity(count);
-    while out.len() < count {
-        if state.labelled_next >= state.labelled_order.len() {
-            state.labelled_order = state
-                .rng
-                .permutation(pools.labelled.len())
-                .into_iter()
-                .map(|i| pools.labelled[i])
-                .collect();
-            state.labelled_next = 0;
-        }
-        match state.labelled_order.get(state.labelled_next) {
-            Some(&i) => out.push(i),
-            None => break,
-        }
-        state.labelled_next += 1;
-    }
-    out
 }
 
 /// Means per example over a whole split.
@@ -551,8 +497,7 @@ pub fn train(
                 rng: Rng::seed(cfg.seed.wrapping_add(0x9e37_79b9_7f4a_7c15)),
                 metrics: Vec::new(),
                 ir_hash: hash,
-                labelled_order: Vec::new(),
-                labelled_next: 0,
+                batcher: batches::BatcherState::default(),
             };
             (model, state, None)
         }
@@ -575,11 +520,9 @@ pub fn train(
     }
 
     let n = data.train.n;
-    let batch = cfg.batch.max(1);
-    let pools = Pools::of(&data.train);
-    let epoch_examples = pools.as_ref().map_or(n, |p| p.unlabelled.len());
-    let labelled_batch = pools.as_ref().map_or(0, |p| p.labelled.len().min(batch));
-    let steps_per_epoch = epoch_examples.div_ceil(batch) as u64;
+    let mut batcher = batches::for_split(&data.train, cfg.batch);
+    batcher.restore(state.batcher.clone());
+    let steps_per_epoch = batcher.steps_per_epoch();
     let (samples, iwae) = match cfg.objective {
         Objective::Elbo { samples } => (samples, false),
         Objective::Iwae { samples } => (samples, true),
@@ -624,22 +567,13 @@ pub fn train(
 
     while state.epoch < cfg.epochs {
         let epoch = state.epoch + 1;
-        let order: Vec<usize> = match &pools {
-            None => state.rng.permutation(n),
-            Some(p) => state
-                .rng
-                .permutation(p.unlabelled.len())
-                .into_iter()
-                .map(|i| p.unlabelled[i])
-                .collect(),
-        };
+        batcher.start_epoch(&mut state.rng);
         let mut running = Running {
             started: (opts.clock)(),
             ..Running::default()
         };
         let mut phase: Option<String> = None;
-        let chunks = order.chunks(batch).count();
-        for (chunk_no, chunk) in order.chunks(batch).enumerate() {
+        while let Some(parts) = batcher.next_step(&mut state.rng) {
             let progress = state.step as f64 / (steps_per_epoch.max(1) as f64);
             let anneal = match cfg.anneal {
                 Some(a) if a.epochs > 0 => (progress / a.epochs as f64).min(1.0),
@@ -653,34 +587,28 @@ pub fn train(
                 free_bits: cfg.free_bits,
                 dataset_size: n,
             };
-            let out = match &pools {
-                None => {
-                    let b =
-                        make_batch(&model.program, &data.train, chunk, &device, &mut state.rng)?;
-                    let out = model.objective(&b, &settings, &mut state.rng)?;
-                    Step::of(out, None, 1.0)?
+            // One loss from every part of the step (the labelled part of `partial` data is
+            // never enumerated: its values are observed).
+            let mut steps = Vec::with_capacity(parts.len());
+            let mut rows = 0;
+            for part in &parts {
+                let idx = &part.indices;
+                let mut b = make_batch(&model.program, &data.train, idx, &device, &mut state.rng)?;
+                let weights = if part.weighted {
+                    let w = (part.share / idx.len().max(1) as f64) as f32;
+                    let w = Tensor::from_vec(vec![w; idx.len()], idx.len(), &device)?;
+                    b.weights = Some(w.clone());
+                    Some(w)
+                } else {
+                    None
+                };
+                let out = model.objective(&b, &settings, &mut state.rng)?;
+                steps.push(Step::of(out, weights.as_ref(), part.share)?);
+                if part.counted {
+                    rows += idx.len();
                 }
-                Some(p) => {
-                    // Two passes, one loss: the labelled part is never enumerated (its
-                    // values are observed), the unlabelled part is.
-                    let labelled = next_labelled(p, labelled_batch, &mut state);
-                    let mut parts = Vec::with_capacity(2);
-                    for (idx, pool) in [
-                        (&labelled[..], p.labelled.len()),
-                        (chunk, p.unlabelled.len()),
-                    ] {
-                        let mut b =
-                            make_batch(&model.program, &data.train, idx, &device, &mut state.rng)?;
-                        let share = pool as f64 / n as f64;
-                        let w = (share / idx.len().max(1) as f64) as f32;
-                        let weights = Tensor::from_vec(vec![w; idx.len()], idx.len(), &device)?;
-                        b.weights = Some(weights.clone());
-                        let out = model.objective(&b, &settings, &mut state.rng)?;
-                        parts.push(Step::of(out, Some(&weights), share)?);
-                    }
-                    Step::combine(parts)?
-                }
-            };
+            }
+            let out = Step::combine(steps)?;
             let loss = out.loss.to_scalar::<f32>()? as f64;
             let terms: Vec<(String, f64)> = out
                 .terms
@@ -728,7 +656,6 @@ pub fn train(
             }
             model.after_step(&out.estimator_targets)?;
             state.step += 1;
-            let rows = chunk.len();
             running.seen += rows;
             running.loss += loss * rows as f64;
             running.bound += out.bound_mean * rows as f64;
@@ -745,7 +672,7 @@ pub fn train(
                 loss,
                 terms,
             });
-            let last_of_epoch = chunk_no + 1 == chunks;
+            let last_of_epoch = batcher.epoch_done();
             if !last_of_epoch && interval.is_some_and(|k| state.step % k == 0) {
                 let row = row_at(&model, &mut state, epoch, &running, phase.clone())?;
                 state.metrics.push(row);
@@ -757,6 +684,7 @@ pub fn train(
         }
         let row = row_at(&model, &mut state, epoch, &running, phase)?;
         state.epoch = epoch;
+        state.batcher = batcher.state();
         state.metrics.push(row.clone());
         save_checkpoint(&model, &optimizer, &state, store)?;
         observer.epoch(&row);
