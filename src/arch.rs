@@ -687,14 +687,19 @@ pub fn call_cost(net: &NetDef, set_size: usize) -> CallCost {
     cost
 }
 
-/// How many copies of a network's weights exist.
+/// How many copies of a network's weights exist (their checkpoint names: see
+/// `lower::nets::CopyKey`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Copies {
     /// Σ `steps` over the `iaf` flows that name the network (1 when none does): each flow
     /// step has its own copy, numbered in program order (model, then guide).
     pub iaf: u64,
-    /// `@per_member`: the member count of the `meta` family; `None` when it is only known
-    /// from the data (`classes()`), in which case one copy is counted.
+    /// Whether a flow names the network (its copies are per step, even for one step).
+    #[serde(default)]
+    pub flow: bool,
+    /// `@per_member`: the number of training members of the `meta` family (one copy
+    /// each); `None` when it is only known from the data (`classes()`), in which case one
+    /// copy is counted.
     pub members: Option<u64>,
     pub per_member: bool,
 }
@@ -723,13 +728,17 @@ pub fn copies(program: &Program, id: NetId) -> Copies {
     let per_member = program.nets.get(id).is_some_and(|n| n.per_member);
     Copies {
         iaf: iaf.max(1),
-        members: program
-            .meta
-            .as_ref()
-            .and_then(|mc| mc.family.size())
-            .map(|n| n as u64),
+        flow: iaf > 0,
+        members: training_members(program).map(|m| m.len() as u64),
         per_member,
     }
+}
+
+/// The indices of the `meta` family's training members, when the family's size is known
+/// without data.
+pub fn training_members(program: &Program) -> Option<Vec<usize>> {
+    let meta = program.meta.as_ref()?;
+    Some(meta.train.resolve(meta.family.size()?))
 }
 
 /// Every learned scalar of the program: networks with their copies, plus `param`s.
@@ -1652,7 +1661,7 @@ mod tests {
         );
         assert!(d[0].message.contains(&expect.to_string()));
 
-        // 60M parameters fit; 18 per-member copies do not.
+        // 60M parameters fit; 18 per-member copies (one per training member) do not.
         let mut p = P::new();
         let id = p.net(
             "dec",
@@ -1664,7 +1673,7 @@ mod tests {
         p.0.nets[id].per_member = true;
         p.0.meta = Some(MetaConfig {
             family: Family::Rotate((0..18).map(|i| i as f64 * 20.0).collect()),
-            train: Members::Even,
+            train: Members::All,
             test: Members::Odd,
             span: Span::Artificial,
         });

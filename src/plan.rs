@@ -1016,7 +1016,7 @@ impl fmt::Display for Plan {
             }
             if n.copies.per_member {
                 match n.copies.members {
-                    Some(m) => copies.push(format!("{m} members")),
+                    Some(m) => copies.push(format!("{m} training members")),
                     None => {
                         copies.push("members (unknown until the data is read; counted once)".into())
                     }

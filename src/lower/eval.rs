@@ -29,7 +29,7 @@
 use super::dist::DistValue;
 use super::infer::enumerate::support_rows;
 use super::infer::Draw;
-use super::nets::NetCtx;
+use super::nets::{CopyKey, NetCtx};
 use super::{broadcast_to, LoweredModel, SiteRecord};
 use crate::ir::{
     BinaryOp, DataId, Expr, ExprKind, Reduce, Ref, Site, SiteVar, Step, Stmt, Type, UnaryFn,
@@ -155,6 +155,9 @@ pub struct Frame<'m> {
     pub drawn_steps: Vec<Vec<Option<Val>>>,
     /// Guide sites whose distribution parameters are given instead of computed.
     pub overrides: Overrides,
+    /// The member distribution the batch comes from (`meta`): it picks the copy of a
+    /// `@per_member` network.
+    pub member: Option<usize>,
     locals: Vec<LocalVal>,
     loop_values: Vec<usize>,
     /// What each site did, in order.
@@ -230,6 +233,7 @@ impl<'m> Frame<'m> {
             drawn_data: vec![None; model.program.data.len()],
             drawn_steps: vec![Vec::new(); model.program.data.len()],
             overrides: Overrides::default(),
+            member: None,
             locals: vec![LocalVal::Unset; locals],
             loop_values: vec![0; loops],
             records: Vec::new(),
@@ -407,13 +411,38 @@ impl<'m> Frame<'m> {
         }
     }
 
-    /// Call a network: inputs materialized to the current rows, heads `[rows, ...]`.
+    /// Call a network as written in the spec: its arguments evaluated, a `@per_member`
+    /// network's copy chosen by the batch's member.
     pub fn call_net(&mut self, net: usize, args: &[Expr], rng: &mut Rng) -> Result<Vec<Tensor>> {
-        let def = &self.model.program.nets[net];
         let vals: Vec<Val> = args
             .iter()
             .map(|a| self.eval(a, rng))
             .collect::<Result<_>>()?;
+        let def = &self.model.program.nets[net];
+        let member = if def.per_member {
+            match self.member {
+                Some(m) => Some(m),
+                None => bail!(
+                    "the `@per_member` network `{}` is called outside a member's batch",
+                    def.name
+                ),
+            }
+        } else {
+            None
+        };
+        self.call_copy(net, CopyKey { member, step: None }, &vals, rng)
+    }
+
+    /// Call copy `key` of a network on values: inputs materialized to the current rows,
+    /// heads `[rows, ...]`.
+    pub fn call_copy(
+        &mut self,
+        net: usize,
+        key: CopyKey,
+        vals: &[Val],
+        rng: &mut Rng,
+    ) -> Result<Vec<Tensor>> {
+        let def = &self.model.program.nets[net];
         let rows = vals
             .iter()
             .filter_map(Val::rows)
@@ -428,7 +457,7 @@ impl<'m> Frame<'m> {
             train: self.train,
             rng,
         };
-        self.model.net(net)?.forward(&inputs, &mut ctx)
+        self.model.net(net, key)?.forward(&inputs, &mut ctx)
     }
 
     /// Run the statements of a block.

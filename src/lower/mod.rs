@@ -83,7 +83,8 @@ pub struct LoweredModel {
     pub program: Program,
     pub plan: Plan,
     pub store: ParamStore,
-    nets: Vec<Box<dyn Network>>,
+    /// Every network's copies (one for most; see `nets`' documentation).
+    nets: Vec<nets::NetCopies>,
     /// Unconstrained tensors of the `param`s, by `ParamId`.
     params: Vec<Tensor>,
     /// The estimator of each guide site's variable (one per variable: a stepped site's
@@ -113,16 +114,10 @@ impl LoweredModel {
             bail!("{why}");
         }
         let plan = crate::plan::plan(&program);
-        let mut nets = Vec::with_capacity(program.nets.len());
         // Network initialization draws from the run's seeded stream.
         let mut init_rng = store.fork_rng()?;
-        for def in &program.nets {
-            nets.push(nets::build_with_rng(
-                def,
-                store.builder(&def.name),
-                &mut init_rng,
-            )?);
-        }
+        let members = crate::arch::training_members(&program);
+        let nets = nets::build_all(&program, &store, members.as_deref(), &mut init_rng)?;
         let mut params = Vec::with_capacity(program.params.len());
         for def in &program.params {
             params.push(param_tensor(def, &store)?);
@@ -160,9 +155,27 @@ impl LoweredModel {
         self.store.device()
     }
 
-    pub fn net(&self, id: NetId) -> Result<&dyn Network> {
+    /// Network `id` (its copy `key`: a flow step's, a member's; the default key for a
+    /// network with one copy).
+    pub fn net(&self, id: NetId, key: nets::CopyKey) -> Result<&dyn Network> {
+        match self.nets.get(id).and_then(|n| n.get(key)) {
+            Some(n) => Ok(n),
+            None => bail!(
+                "internal error: network `{}` has no copy `{}`",
+                self.program
+                    .nets
+                    .get(id)
+                    .map(|d| d.name.as_str())
+                    .unwrap_or("?"),
+                key.prefix("")
+            ),
+        }
+    }
+
+    /// Every copy of network `id`.
+    pub fn net_copies(&self, id: NetId) -> Result<&nets::NetCopies> {
         match self.nets.get(id) {
-            Some(n) => Ok(n.as_ref()),
+            Some(n) => Ok(n),
             None => bail!("internal error: no network {id}"),
         }
     }

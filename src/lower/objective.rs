@@ -39,6 +39,9 @@ pub struct Batch {
     /// training set weights them so that the loss stays an unbiased estimate of the
     /// per-example objective of the whole set.
     pub weights: Option<Tensor>,
+    /// The member distribution every example comes from (`meta`): picks the copy of
+    /// each `@per_member` network.
+    pub member: Option<usize>,
 }
 
 impl Batch {
@@ -49,6 +52,7 @@ impl Batch {
             rows,
             observed: Vec::new(),
             weights: None,
+            member: None,
         }
     }
 }
@@ -135,6 +139,7 @@ impl LoweredModel {
         );
         frame.observed = batch.observed.clone();
         frame.overrides = overrides.clone();
+        frame.member = batch.member;
         match &self.program.guide {
             Guide::Amortized(g) => frame.run(&g.stmts, rng)?,
             Guide::None => {}
@@ -220,6 +225,7 @@ impl LoweredModel {
             s.train,
             &batch.data,
         );
+        score.member = batch.member;
         score.latents = guide.latents.clone();
         score.latent_steps = guide.latent_steps.clone();
         // `partial` data: observed values where known, the guide's draws elsewhere.
@@ -354,7 +360,7 @@ impl LoweredModel {
             }
         }
         for (id, def) in self.program.nets.iter().enumerate() {
-            if let Some(w) = self.net(id)?.weight_kl()? {
+            if let Some(w) = self.net_copies(id)?.weight_kl()? {
                 global_kl = (global_kl + &w)?;
                 let name = format!("KL(weights of {})", def.name);
                 accumulate(&mut terms, name, (w / s.dataset_size.max(1) as f64)?)?;
@@ -534,6 +540,7 @@ impl LoweredModel {
             rows: batch.rows,
             observed: Vec::new(),
             weights: None,
+            member: batch.member,
         };
         let guide = self.guide_pass(&hidden, hidden.rows, false, &Overrides::default(), rng)?;
         let weight = match &guide.log_weight {

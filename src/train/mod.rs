@@ -241,6 +241,7 @@ pub fn make_batch(
         rows: indices.len(),
         observed,
         weights: None,
+        member: None,
     })
 }
 

@@ -32,6 +32,18 @@
 //! - `deepsets`: [`sets`] (every `phi` and `rho` layer activated, `out` plain).
 //! - `attend_read`, `attend_write`: [`attend`] (DRAW's Gaussian filterbanks).
 //!
+//! # Copies
+//!
+//! A network may have several copies of its weights ([`NetCopies`], counted by
+//! [`crate::arch::copies`] and printed by the plan): one per flow step when an `iaf`
+//! flow names it, one per training member of the `meta` family when it is
+//! `@per_member`, both when both apply. A copy's checkpoint prefix reads like the spec
+//! ([`CopyKey::prefix`]): `ar.step2.layer0.weight` is layer 0 of the second flow step's
+//! copy of `ar` (steps count from 1, in program order), `dec.member4.layer1.bias` layer
+//! 1 of member 4's copy of `dec` (members are numbered as in the family, from 0, the
+//! numbers `train = [...]` uses), `ar.member4.step2.…` both. A network with one copy
+//! keeps its bare name (`encoder.layer0.weight`).
+//!
 //! # Parameters
 //!
 //! Keys are `<layer>.<param>` under the caller's prefix (`encoder.layer0.weight`):
@@ -128,6 +140,109 @@ pub fn build_with_rng(net: &NetDef, vb: VarBuilder, rng: &mut Rng) -> Result<Box
         Arch::AttendRead { grid } => Ok(Box::new(attend::AttendRead::new(net, *grid, vb, rng)?)),
         Arch::AttendWrite { grid } => Ok(Box::new(attend::AttendWrite::new(net, *grid, vb, rng)?)),
     }
+}
+
+/// Which copy of a network's weights: its training member (a `@per_member` network) and
+/// its flow step (1-based), each `None` when the network has no copies of that kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CopyKey {
+    pub member: Option<usize>,
+    pub step: Option<usize>,
+}
+
+impl CopyKey {
+    /// The checkpoint prefix of this copy of network `name`.
+    pub fn prefix(&self, name: &str) -> String {
+        let mut p = name.to_string();
+        if let Some(m) = self.member {
+            p.push_str(&format!(".member{m}"));
+        }
+        if let Some(s) = self.step {
+            p.push_str(&format!(".step{s}"));
+        }
+        p
+    }
+}
+
+/// Every copy of one network's weights, built.
+pub struct NetCopies {
+    pub copies: Vec<(CopyKey, Box<dyn Network>)>,
+}
+
+impl NetCopies {
+    /// The copy `key`.
+    pub fn get(&self, key: CopyKey) -> Option<&dyn Network> {
+        self.copies
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, n)| n.as_ref())
+    }
+
+    /// The KL of every copy's weight posterior, summed (`None` for point weights).
+    pub fn weight_kl(&self) -> Result<Option<Tensor>> {
+        let mut total: Option<Tensor> = None;
+        for (_, n) in &self.copies {
+            if let Some(k) = n.weight_kl()? {
+                total = Some(match total {
+                    Some(t) => (t + k)?,
+                    None => k,
+                });
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// The copies network `id` of `program` has: one per flow step (`steps` of the flows that
+/// name it, in program order), times one per training member (`members`, when it is
+/// `@per_member`); a single unnamed copy otherwise.
+pub fn copy_keys(
+    program: &crate::ir::Program,
+    id: usize,
+    members: Option<&[usize]>,
+) -> Result<Vec<CopyKey>> {
+    let counted = crate::arch::copies(program, id);
+    let steps: Vec<Option<usize>> = if counted.flow {
+        (1..=counted.iaf as usize).map(Some).collect()
+    } else {
+        vec![None]
+    };
+    let members: Vec<Option<usize>> = if counted.per_member {
+        match members {
+            Some(m) => m.iter().map(|&m| Some(m)).collect(),
+            None => candle_core::bail!(
+                "the members of `@per_member` network `{}` are known only from the data",
+                program.nets[id].name
+            ),
+        }
+    } else {
+        vec![None]
+    };
+    Ok(members
+        .iter()
+        .flat_map(|&member| steps.iter().map(move |&step| CopyKey { member, step }))
+        .collect())
+}
+
+/// Build every copy of every network of `program`, in declaration order (copies in the
+/// order of [`copy_keys`]), fresh parameters drawn from `rng`. `members` are the training
+/// members of the `meta` family (`None`: none, or not known without data).
+pub fn build_all(
+    program: &crate::ir::Program,
+    store: &super::params::ParamStore,
+    members: Option<&[usize]>,
+    rng: &mut Rng,
+) -> Result<Vec<NetCopies>> {
+    let mut out = Vec::with_capacity(program.nets.len());
+    for (id, def) in program.nets.iter().enumerate() {
+        let mut copies = Vec::new();
+        for key in copy_keys(program, id, members)? {
+            let vb = store.builder(&key.prefix(&def.name));
+            copies.push((key, build_with_rng(def, vb, rng)?));
+        }
+        out.push(NetCopies { copies });
+    }
+    Ok(out)
 }
 
 /// FNV-1a: a stable 64-bit hash (std's hasher is not stable across releases).
