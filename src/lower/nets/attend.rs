@@ -9,8 +9,9 @@
 //! - filter centres `μx_i = gx + (i − N/2 − 0.5) δ`, `μy_j = gy + (j − N/2 − 0.5) δ`,
 //!   i, j = 1..N (eqs. 19-20),
 //! - `Fx[i, a] ∝ exp(−(a − μx_i)²/(2σ²))` over the columns a = 1..A (the paper's 1-based
-//!   pixel coordinates, so g̃ = 0 is the image centre), each row normalized to sum 1 (a
-//!   1e-8 floor keeps the sum positive); `Fy` likewise over the rows (eq. 21).
+//!   pixel coordinates, so g̃ = 0 is the image centre), each row normalized to sum 1 (as
+//!   a softmax over the pixels, so no row is ever all zeros); `Fy` likewise over the rows
+//!   (eq. 21).
 //!
 //! Read is `γ · Fy x Fxᵀ` per channel (eq. 27); write is `(1/γ) · Fyᵀ w Fx` with the
 //! patch `w` from the dense layer `patch` (eq. 29).
@@ -42,9 +43,9 @@ fn bank(centre: &Tensor, delta: &Tensor, var: &Tensor, n: usize, len: usize) -> 
         .reshape((1, 1, len))?; // [1, 1, len]: 1..=len
     let d = pixels.broadcast_sub(&mu.unsqueeze(2)?)?; // [R, N, len]
     let two_var = (var * 2.0)?.unsqueeze(2)?; // [R, 1, 1]
-    let f = d.sqr()?.broadcast_div(&two_var)?.neg()?.exp()?;
-    let z = (f.sum_keepdim(2)? + 1e-8)?; // [R, N, 1]
-    f.broadcast_div(&z)
+                                              // exp(−d²/2σ²) normalized over the pixels, as a softmax: every row sums to 1 exactly,
+                                              // also for a filter centred far outside the image, where every exp underflows.
+    candle_nn::ops::softmax(&d.sqr()?.broadcast_div(&two_var)?.neg()?, 2)
 }
 
 fn banks(p: &Tensor, chw: (usize, usize, usize), n: usize) -> Result<Banks> {
@@ -62,6 +63,20 @@ fn banks(p: &Tensor, chw: (usize, usize, usize), n: usize) -> Result<Banks> {
         fy: bank(&gy, &delta, &var, n, h)?.unsqueeze(1)?,
         gamma: gamma.reshape((r, 1, 1, 1))?,
     })
+}
+
+/// Read (eq. 27): `γ · Fy x Fxᵀ` per channel, `[R, C, H, W]` → `[R, C, N, N]`.
+fn read(x: &Tensor, b: &Banks) -> Result<Tensor> {
+    let fy_x = b.fy.broadcast_matmul(x)?; // [R, C, N, W]
+    fy_x.broadcast_matmul(&b.fx.transpose(2, 3)?)? // [R, C, N, N]
+        .broadcast_mul(&b.gamma)
+}
+
+/// Write (eq. 29): `(1/γ) · Fyᵀ w Fx` per channel, `[R, C, N, N]` → `[R, C, H, W]`. With
+/// γ = 1 it is the adjoint of [`read`]: `<read(x), w> = <x, write(w)>`.
+fn write(patch: &Tensor, b: &Banks) -> Result<Tensor> {
+    let painted = b.fy.transpose(2, 3)?.broadcast_matmul(patch)?; // [R, C, H, N]
+    painted.broadcast_matmul(&b.fx)?.broadcast_div(&b.gamma) // [R, C, H, W]
 }
 
 fn params_layer(inp: usize, net: &NetDef, vb: &VarBuilder, rng: &mut Rng) -> Result<Linear> {
@@ -141,10 +156,7 @@ impl Network for AttendRead {
         let x = x.reshape((r, c, h, w))?; // [R, C, H, W]
         let s = state_or_nothing(inputs, &self.state, r, x.device())?; // [R, state]
         let p = self.params.forward(&s, ctx)?; // [R, 5]
-        let b = banks(&p, self.chw, n)?;
-        let fy_x = b.fy.broadcast_matmul(&x)?; // [R, C, N, W]
-        let glimpse = fy_x.broadcast_matmul(&b.fx.transpose(2, 3)?)?; // [R, C, N, N]
-        let glimpse = glimpse.broadcast_mul(&b.gamma)?;
+        let glimpse = read(&x, &banks(&p, self.chw, n)?)?; // [R, C, N, N]
         let mut shape = vec![r];
         shape.extend_from_slice(&self.head.ty.shape);
         let out = glimpse.reshape(shape)?; // [R, ...head shape]
@@ -203,10 +215,7 @@ impl Network for AttendWrite {
         let r = s.dim(0)?;
         let p = self.params.forward(&s, ctx)?; // [R, 5]
         let patch = self.patch.forward(&s, ctx)?.reshape((r, c, n, n))?; // [R, C, N, N]
-        let b = banks(&p, self.chw, n)?;
-        let painted = b.fy.transpose(2, 3)?.broadcast_matmul(&patch)?; // [R, C, H, N]
-        let painted = painted.broadcast_matmul(&b.fx)?; // [R, C, H, W]
-        let painted = painted.broadcast_div(&b.gamma)?;
+        let painted = write(&patch, &banks(&p, self.chw, n)?)?; // [R, C, H, W]
         let mut shape = vec![r];
         shape.extend_from_slice(&self.head.ty.shape);
         let out = painted.reshape(shape)?;
@@ -215,5 +224,123 @@ impl Network for AttendWrite {
 
     fn weight_kl(&self) -> Result<Option<Tensor>> {
         sum_kl([&self.params, &self.patch])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The filterbanks against the equations of Gregor et al. 2015 (section 3.2).
+    use super::*;
+
+    /// Attention parameters `(g̃x, g̃y, ln σ², ln δ̃, ln γ)` for `rows` rows.
+    fn params(rows: &[[f64; 5]]) -> Tensor {
+        let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+        Tensor::from_vec(flat, (rows.len(), 5), &Device::Cpu).unwrap()
+    }
+
+    fn values(t: &Tensor) -> Vec<f64> {
+        t.flatten_all().unwrap().to_vec1::<f64>().unwrap()
+    }
+
+    fn random(shape: &[usize], seed: u64) -> Tensor {
+        let n = shape.iter().product();
+        let v: Vec<f64> = Rng::seed(seed)
+            .normal_vec(n)
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    const ROWS: [[f64; 5]; 3] = [
+        [0.0, 0.0, 0.0, 0.0, 0.0],
+        [0.4, -0.7, -1.2, -0.5, 0.0],
+        [-0.9, 0.2, 0.8, 0.3, 0.0],
+    ];
+
+    #[test]
+    fn every_filterbank_row_sums_to_one() {
+        let b = banks(&params(&ROWS), (1, 9, 7), 4).unwrap();
+        for (f, len) in [(&b.fx, 7), (&b.fy, 9)] {
+            assert_eq!(f.dims(), &[3, 1, 4, len]);
+            for s in values(&f.sum(3).unwrap()) {
+                assert!((s - 1.0).abs() < 1e-6, "a filter sums to {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn write_is_the_adjoint_of_read() {
+        // γ = 1 (ln γ = 0 in every row); with γ the two differ by γ².
+        let b = banks(&params(&ROWS), (2, 9, 7), 4).unwrap();
+        let x = random(&[3, 2, 9, 7], 1);
+        let w = random(&[3, 2, 4, 4], 2);
+        let lhs = (read(&x, &b).unwrap() * &w)
+            .unwrap()
+            .sum((1, 2, 3))
+            .unwrap();
+        let rhs = (&x * write(&w, &b).unwrap())
+            .unwrap()
+            .sum((1, 2, 3))
+            .unwrap();
+        for (l, r) in values(&lhs).iter().zip(values(&rhs)) {
+            assert!(
+                (l - r).abs() < 1e-9 * l.abs().max(1.0),
+                "<read(x), w> {l} vs <x, write(w)> {r}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_grid_with_stride_one_and_no_blur_reads_the_image() {
+        // N = the image side, g̃ = 0 (the centre), δ̃ = 1 (δ = (A - 1)/(N - 1) = 1),
+        // σ² = e^-12: each filter is a unit spike on its own pixel.
+        let side = 6;
+        let b = banks(
+            &params(&[[0.0, 0.0, -12.0, 0.0, 0.0]]),
+            (1, side, side),
+            side,
+        )
+        .unwrap();
+        let x = random(&[1, 1, side, side], 3);
+        let got = read(&x, &b).unwrap();
+        for (g, want) in values(&got).iter().zip(values(&x)) {
+            assert!((g - want).abs() < 1e-9, "{g} vs {want}");
+        }
+        // And writing a patch back paints it unchanged.
+        let painted = write(&x, &b).unwrap();
+        for (g, want) in values(&painted).iter().zip(values(&x)) {
+            assert!((g - want).abs() < 1e-9, "{g} vs {want}");
+        }
+    }
+
+    #[test]
+    fn filter_centres_follow_the_grid_equations() {
+        // eq. 22: gx = (A + 1)/2 (g̃x + 1), δ = (max(A, B) - 1)/(N - 1) δ̃; eq. 19-20:
+        // μx_i = gx + (i - N/2 - 0.5) δ for i = 1..N, in 1-based pixel coordinates. With a
+        // small σ well inside the image, each filter's mean position is its centre.
+        // σ = 1 keeps the discretized Gaussian's mean on its centre (to e^-2π²σ²), and the
+        // centres are more than 8σ inside the image.
+        let (a, bh, n) = (41usize, 37usize, 4usize);
+        let (gx, gy, ld) = (0.1f64, -0.2f64, (0.3f64).ln());
+        let b = banks(&params(&[[gx, gy, 0.0, ld, 0.0]]), (1, bh, a), n).unwrap();
+        let delta = (a.max(bh) as f64 - 1.0) / (n as f64 - 1.0) * 0.3;
+        for (f, len, g_tilde) in [(&b.fx, a, gx), (&b.fy, bh, gy)] {
+            let g = (len as f64 + 1.0) / 2.0 * (g_tilde + 1.0);
+            let rows = values(f);
+            for i in 1..=n {
+                let want = g + (i as f64 - n as f64 / 2.0 - 0.5) * delta;
+                let row = &rows[(i - 1) * len..i * len];
+                let mean: f64 = row
+                    .iter()
+                    .enumerate()
+                    .map(|(p, w)| (p + 1) as f64 * w)
+                    .sum();
+                assert!(
+                    (mean - want).abs() < 1e-6,
+                    "filter {i}: centre {mean} vs {want}"
+                );
+            }
+        }
     }
 }
