@@ -11,6 +11,20 @@ pub fn grid_png(
     height: usize,
     width: usize,
 ) -> Result<Vec<u8>, String> {
+    let cols = (n as f64).sqrt().ceil() as usize;
+    grid_png_cols(values, n, cols, channels, height, width)
+}
+
+/// [`grid_png`] with `cols` images per row (`vic sample --steps`: one row per sample, one
+/// column per step).
+pub fn grid_png_cols(
+    values: &[f32],
+    n: usize,
+    cols: usize,
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Result<Vec<u8>, String> {
     if !(channels == 1 || channels == 3) {
         return Err(format!("cannot draw images with {channels} channels"));
     }
@@ -21,7 +35,7 @@ pub fn grid_png(
     let zoom = (28 / height.max(width).max(1)).max(1);
     let src_w = width;
     let (height, width) = (height * zoom, width * zoom);
-    let cols = (n as f64).sqrt().ceil() as usize;
+    let cols = cols.clamp(1, n);
     let rows = n.div_ceil(cols);
     let (gw, gh) = (cols * (width + 1) + 1, rows * (height + 1) + 1);
     let mut pixels = vec![0u8; gw * gh * channels];

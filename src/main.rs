@@ -98,6 +98,10 @@ enum Command {
         n: usize,
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
+        /// Draw how each sample builds up: one row per sample, one column per step of the
+        /// sequence the observation reads (DRAW's canvas), to RUN/steps.png by default.
+        #[arg(long)]
+        steps: bool,
     },
     /// Posterior means of the latents of every example (train split, then test split).
     Encode {
@@ -185,7 +189,18 @@ fn main() -> ExitCode {
             samples,
             json,
         } => io::run_on_pool(|| run::eval(&run, dataset, samples, json)),
-        Command::Sample { run, n, output } => io::run_on_pool(|| run::sample(&run, n, output)),
+        Command::Sample {
+            run,
+            n,
+            output,
+            steps,
+        } => io::run_on_pool(|| {
+            if steps {
+                run::sample_steps(&run, n, output)
+            } else {
+                run::sample(&run, n, output)
+            }
+        }),
         Command::Encode {
             run,
             dataset,

@@ -589,32 +589,77 @@ fn sample_images(
     Ok(None)
 }
 
+/// A trained run's model, read from its directory (for `vic sample`).
+fn open_model(dir: &Path) -> Result<LoweredModel, String> {
+    let run = RunDir::open(dir)?;
+    let ir_text = String::from_utf8(run.read("ir.ron")?).map_err(|e| e.to_string())?;
+    let p = vic::driver::read_ir(&ir_text).map_err(|e| format!("ir.ron: {e}"))?;
+    let device = ir_device(p.train.device)?;
+    let bytes = run.read("model.safetensors")?;
+    train::load_model(p, &bytes, &device).map_err(|e| e.to_string())
+}
+
+/// `vic sample RUN --steps`: each sample's observation after every step of the sequence
+/// it reads, one row per sample.
+pub fn sample_steps(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
+    let model = match open_model(dir) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    };
+    let given = given_values(&model, n, None);
+    let mut rng = Rng::seed(model.program.train.seed ^ 0x5a5a);
+    let drawn = match model.sample_steps(n, &given, &mut rng) {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            eprintln!(
+                "vic: --steps draws how an observation builds up over a sequence (DRAW's \
+                 `x ~ Bernoulli(logits = c[T])`), and no observation of this model reads a \
+                 sequence at a fixed step; use `vic sample` without --steps"
+            );
+            return FAILED;
+        }
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return FAILED;
+        }
+    };
+    let (id, t) = drawn;
+    let def = &model.program.data[id];
+    let Some((c, h, w)) = vic::image::image_layout(&def.ty.shape) else {
+        eprintln!(
+            "vic: `{}` is not an image, so its steps cannot be drawn",
+            def.name
+        );
+        return FAILED;
+    };
+    let steps = t.dim(1).unwrap_or(1);
+    let png = t
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| e.to_string())
+        .and_then(|v| vic::image::grid_png_cols(&v, n * steps, steps, c, h, w));
+    let path = output.unwrap_or_else(|| dir.join("steps.png"));
+    match png.and_then(|png| io::write_atomic(&path, &png)) {
+        Ok(()) => {
+            eprintln!(
+                "vic: wrote {n} samples of `{}` after each of {steps} steps to {}",
+                def.name,
+                path.display()
+            );
+            OK
+        }
+        Err(e) => {
+            eprintln!("vic: {e}");
+            FAILED
+        }
+    }
+}
+
 pub fn sample(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
-    let run = match RunDir::open(dir) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("vic: {e}");
-            return USAGE;
-        }
-    };
-    let ir_text = match run
-        .read("ir.ron")
-        .and_then(|b| String::from_utf8(b).map_err(|e| e.to_string()))
-    {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("vic: {e}");
-            return USAGE;
-        }
-    };
-    let loaded = vic::driver::read_ir(&ir_text)
-        .map_err(|e| format!("ir.ron: {e}"))
-        .and_then(|p| {
-            let device = ir_device(p.train.device)?;
-            let bytes = run.read("model.safetensors")?;
-            train::load_model(p, &bytes, &device).map_err(|e| e.to_string())
-        });
-    let model = match loaded {
+    let model = match open_model(dir) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("vic: {e}");

@@ -161,6 +161,28 @@ pub fn children(e: &Expr) -> Vec<&Expr> {
     }
 }
 
+/// The direct subexpressions of `e`, mutably (for rewrites).
+pub fn children_mut(e: &mut Expr) -> Vec<&mut Expr> {
+    match &mut e.kind {
+        ExprKind::Number(_) | ExprKind::Ref(_) | ExprKind::Fill(_) | ExprKind::Invalid => {
+            Vec::new()
+        }
+        ExprKind::Step { base, .. } => vec![base],
+        ExprKind::Select { base, index } => vec![base, index],
+        ExprKind::NetCall { args, .. } | ExprKind::Concat(args) => args.iter_mut().collect(),
+        ExprKind::Unary { arg, .. } | ExprKind::Reduce { arg, .. } => vec![arg],
+        ExprKind::Binary { lhs, rhs, .. } => vec![lhs, rhs],
+    }
+}
+
+/// Calls `f` on `e` and every subexpression of it, preorder, mutably.
+pub fn rewrite(e: &mut Expr, f: &mut dyn FnMut(&mut Expr)) {
+    f(e);
+    for c in children_mut(e) {
+        rewrite(c, f);
+    }
+}
+
 pub fn walk_expr<'ir, V: Visitor<'ir> + ?Sized>(v: &mut V, e: &'ir Expr, scope: &Scope<'ir>) {
     for c in children(e) {
         v.expr(c, scope);

@@ -555,6 +555,17 @@ impl<'m> Frame<'m> {
         build_dist(self, &site.dist, &site.ty, rows, rng)
     }
 
+    /// A distribution of the block at `rows` rows, its arguments evaluated now.
+    pub fn dist_of(
+        &mut self,
+        dist: &crate::ir::Dist,
+        ty: &Type,
+        rows: usize,
+        rng: &mut Rng,
+    ) -> Result<DistValue> {
+        build_dist(self, dist, ty, rows, rng)
+    }
+
     fn site(&mut self, site: &Site, rng: &mut Rng) -> Result<()> {
         let step = match &site.step {
             Some(s) => Some(self.step_index(s)?),

@@ -511,6 +511,77 @@ impl LoweredModel {
         Ok(out)
     }
 
+    /// Ancestral samples as they build up, for models whose observation reads a sequence
+    /// at a fixed step (DRAW's `x ~ Bernoulli(logits = c[T])`): the observation's mean
+    /// with that sequence read at each step `t = 1..T` instead, stacked as
+    /// `[n, T, ...value]` (the canvas after every step). `None` when no observation of
+    /// `model` reads a sequence at a fixed step.
+    pub fn sample_steps(
+        &self,
+        n: usize,
+        given: &[Option<Tensor>],
+        rng: &mut Rng,
+    ) -> Result<Option<(usize, Tensor)>> {
+        // The first top-level observation whose distribution reads `seq[K]`, K fixed.
+        let mut found = None;
+        for st in &self.program.model.stmts {
+            let crate::ir::Stmt::Sample(site) = st else {
+                continue;
+            };
+            let SiteVar::Data(id) = site.var else {
+                continue;
+            };
+            for e in walk::site_exprs(site, &walk::Scope::of(&self.program.model)) {
+                walk::for_each_subexpr(e, &mut |x| {
+                    if let ExprKind::Step { base, step } = &x.kind {
+                        if let (ExprKind::Ref(Ref::Local(l)), None) = (&base.kind, step.loop_id) {
+                            found = found.or(Some((site, id, *l)));
+                        }
+                    }
+                });
+            }
+            if found.is_some() {
+                break;
+            }
+        }
+        let Some((site, id, local)) = found else {
+            return Ok(None);
+        };
+        let Some(steps) = self.program.model.locals.get(local).and_then(|l| l.steps) else {
+            return Ok(None);
+        };
+        let mut frame = Frame::new(
+            self,
+            Pass::Prior,
+            self.program.model.locals.len(),
+            self.program.model.loops.len(),
+            n,
+            n,
+            false,
+            given,
+        );
+        frame.run(&self.program.model.stmts, rng)?;
+        let mut out = Vec::with_capacity(steps);
+        for t in 1..=steps {
+            let mut dist = site.dist.clone();
+            let mut restep = |x: &mut crate::ir::Expr| {
+                if let ExprKind::Step { base, step } = &mut x.kind {
+                    if matches!(base.kind, ExprKind::Ref(Ref::Local(l)) if l == local)
+                        && step.loop_id.is_none()
+                    {
+                        step.offset = t as i64;
+                    }
+                }
+            };
+            for (_, e) in &mut dist.args {
+                walk::rewrite(e, &mut restep);
+            }
+            let d = frame.dist_of(&dist, &site.ty, n, rng)?;
+            out.push(d.mean()?.unsqueeze(1)?);
+        }
+        Ok(Some((id, Tensor::cat(&out, 1)?)))
+    }
+
     /// The guide's class probabilities `q(y | ...)` `[B, K]` of every `partial` `Cat(K)`
     /// variable sampled by the guide. The batch's own values of these variables are
     /// replaced by class 0 first, so no label can reach the guide.
