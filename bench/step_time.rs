@@ -1,6 +1,6 @@
 //! Where a training step's time goes: batch assembly, the objective's forward pass,
 //! backward, and the optimizer step, averaged over 100 steps of a spec's model on its
-//! dataset. `cargo run --release --example step_time -- specs/vae.vi` (set FLUSH=1 to
+//! dataset, at the spec's batch size, sample count and gradient clipping. `cargo run --release --example step_time -- specs/vae.vi` (set FLUSH=1 to
 //! flush denormals first; BARRIER_POOL=1 to leave candle's elementwise thread pool on, see
 //! `vic::io::keep_candle_elementwise_on_caller`; NO_POOL=1 to run off rayon's pool, see
 //! `vic::io::run_on_pool`; STEPS=N for N timed steps instead of 100). Prints mean and
@@ -29,12 +29,20 @@ fn main() {
     let dev = candle_core::Device::Cpu;
     let store = vic::lower::params::ParamStore::seeded(0, &dev);
     let model = vic::lower::LoweredModel::new(program.clone(), store).unwrap();
-    let mut opt =
-        vic::train::optim::Optimizer::new(&program.train.optimizer, None, model.store.named())
-            .unwrap();
+    let mut opt = vic::train::optim::Optimizer::new(
+        &program.train.optimizer,
+        program.train.clip,
+        model.store.named(),
+    )
+    .unwrap();
+    // The spec's batch and sample count.
+    let batch = program.train.batch;
+    let samples = match program.train.objective {
+        vic::ir::Objective::Elbo { samples } | vic::ir::Objective::Iwae { samples } => samples,
+    };
     let mut rng = vic::rng::Rng::seed(1);
     let s = Settings {
-        samples: 1,
+        samples,
         iwae: false,
         train: true,
         kl_weight: 1.0,
@@ -50,7 +58,7 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(100);
         for i in 0..steps + 10 {
-            let idx: Vec<usize> = ((i * 128)..(i * 128 + 128))
+            let idx: Vec<usize> = ((i * batch)..(i * batch + batch))
                 .map(|j| j % data.train.n)
                 .collect();
             let t0 = Instant::now();
@@ -85,7 +93,7 @@ fn main() {
             ms(tbw),
             ms(to),
             ms(tb + tf + tbw + to),
-            128.0 * steps as f64 / (tb + tf + tbw + to)
+            (batch * steps) as f64 / (tb + tf + tbw + to)
         );
         let med = per_step.map(|mut v| {
             v.sort_by(f64::total_cmp);
@@ -99,7 +107,7 @@ fn main() {
             med[2] * 1e3,
             med[3] * 1e3,
             total * 1e3,
-            128.0 / total
+            batch as f64 / total
         );
     };
     // As `vic` runs its commands (`vic::io::run_on_pool`); NO_POOL=1 runs on the main

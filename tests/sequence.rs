@@ -127,3 +127,60 @@ fn png_size(png: &[u8]) -> (u32, u32) {
     let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     (be(&png[16..20]), be(&png[20..24]))
 }
+
+/// The model pass's reuse of the guide's recurrent state changes nothing but the time:
+/// the bound and every gradient are those of the model computing its own state.
+#[test]
+fn sharing_the_guides_state_keeps_the_bound_and_its_gradients() {
+    use candle_core::{Device, Tensor};
+    use vic::lower::objective::{Batch, Settings};
+    use vic::rng::Rng;
+    for (spec, consts) in [
+        (
+            "vrnn.vi",
+            &[("T", "5"), ("W", "6"), ("Z", "3"), ("H", "8")][..],
+        ),
+        (
+            "draw.vi",
+            &[("T", "3"), ("Z", "3"), ("H", "8"), ("S", "6"), ("N", "2")][..],
+        ),
+    ] {
+        let src = shrunk(spec, consts);
+        let mut model = common::lower(&src, 3);
+        assert!(!model.plan.shared.is_empty(), "{spec}: nothing shared");
+        let def = &model.program.data[0];
+        let n: usize = def.ty.numel() * 4;
+        let bits: Vec<f32> = Rng::seed(2)
+            .uniform_vec(n)
+            .into_iter()
+            .map(|u| f32::from(u < 0.3))
+            .collect();
+        let mut shape = vec![4];
+        shape.extend(&def.ty.shape);
+        let batch = Batch::new(
+            vec![Some(Tensor::from_vec(bits, shape, &Device::Cpu).unwrap())],
+            4,
+        );
+        let s = Settings::evaluation(2, false, 10);
+        let run = |m: &vic::lower::LoweredModel| {
+            let out = m.objective(&batch, &s, &mut Rng::seed(9)).unwrap();
+            let grads = out.loss.backward().unwrap();
+            let mut g: Vec<f64> = Vec::new();
+            for (_, v) in m.store.named() {
+                g.extend(common::to_f64(grads.get(v.as_tensor()).unwrap()));
+            }
+            (common::to_f64(&out.bound), g)
+        };
+        let (b1, g1) = run(&model);
+        model.plan.shared.clear();
+        let (b2, g2) = run(&model);
+        assert_eq!(b1, b2, "{spec}: the bound");
+        assert_eq!(g1.len(), g2.len());
+        for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                "{spec}: gradient {i}: {a} vs {b}"
+            );
+        }
+    }
+}

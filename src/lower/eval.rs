@@ -159,6 +159,9 @@ pub struct Frame<'m> {
     /// `@per_member` network.
     pub member: Option<usize>,
     locals: Vec<LocalVal>,
+    /// Locals whose values were taken from another pass ([`Frame::adopt`]): their `let`s
+    /// are not evaluated again.
+    adopted: Vec<bool>,
     loop_values: Vec<usize>,
     /// What each site did, in order.
     pub records: Vec<SiteRecord>,
@@ -235,6 +238,7 @@ impl<'m> Frame<'m> {
             overrides: Overrides::default(),
             member: None,
             locals: vec![LocalVal::Unset; locals],
+            adopted: vec![false; locals],
             loop_values: vec![0; loops],
             records: Vec::new(),
             observed: Vec::new(),
@@ -460,10 +464,26 @@ impl<'m> Frame<'m> {
         self.model.net(net, key)?.forward(&inputs, &mut ctx)
     }
 
+    /// Take the values of the plan's shared locals from the guide's pass (`guide`), so
+    /// that this (model) pass does not compute them again.
+    pub fn adopt(&mut self, guide: &Frame<'_>, shared: &[crate::plan::SharedLocal]) {
+        for s in shared {
+            if let (Some(v), Some(slot)) = (guide.locals.get(s.guide), self.locals.get_mut(s.model))
+            {
+                *slot = v.clone();
+                self.adopted[s.model] = true;
+            }
+        }
+    }
+
     /// Run the statements of a block.
     pub fn run(&mut self, stmts: &[Stmt], rng: &mut Rng) -> Result<()> {
         for stmt in stmts {
             match stmt {
+                Stmt::Let { targets, .. }
+                    if targets
+                        .iter()
+                        .all(|t| self.adopted.get(t.local) == Some(&true)) => {}
                 Stmt::Let { targets, value, .. } => {
                     let heads: Vec<Val> = match (&value.kind, targets.len()) {
                         (

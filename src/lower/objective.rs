@@ -231,6 +231,7 @@ impl LoweredModel {
         // `partial` data: observed values where known, the guide's draws elsewhere.
         score.drawn_data = guide.drawn_data.clone();
         score.drawn_steps = guide.drawn_steps.clone();
+        score.adopt(&guide, &self.plan.shared);
         score.run(&self.program.model.stmts, rng)?;
 
         let dev = self.device();

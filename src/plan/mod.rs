@@ -39,6 +39,8 @@ use crate::ir::{
 };
 use crate::span::Span;
 use serde::{Deserialize, Serialize};
+
+mod shared;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -52,6 +54,12 @@ pub struct Plan {
     /// The model's exact log p(x) when it has one, whatever the guide: reported beside
     /// the bound (the EM picture of `schedule = alternate(...)`).
     pub exact_evidence: Option<ExactMethod>,
+    /// `model` locals computed exactly as a `guide` local is (the same expression of the
+    /// same data, latents and equally shared locals, through deterministic networks): the
+    /// model's pass takes the guide's values instead of computing them again (a VRNN's
+    /// recurrent state, DRAW's decoder state and canvas).
+    #[serde(default)]
+    pub shared: Vec<SharedLocal>,
     pub sites: Vec<SitePlan>,
     pub kl: Vec<KlPlan>,
     pub nets: Vec<NetPlan>,
@@ -82,6 +90,14 @@ impl Plan {
     pub fn net(&self, id: NetId) -> Option<&NetPlan> {
         self.nets.iter().find(|n| n.id == id)
     }
+}
+
+/// A `model` local whose every value equals a `guide` local's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedLocal {
+    pub name: String,
+    pub model: ir::LocalId,
+    pub guide: ir::LocalId,
 }
 
 /// How the posterior is computed, for the whole program.
@@ -315,10 +331,15 @@ pub fn plan(program: &Program) -> Plan {
             ExactPosterior::EnumerateLinearGaussian => ExactMethod::EnumerateLinearGaussian,
         }),
     };
+    let shared = match &program.guide {
+        Guide::Amortized(guide) => shared::locals(program, &program.model, guide),
+        _ => Vec::new(),
+    };
     Plan {
         objective: program.train.objective,
         inference,
         exact_evidence: exact_evidence(program),
+        shared,
         sites,
         kl,
         nets,
@@ -967,6 +988,14 @@ impl fmt::Display for Plan {
                 f,
                 "exact log p(x): {} (reported beside the bound)",
                 m.describe()
+            )?;
+        }
+        if !self.shared.is_empty() {
+            let names: Vec<&str> = self.shared.iter().map(|s| s.name.as_str()).collect();
+            writeln!(
+                f,
+                "shared with the guide: {} (the model's pass reuses the guide's values)",
+                names.join(", ")
             )?;
         }
         let w = self
