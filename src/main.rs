@@ -87,6 +87,9 @@ enum Command {
         /// Importance samples of the IWAE bound (default: the spec's `train.eval`).
         #[arg(long)]
         samples: Option<usize>,
+        /// Evaluate on the first N test examples only.
+        #[arg(long)]
+        examples: Option<usize>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -187,8 +190,9 @@ fn main() -> ExitCode {
             run,
             dataset,
             samples,
+            examples,
             json,
-        } => io::run_on_pool(|| run::eval(&run, dataset, samples, json)),
+        } => io::run_on_pool(|| run::eval(&run, dataset, samples, examples, json)),
         Command::Sample {
             run,
             n,

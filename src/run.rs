@@ -427,14 +427,23 @@ struct AccuracyReport {
     examples: usize,
 }
 
-pub fn eval(dir: &Path, dataset: Option<String>, samples: Option<usize>, json: bool) -> u8 {
-    let (_, model, data) = match open_run(dir, dataset) {
+pub fn eval(
+    dir: &Path,
+    dataset: Option<String>,
+    samples: Option<usize>,
+    examples: Option<usize>,
+    json: bool,
+) -> u8 {
+    let (_, model, mut data) = match open_run(dir, dataset) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("vic: {e}");
             return USAGE;
         }
     };
+    if let Some(n) = examples {
+        data.test = data.test.head(n);
+    }
     vic::train::fpu::flush_denormals_everywhere();
     let k = samples.unwrap_or(match model.program.train.eval {
         Objective::Iwae { samples } | Objective::Elbo { samples } => samples,
