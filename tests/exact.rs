@@ -392,3 +392,136 @@ fn alternate_runs_log_elbo_log_px_and_phase_per_step_and_plot_them() {
     run_ok(vic().arg("plot").arg(&run));
     assert!(run.join("metrics.png").exists());
 }
+
+/// A Gaussian network: `z2`'s prior mean is affine in `z1`, and `x` reads both.
+const CHAIN: &str = r#"
+data x : Real[3]
+latent z1 : Real[2]
+latent z2 : Real[2]
+param m1 : Real[2] = normal(0, 1)
+param s1 : Positive[2] = uniform(0.5, 1.5)
+param s2 : Positive[2] = uniform(0.3, 0.9)
+param noise : Positive[3] = uniform(0.3, 1.0)
+net link(z: Real[2]) -> Real[2] = linear()
+net load(a: Real[2], b: Real[2]) -> Real[3] = linear()
+model {
+  z1 ~ Normal(m1, s1)
+  z2 ~ Normal(link(z1), s2)
+  x ~ Normal(load(z1, z2), noise)
+}
+guide exact
+train { dataset = "unused.npz" }
+"#;
+
+type M = Vec<Vec<f64>>;
+fn mm(a: &M, b: &M) -> M {
+    (0..a.len())
+        .map(|i| {
+            (0..b[0].len())
+                .map(|j| (0..b.len()).map(|k| a[i][k] * b[k][j]).sum())
+                .collect()
+        })
+        .collect()
+}
+fn tp(a: &M) -> M {
+    (0..a[0].len())
+        .map(|j| (0..a.len()).map(|i| a[i][j]).collect())
+        .collect()
+}
+
+#[test]
+fn a_prior_mean_affine_in_another_latent_is_exact_too() {
+    let model = lower(CHAIN, 4);
+    let xs: Vec<Vec<f64>> = some_data().into_iter().map(|x| x[..3].to_vec()).collect();
+    let flat: Vec<f32> = xs.iter().flatten().map(|&v| v as f32).collect();
+    let batch = Batch::new(
+        vec![Some(
+            Tensor::from_vec(flat, (xs.len(), 3), &Device::Cpu).unwrap(),
+        )],
+        xs.len(),
+    );
+    let mut rng = Rng::seed(2);
+    let exact = model.exact_gaussian(&batch, &mut rng).unwrap();
+    let got = to_f64(&exact.log_px);
+    // The joint of u = (z1, z2) by hand: z2 = A z1 + a + e2.
+    let w = |name: &str, rows: usize| -> M {
+        let v = values(&model, name, "");
+        v.chunks(v.len() / rows).map(|r| r.to_vec()).collect()
+    };
+    let (a, ab) = (
+        w("link.layer0.weight", 2),
+        values(&model, "link.layer0.bias", ""),
+    );
+    let (c, cb) = (
+        w("load.layer0.weight", 3),
+        values(&model, "load.layer0.bias", ""),
+    );
+    let (m1, s1, s2, noise) = (
+        param_by_id(&model, 0),
+        param_by_id(&model, 1),
+        param_by_id(&model, 2),
+        param_by_id(&model, 3),
+    );
+    let s1m: M = (0..2)
+        .map(|i| {
+            (0..2)
+                .map(|j| if i == j { s1[i] * s1[i] } else { 0.0 })
+                .collect()
+        })
+        .collect();
+    let as1 = mm(&a, &s1m);
+    let as1at = mm(&as1, &tp(&a));
+    let mut su: M = vec![vec![0.0; 4]; 4];
+    for i in 0..2 {
+        for j in 0..2 {
+            su[i][j] = s1m[i][j];
+            su[2 + i][j] = as1[i][j];
+            su[j][2 + i] = as1[i][j];
+            su[2 + i][2 + j] = as1at[i][j] + if i == j { s2[i] * s2[i] } else { 0.0 };
+        }
+    }
+    let mu: Vec<f64> = m1
+        .iter()
+        .copied()
+        .chain((0..2).map(|i| ab[i] + (0..2).map(|k| a[i][k] * m1[k]).sum::<f64>()))
+        .collect();
+    let sx: M = {
+        let csc = mm(&mm(&c, &su), &tp(&c));
+        (0..3)
+            .map(|i| {
+                (0..3)
+                    .map(|j| csc[i][j] + if i == j { noise[i] * noise[i] } else { 0.0 })
+                    .collect()
+            })
+            .collect()
+    };
+    let mean_x: Vec<f64> = (0..3)
+        .map(|i| cb[i] + (0..4).map(|k| c[i][k] * mu[k]).sum::<f64>())
+        .collect();
+    let ch = cholesky(&sx);
+    let means = model.posterior_means(&batch, &mut rng).unwrap();
+    for (n, x) in xs.iter().enumerate() {
+        let r: Vec<f64> = (0..3).map(|i| x[i] - mean_x[i]).collect();
+        let alpha = solve(&ch, &r);
+        let quad: f64 = r.iter().zip(&alpha).map(|(p, q)| p * q).sum();
+        let logdet: f64 = 2.0 * (0..3).map(|i| ch[i][i].ln()).sum::<f64>();
+        let want = -0.5 * (3.0 * (2.0 * std::f64::consts::PI).ln() + logdet + quad);
+        assert!(
+            (got[n] - want).abs() < 1e-4 * want.abs().max(1.0),
+            "{} vs {want}",
+            got[n]
+        );
+        // E[u | x] = mu + Su C^T Sx^-1 r.
+        let scx = mm(&su, &tp(&c));
+        for k in 0..4 {
+            let post = mu[k] + (0..3).map(|i| scx[k][i] * alpha[i]).sum::<f64>();
+            let (id, j) = if k < 2 { (0, k) } else { (1, k - 2) };
+            let m = to_f64(&means.iter().find(|(l, _)| *l == id).unwrap().1);
+            assert!(
+                (m[n * 2 + j] - post).abs() < 1e-4,
+                "E[u_{k} | x]: {} vs {post}",
+                m[n * 2 + j]
+            );
+        }
+    }
+}

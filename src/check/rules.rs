@@ -149,6 +149,12 @@ pub enum RuleError {
         on: String,
         span: Span,
     },
+    /// E014: a latent's Normal prior whose mean is not affine in the other latents.
+    ExactPriorNonLinearMean {
+        latent: String,
+        on: String,
+        span: Span,
+    },
     /// E014: `guide exact` with a global latent.
     ExactGlobalLatent { latent: String, span: Span },
     /// E014: an observation that depends on a continuous latent but is not Normal.
@@ -453,11 +459,20 @@ impl From<RuleError> for Diagnostic {
                 Code::E014,
                 span,
                 format!(
-                    "`guide exact` has no closed form: the prior of `{latent}` depends on the continuous latent `{on}`"
+                    "`guide exact` has no closed form: the prior scale of `{latent}` depends on the continuous latent `{on}`"
                 ),
             )
             .with_label("breaks conjugacy")
-            .with_hint("give latents fixed or learned (`param`) parameters, or write an amortized `guide { ... }`"),
+            .with_hint("give the prior a scale free of latents (its mean may depend on them through `linear()` networks), or write an amortized `guide { ... }`"),
+            ExactPriorNonLinearMean { latent, on, span } => Diagnostic::new(
+                Code::E014,
+                span,
+                format!(
+                    "`guide exact` has no closed form: the prior mean of `{latent}` is not affine in the continuous latent `{on}`"
+                ),
+            )
+            .with_label("breaks conjugacy")
+            .with_hint("compute the prior mean from latents with `linear()` networks, sums and scalings only, or write an amortized `guide { ... }`"),
             ExactGlobalLatent { latent, span } => Diagnostic::new(
                 Code::E014,
                 span,
@@ -1205,9 +1220,10 @@ impl Linearity<'_> {
     }
 }
 
-/// Whether the model of `program` is linear-Gaussian (every latent Normal with parameters
-/// free of latents, every observation depending on a latent Normal with an affine mean and a
-/// latent-free scale), whatever its guide: its log p(x) then has a closed form.
+/// Whether the model of `program` is linear-Gaussian (every latent Normal, every observation
+/// that depends on a latent Normal, each with a mean affine in the latents and a
+/// latent-free scale: a Gaussian network, such as a linear dynamical system), whatever its
+/// guide: its log p(x) then has a closed form.
 pub fn linear_gaussian(program: &Program) -> bool {
     let mut errors = Vec::new();
     let posterior = exact_posterior(program, &mut errors);
@@ -1298,12 +1314,23 @@ fn exact_posterior(program: &Program, errors: &mut Vec<RuleError>) -> ExactPoste
                 if program.latents.get(l).is_some_and(|d| d.global) {
                     continue;
                 }
-                if let Some(on) = all.latent() {
+                // A Gaussian network: the prior mean may be affine in other latents (a
+                // linear dynamical system's transition), its scale free of them.
+                let scale = args(&|p| p != crate::ir::DistParam::Loc);
+                if let Some(on) = scale.latent() {
                     errors.push(RuleError::ExactPriorDependsOnLatent {
                         latent: latent_name(l),
                         on: latent_name(on),
                         span: site.span,
                     });
+                } else if let Lin::NonLinear(on) = args(&|p| p == crate::ir::DistParam::Loc) {
+                    if site.dist.kind == DistKind::Normal {
+                        errors.push(RuleError::ExactPriorNonLinearMean {
+                            latent: latent_name(l),
+                            on: latent_name(on),
+                            span: site.span,
+                        });
+                    }
                 }
             }
             SiteVar::Data(d) => {

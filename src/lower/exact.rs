@@ -2,22 +2,26 @@
 //! LANGUAGE.md section 8), and the exact log p(x) of such a model whatever its guide (the
 //! EM picture of `schedule = alternate(...)`).
 //!
-//! Every latent is Normal with parameters that do not depend on other latents, and every
-//! Normal observation has a mean affine in the latents and a latent-free scale (the
-//! checker's `ExactPosterior::LinearGaussian`). Nothing here knows the model's networks:
+//! Every latent is Normal, and so is every observation of a latent, each with a mean
+//! affine in the latents and a latent-free scale (the checker's
+//! `ExactPosterior::LinearGaussian`), and the model has no loop (a chain over time steps
+//! goes to `kalman`). Nothing here knows the model's networks:
 //! the affine map is read off the model itself by *probing* it: one pass of the model's
 //! score block over `B * (L + 1)` rows, where example `i`'s rows carry the latents
 //! `u = 0` and `u = e_1 .. e_L` (`L` the total size of all latents). Because the mean is
 //! affine, `mean(e_l) - mean(0)` is exactly column `l` of its loading matrix, with
 //! gradients to every parameter that shapes it.
 //!
-//! With the prior `u ~ N(mu0, diag(s^2))` written `u = mu0 + s * eps`, the observations are
-//! `x ~ N(b + W eps, diag(sigma^2))` with `W = B diag(s)` (`[D, L]`) and
-//! `b = mean(0) + B mu0`, so `x ~ N(b, W W^T + Psi)`, `Psi = diag(sigma^2)`. With the small
+//! A latent's prior mean may itself be affine in earlier latents (a Gaussian network):
+//! `u = a + Bm u + diag(s) eps` with `Bm` strictly lower triangular in site order (read
+//! off the same probes), so `u = mu0 + Tm eps` with `mu0 = (I - Bm)^-1 a` and
+//! `Tm = (I - Bm)^-1 diag(s)`. The observations are then `x ~ N(b + W eps, diag(sigma^2))`
+//! with `W = B Tm` (`[D, L]`) and `b = mean(0) + B mu0`, so `x ~ N(b, W W^T + Psi)`,
+//! `Psi = diag(sigma^2)`. With the small
 //! `L x L` matrix `M = I + W^T Psi^-1 W` = `C C^T` (Cholesky):
 //! - the matrix determinant lemma: `log det(W W^T + Psi) = sum log sigma^2 + log det M`;
 //! - Woodbury: `r^T (W W^T + Psi)^-1 r = r^T Psi^-1 r - |C^-1 W^T Psi^-1 r|^2`, `r = x - b`;
-//! - the posterior `eps | x ~ N(M^-1 W^T Psi^-1 r, M^-1)`, so `E[u | x] = mu0 + s * that`.
+//! - the posterior `eps | x ~ N(M^-1 W^T Psi^-1 r, M^-1)`, so `E[u | x] = mu0 + Tm that`.
 //!
 //! The cost per example is O(D L^2) plus an O(L^3) factorization.
 
@@ -66,25 +70,6 @@ fn latent_layout(model: &LoweredModel) -> Result<Vec<(usize, usize, Vec<usize>)>
     Ok(out)
 }
 
-/// Whether the model of `program` is linear-Gaussian and within what this module computes
-/// (no `for` loop, no global latent, at least one latent).
-pub fn computes(program: &crate::ir::Program) -> bool {
-    let simple = program.model.stmts.iter().all(|st| match st {
-        Stmt::Loop { .. } => false,
-        Stmt::Sample(site) => match site.var {
-            SiteVar::Latent(id) => program.latents.get(id).is_some_and(|d| !d.global),
-            SiteVar::Data(_) => true,
-        },
-        Stmt::Let { .. } => true,
-    });
-    let has_latent = program
-        .model
-        .stmts
-        .iter()
-        .any(|st| matches!(st, Stmt::Sample(s) if matches!(s.var, SiteVar::Latent(_))));
-    simple && has_latent && crate::check::rules::linear_gaussian(program)
-}
-
 /// Rows `[B * (L + 1), ...]` back to `[B, L + 1, n]` (the per-example probes).
 fn per_probe(t: &Tensor, b: usize, probes: usize) -> Result<Tensor> {
     let n = t.elem_count() / (b * probes).max(1);
@@ -123,7 +108,7 @@ pub fn cholesky_columns(m: &Tensor) -> Result<Vec<Tensor>> {
 }
 
 /// The diagonal of a factor given by its columns, `[B, L]`.
-fn diagonal(cols: &[Tensor]) -> Result<Tensor> {
+pub(super) fn diagonal(cols: &[Tensor]) -> Result<Tensor> {
     let d: Vec<Tensor> = cols
         .iter()
         .enumerate()
@@ -133,7 +118,7 @@ fn diagonal(cols: &[Tensor]) -> Result<Tensor> {
 }
 
 /// Solve `C y = v` for lower-triangular `C` given by columns (`v`: `[B, L]`).
-fn forward_solve(cols: &[Tensor], v: &Tensor) -> Result<Tensor> {
+pub(super) fn forward_solve(cols: &[Tensor], v: &Tensor) -> Result<Tensor> {
     let mut res = v.clone();
     let mut ys = Vec::with_capacity(cols.len());
     for (j, c) in cols.iter().enumerate() {
@@ -145,7 +130,7 @@ fn forward_solve(cols: &[Tensor], v: &Tensor) -> Result<Tensor> {
 }
 
 /// Solve `C^T m = y` for lower-triangular `C` given by columns (`y`: `[B, L]`).
-fn backward_solve(cols: &[Tensor], y: &Tensor) -> Result<Tensor> {
+pub(super) fn backward_solve(cols: &[Tensor], y: &Tensor) -> Result<Tensor> {
     let l = cols.len();
     let mut ms: Vec<Option<Tensor>> = vec![None; l];
     for j in (0..l).rev() {
@@ -201,7 +186,8 @@ impl LoweredModel {
         }
         frame.run(&self.program.model.stmts, rng)?;
 
-        let (mut mu0, mut s) = (Vec::new(), Vec::new());
+        // Per latent site: its mean at u = 0 and at each probe, and its scale.
+        let (mut a0, mut a_probed, mut s) = (Vec::new(), Vec::new(), Vec::new());
         let (mut loads, mut base, mut sigma, mut xs) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut other = Tensor::zeros(b, DType::F32, dev)?;
@@ -221,7 +207,10 @@ impl LoweredModel {
                             self.program.latents[id].name
                         );
                     }
-                    mu0.push(param(DistParam::Loc)?.narrow(1, 0, 1)?.squeeze(1)?);
+                    let loc = param(DistParam::Loc)?; // [B, P, n]
+                    let at_zero = loc.narrow(1, 0, 1)?;
+                    a_probed.push(loc.narrow(1, 1, total)?.broadcast_sub(&at_zero)?); // [B, L, n]
+                    a0.push(at_zero.squeeze(1)?);
                     s.push(param(DistParam::Scale)?.narrow(1, 0, 1)?.squeeze(1)?);
                 }
                 SiteVar::Data(_) if normal => {
@@ -247,24 +236,35 @@ impl LoweredModel {
         if base.is_empty() {
             bail!("internal error: a linear-Gaussian model with no Normal observation");
         }
-        let mu0 = Tensor::cat(&mu0, 1)?; // [B, L]
+        let a = Tensor::cat(&a0, 1)?; // [B, L]
         let s = Tensor::cat(&s, 1)?; // [B, L]
+                                     // The priors' dependence on earlier latents: u = a + Bm u + diag(s) eps, with Bm
+                                     // strictly lower triangular in site order, so u = mu + Tm eps with
+                                     // mu = (I - Bm)^-1 a, Tm = (I - Bm)^-1 diag(s); (I - Bm)^-1 = I + Bm + Bm^2 + ...
+                                     // (Bm is nilpotent), summed by L steps of X <- I + Bm X.
+        let bm = Tensor::cat(&a_probed, 2)?.transpose(1, 2)?.contiguous()?; // [B, L, L]
+        let eye_l = Tensor::eye(total, DType::F32, dev)?.unsqueeze(0)?;
+        let mut inv = eye_l.broadcast_as(bm.shape())?.contiguous()?;
+        for _ in 1..total {
+            inv = bm.matmul(&inv)?.broadcast_add(&eye_l)?;
+        }
+        let mu0 = inv.matmul(&a.unsqueeze(2)?)?.squeeze(2)?; // [B, L]
+        let tm = inv.broadcast_mul(&s.unsqueeze(1)?)?; // [B, L, L]
         let loads = Tensor::cat(&loads, 2)?; // B^T: [B, L, D]
         let base = Tensor::cat(&base, 1)?; // [B, D]
         let sigma = Tensor::cat(&sigma, 1)?;
         let x = Tensor::cat(&xs, 1)?;
         let d = x.dim(1)?;
 
-        // eps-space loadings W^T = diag(s) B^T and the marginal mean b = mean(0) + B mu0.
-        let wt = loads.broadcast_mul(&s.unsqueeze(2)?)?; // [B, L, D]
+        // eps-space loadings W^T = Tm^T B^T and the marginal mean b = mean(0) + B mu.
+        let wt = tm.transpose(1, 2)?.matmul(&loads)?; // [B, L, D]
         let mean = (base + mu0.unsqueeze(1)?.matmul(&loads)?.squeeze(1)?)?;
         let r = (x - mean)?;
         let var = sigma.sqr()?;
         let a = wt.broadcast_div(&var.unsqueeze(1)?)?; // W^T Psi^-1: [B, L, D]
-        let eye = Tensor::eye(total, DType::F32, dev)?.unsqueeze(0)?;
         let m = a
             .matmul(&wt.transpose(1, 2)?.contiguous()?)?
-            .broadcast_add(&eye)?;
+            .broadcast_add(&eye_l)?;
         let v = a.matmul(&r.unsqueeze(2)?)?.squeeze(2)?; // [B, L]
         let chol = cholesky_columns(&m)?;
         let y = forward_solve(&chol, &v)?;
@@ -275,7 +275,7 @@ impl LoweredModel {
         let log_px = (log_px + other)?;
 
         let eps_mean = backward_solve(&chol, &y)?;
-        let u_mean = (mu0 + s.mul(&eps_mean)?)?;
+        let u_mean = (mu0 + tm.matmul(&eps_mean.unsqueeze(2)?)?.squeeze(2)?)?;
         let mut means = Vec::with_capacity(layout.len());
         let mut offset = 0;
         for (id, n, shape) in &layout {

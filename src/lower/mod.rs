@@ -20,6 +20,7 @@ pub mod eval;
 pub mod exact;
 pub mod exact_discrete;
 pub mod infer;
+pub mod kalman;
 pub mod nets;
 pub mod objective;
 pub mod params;
@@ -143,7 +144,28 @@ impl LoweredModel {
     /// Whether the model's log p(x) has a closed form (whatever the guide), which
     /// evaluation reports beside the bound.
     pub fn has_exact_log_px(&self) -> bool {
-        self.plan.exact_evidence == Some(ExactMethod::LinearGaussian)
+        matches!(
+            self.plan.exact_evidence,
+            Some(ExactMethod::LinearGaussian | ExactMethod::Kalman)
+        )
+    }
+
+    /// The exact log p(x) and posterior means of a linear-Gaussian model, by the plan's
+    /// method: one dense Gaussian, or a Kalman filter and smoother.
+    pub fn exact_gaussian(
+        &self,
+        batch: &objective::Batch,
+        rng: &mut crate::rng::Rng,
+    ) -> Result<exact::Exact> {
+        let method = match self.plan.inference {
+            Inference::Exact(m) => Some(m),
+            _ => self.plan.exact_evidence,
+        };
+        match method {
+            Some(ExactMethod::LinearGaussian) => self.exact_linear_gaussian(batch, rng),
+            Some(ExactMethod::Kalman) => self.exact_kalman(batch, rng),
+            _ => bail!("internal error: the model has no exact Gaussian marginal likelihood"),
+        }
     }
 
     /// How the plan computes the posterior.
@@ -342,9 +364,11 @@ pub fn not_lowered_yet(program: &Program) -> Option<String> {
     if let Guide::Exact { posterior, .. } = &program.guide {
         match posterior {
             ExactPosterior::LinearGaussian => {
-                if !exact::computes(program) {
+                if crate::plan::plan(program).exact_evidence.is_none() {
                     return Some(
-                        "`guide exact` on a linear-Gaussian model with a `for` loop or a global latent"
+                        "`guide exact` on a linear-Gaussian model with a global latent, or with a \
+                         loop that is not a first-order chain (the Kalman filter takes `z[t]` \
+                         reading step t-1 and `x[t]` reading step t)"
                             .into(),
                     );
                 }

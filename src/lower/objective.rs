@@ -153,7 +153,7 @@ impl LoweredModel {
     /// `guide exact` on a linear-Gaussian model: the bound is the exact log p(x), whatever
     /// the sample count or estimator asked for.
     fn exact_objective(&self, batch: &Batch, rng: &mut Rng) -> Result<Outcome> {
-        let exact = self.exact_linear_gaussian(batch, rng)?;
+        let exact = self.exact_gaussian(batch, rng)?;
         let mean = exact.log_px.mean_all()?;
         Ok(Outcome {
             loss: mean.neg()?,
@@ -199,7 +199,7 @@ impl LoweredModel {
             Inference::Exact(ExactMethod::Enumerate) => {
                 return self.exact_discrete_objective(batch, s, rng)
             }
-            Inference::Exact(ExactMethod::LinearGaussian) => {
+            Inference::Exact(ExactMethod::LinearGaussian | ExactMethod::Kalman) => {
                 return self.exact_objective(batch, rng)
             }
             Inference::Exact(m) => {
@@ -645,8 +645,8 @@ impl LoweredModel {
     /// probabilities are the exact posterior's (the responsibilities).
     pub fn posterior_means(&self, batch: &Batch, rng: &mut Rng) -> Result<Vec<(usize, Tensor)>> {
         match self.plan.inference {
-            Inference::Exact(ExactMethod::LinearGaussian) => {
-                return Ok(self.exact_linear_gaussian(batch, rng)?.means)
+            Inference::Exact(ExactMethod::LinearGaussian | ExactMethod::Kalman) => {
+                return Ok(self.exact_gaussian(batch, rng)?.means)
             }
             Inference::Exact(ExactMethod::Enumerate) => {
                 return self.exact_discrete_posterior(batch, rng)

@@ -41,6 +41,7 @@ use crate::span::Span;
 use serde::{Deserialize, Serialize};
 
 mod shared;
+pub mod statespace;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -123,6 +124,9 @@ pub enum ExactMethod {
     Enumerate,
     /// Discrete latents enumerated and the rest linear-Gaussian given them.
     EnumerateLinearGaussian,
+    /// A linear-Gaussian state-space model: a Kalman filter and smoother over its steps
+    /// (`lower::kalman`, [`statespace`]).
+    Kalman,
 }
 
 impl ExactMethod {
@@ -133,6 +137,7 @@ impl ExactMethod {
             ExactMethod::EnumerateLinearGaussian => {
                 "enumeration of the discrete latents, linear-Gaussian given each of their values"
             }
+            ExactMethod::Kalman => "a Kalman filter and smoother over the time steps",
         }
     }
 }
@@ -326,6 +331,9 @@ pub fn plan(program: &Program) -> Plan {
         Guide::None => Inference::None,
         Guide::Amortized(_) => Inference::Amortized,
         Guide::Exact { posterior, .. } => Inference::Exact(match posterior {
+            ExactPosterior::LinearGaussian if statespace::state_space(program).is_some() => {
+                ExactMethod::Kalman
+            }
             ExactPosterior::LinearGaussian => ExactMethod::LinearGaussian,
             ExactPosterior::Enumerate => ExactMethod::Enumerate,
             ExactPosterior::EnumerateLinearGaussian => ExactMethod::EnumerateLinearGaussian,
@@ -358,10 +366,11 @@ pub fn plan(program: &Program) -> Plan {
     }
 }
 
-/// The model's exact log p(x), when it has one: a linear-Gaussian model (every latent
-/// Normal with latent-free parameters, every observation Normal with a mean affine in the
-/// latents) with no loop and no global latent, or one whose latents are all finite and
-/// discrete under `guide exact`.
+/// The model's exact log p(x), when it has one: a linear-Gaussian model (every latent and
+/// every observation of a latent Normal, with means affine in the latents and latent-free
+/// scales) with no loop and no global latent (a dense Gaussian), or one whose loop is a
+/// first-order chain (a Kalman filter); or under `guide exact` one whose latents are all
+/// finite and discrete.
 fn exact_evidence(program: &Program) -> Option<ExactMethod> {
     if let Guide::Exact {
         posterior: ExactPosterior::Enumerate,
@@ -382,8 +391,14 @@ fn exact_evidence(program: &Program) -> Option<ExactMethod> {
     walk::for_each_site(&program.model, |s, _| {
         has_latent |= matches!(s.var, SiteVar::Latent(_))
     });
-    (simple && has_latent && crate::check::rules::linear_gaussian(program))
-        .then_some(ExactMethod::LinearGaussian)
+    if !has_latent || !crate::check::rules::linear_gaussian(program) {
+        return None;
+    }
+    if simple {
+        Some(ExactMethod::LinearGaussian)
+    } else {
+        statespace::state_space(program).map(|_| ExactMethod::Kalman)
+    }
 }
 
 // ---------------------------------------------------------------------------------

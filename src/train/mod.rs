@@ -365,7 +365,7 @@ pub fn split_log_px(
     let idx: Vec<usize> = (0..split.n).collect();
     for chunk in idx.chunks(batch_size.max(1)) {
         let batch = make_batch(&model.program, split, chunk, model.device(), rng)?;
-        let exact = model.exact_linear_gaussian(&batch, rng)?;
+        let exact = model.exact_gaussian(&batch, rng)?;
         total += exact.log_px.sum_all()?.to_scalar::<f32>()? as f64;
         count += chunk.len();
     }
