@@ -694,7 +694,8 @@ pub struct Copies {
     /// Σ `steps` over the `iaf` flows that name the network (1 when none does): each flow
     /// step has its own copy, numbered in program order (model, then guide).
     pub iaf: u64,
-    /// Whether a flow names the network (its copies are per step, even for one step).
+    /// Whether a flow names the network (its copies are per step, even for one step, and
+    /// none for `steps = 0`).
     #[serde(default)]
     pub flow: bool,
     /// `@per_member`: the number of training members of the `meta` family (one copy
@@ -711,24 +712,27 @@ impl Copies {
         } else {
             1
         };
-        self.iaf.saturating_mul(members)
+        // A network only flows name has one copy per step (none for `steps = 0`).
+        let steps = if self.flow { self.iaf } else { 1 };
+        steps.saturating_mul(members)
     }
 }
 
 /// Copies of network `id`'s weights in `program`.
 pub fn copies(program: &Program, id: NetId) -> Copies {
-    let mut iaf = 0u64;
+    let (mut iaf, mut flow) = (0u64, false);
     visit_sites(program, |site, _| {
         for (net, steps, _) in walk::flow_nets(site) {
             if net == id {
                 iaf = iaf.saturating_add(steps as u64);
+                flow = true;
             }
         }
     });
     let per_member = program.nets.get(id).is_some_and(|n| n.per_member);
     Copies {
-        iaf: iaf.max(1),
-        flow: iaf > 0,
+        iaf: if flow { iaf } else { 1 },
+        flow,
         members: training_members(program).map(|m| m.len() as u64),
         per_member,
     }

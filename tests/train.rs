@@ -422,7 +422,10 @@ fn analytic_and_monte_carlo_kl_give_the_same_elbo_in_expectation() {
 #[test]
 fn constructs_not_lowered_yet_are_refused_plainly_before_training() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
-    for (spec, what) in [("iaf.vi", "flow"), ("savae.vi", "`refine` strategy")] {
+    for (spec, what) in [
+        ("metavae.vi", "`meta` family"),
+        ("savae.vi", "`refine` strategy"),
+    ] {
         let out = vic()
             .arg("train")
             .arg(root.join(spec))

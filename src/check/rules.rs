@@ -1010,7 +1010,7 @@ fn strategy_rules(program: &Program, guide: &Body, names: &Names, errors: &mut V
             if let SiteVar::Latent(_) = site.var {
                 let model = model_sites.iter().find(|(s, _)| s.var == site.var);
                 if let Some((m, _)) = model {
-                    let flows = !site.flows.is_empty();
+                    let flows = walk::flow_nets(site).any(|(_, steps, _)| steps > 0);
                     if flows || !crate::ir::has_analytic_kl(kind, m.dist.kind) {
                         errors.push(RuleError::NoAnalyticKl {
                             name,

@@ -395,9 +395,7 @@ pub fn not_lowered_yet(program: &Program) -> Option<String> {
                 return;
             }
             let name = crate::arch::site_name(program, site);
-            if !site.flows.is_empty() {
-                out = Some(format!("the flow on `{name}`"));
-            } else if let Some(s) = &site.strategy {
+            if let Some(s) = &site.strategy {
                 if !matches!(
                     s,
                     Strategy::Reparameterized

@@ -660,10 +660,15 @@ impl LoweredModel {
             Inference::Amortized | Inference::None => {}
         }
         let b = batch.rows;
-        let guide = self.guide_pass(batch, b, false, &Overrides::default(), rng)?;
+        // A flowed site's mean has no closed form: average FLOW_MEAN_SAMPLES draws.
+        let flowed = self.plan.sites.iter().any(|s| !s.flows.is_empty());
+        let samples = if flowed { FLOW_MEAN_SAMPLES } else { 1 };
+        let guide = self.guide_pass(batch, b * samples, false, &Overrides::default(), rng)?;
         let rows = guide.sample_rows;
+        // Each row's weight in its example's mean: its enumerated values' q, over samples.
         let weight = match &guide.log_weight {
-            Some(lw) => Some(lift(lw, rows)?.exp()?),
+            Some(lw) => Some((lift(lw, rows)?.exp()? / samples as f64)?),
+            None if samples > 1 => Some(Tensor::full(1.0 / samples as f32, rows, self.device())?),
             None => None,
         };
         let mut out: Vec<(usize, Tensor)> = Vec::new();
@@ -672,7 +677,11 @@ impl LoweredModel {
                 if self.program.latents[id].global {
                     continue;
                 }
-                let mean = rec.dist.mean()?;
+                let mean = if rec.log_q.is_some() {
+                    rec.value.clone()
+                } else {
+                    rec.dist.mean()?
+                };
                 let mean = match &weight {
                     None => mean,
                     Some(w) => weighted_sum_per_example(&mean, w, b)?,
@@ -683,6 +692,9 @@ impl LoweredModel {
         Ok(out)
     }
 }
+
+/// Draws averaged for the posterior mean of a site with flows (`vic encode`).
+pub const FLOW_MEAN_SAMPLES: usize = 64;
 
 /// `Σ_rows w_r · t_r` per example: `t` is `[R', ...]` (lifted to `w`'s `R` rows), `w` is
 /// `[R]` with `R` a multiple of the `b` examples; the result is `[b, ...]`.

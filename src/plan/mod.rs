@@ -197,6 +197,10 @@ pub struct FlowPlan {
     pub net: NetId,
     pub name: String,
     pub steps: usize,
+    /// Steps of the same network's flows earlier in the guide: this flow's step k uses
+    /// the network's copy `first + k` (`ar.step{first + k}`, k from 1).
+    #[serde(default)]
+    pub first: usize,
 }
 
 /// One KL term of the objective.
@@ -408,9 +412,18 @@ fn plan_sites(program: &Program) -> Vec<SitePlan> {
     let mut out = Vec::new();
     match &program.guide {
         Guide::None => {}
-        Guide::Amortized(body) => walk::for_each_site(body, |site, scope| {
-            out.push(plan_site(program, site, scope.iterations()));
-        }),
+        Guide::Amortized(body) => {
+            walk::for_each_site(body, |site, scope| {
+                out.push(plan_site(program, site, scope.iterations()));
+            });
+            // Number each network's flow steps across the guide, as its copies are.
+            let mut taken: BTreeMap<NetId, usize> = BTreeMap::new();
+            for f in out.iter_mut().flat_map(|s| s.flows.iter_mut()) {
+                let n = taken.entry(f.net).or_default();
+                f.first = *n;
+                *n += f.steps;
+            }
+        }
         Guide::Exact { posterior, .. } => {
             for (id, lat) in program.latents.iter().enumerate() {
                 let values = arch::support_size(&lat.ty);
@@ -468,6 +481,7 @@ fn plan_site(program: &Program, site: &Site, steps: u64) -> SitePlan {
                     .map(|n| n.name.clone())
                     .unwrap_or_default(),
                 steps,
+                first: 0,
             }
         })
         .collect();
@@ -692,7 +706,8 @@ fn kl_rule(program: &Program, var: SiteVar, samples: usize) -> (KlMethod, String
             "no guide site: Monte Carlo".to_string(),
         );
     };
-    if !q.flows.is_empty() {
+    // A flow of zero steps is the identity: the diagonal guide's KL applies.
+    if walk::flow_nets(&q).any(|(_, steps, _)| steps > 0) {
         return (
             KlMethod::MonteCarlo,
             "the iaf-transformed guide has no closed-form density ratio".to_string(),
@@ -1055,8 +1070,9 @@ impl fmt::Display for Plan {
         writeln!(f, "\nnetworks:")?;
         for n in &self.nets {
             let mut copies = Vec::new();
-            if n.copies.iaf > 1 {
-                copies.push(format!("{} iaf steps", n.copies.iaf));
+            if n.copies.flow {
+                let s = if n.copies.iaf == 1 { "" } else { "s" };
+                copies.push(format!("{} iaf step{s}", n.copies.iaf));
             }
             if n.copies.per_member {
                 match n.copies.members {

@@ -536,13 +536,14 @@ impl Builder<'_> {
         for a in f.args.iter().filter(|a| a.name.is_some()) {
             let Some(kw) = &a.name else { continue };
             if kw.name == "steps" {
-                match super::super::consts::eval_positive(&a.value, self.consts) {
-                    Ok(v) => steps = v,
-                    Err(_) => {
+                // 0 steps is the diagonal guide itself (a baseline with the same spec).
+                match super::super::consts::eval_int(&a.value, self.consts) {
+                    Ok(v) if v >= 0 => steps = v as usize,
+                    _ => {
                         self.errors.push(BuildError::BadValue {
                             callee: "iaf".into(),
                             keyword: "steps".into(),
-                            expected: "a positive integer".into(),
+                            expected: "a non-negative integer".into(),
                             span: a.value.span,
                         });
                         ok = false;

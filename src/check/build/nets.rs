@@ -304,8 +304,9 @@ impl Builder<'_> {
             }
             "gru" => Arch::Gru,
             "lstm" => Arch::Lstm,
+            // `hidden = []`: one masked linear map, a linear autoregressive flow step.
             "made" => Arch::Made {
-                hidden: need!(self.required_list(arch, "hidden", get("hidden"), call.span, false)),
+                hidden: need!(self.required_list(arch, "hidden", get("hidden"), call.span, true)),
                 act: act(self, &mut ok),
             },
             "deepsets" => {

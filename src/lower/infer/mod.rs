@@ -7,6 +7,8 @@
 //! terms.
 //!
 //! - [`reparameterized`]: a pathwise draw (`Normal`, `LogNormal`, ...);
+//! - [`flow`]: a pathwise draw pushed through inverse autoregressive flow steps, with the
+//!   exact log q of the result;
 //! - [`enumerate`]: every value of a finite support, the rows multiplied (see `eval`'s
 //!   module documentation), each row weighted by its `q`;
 //! - [`relax`]: a Concrete / Gumbel-softmax draw, pathwise through the relaxed value;
@@ -18,6 +20,7 @@
 //! ([`crate::plan::Inference::Exact`]).
 
 pub mod enumerate;
+pub mod flow;
 pub mod reinforce;
 pub mod relax;
 pub mod reparameterized;
@@ -122,6 +125,9 @@ pub fn build(
     store: &ParamStore,
 ) -> Result<Box<dyn SiteEstimator>> {
     Ok(match &site.estimator {
+        Estimator::Reparameterized if !site.flows.is_empty() => {
+            Box::new(flow::Iaf::new(program, site)?)
+        }
         Estimator::Reparameterized => Box::new(reparameterized::Reparameterized),
         Estimator::Enumerate => Box::new(enumerate::Enumerate),
         Estimator::Relax { temperature } => Box::new(relax::Relax {

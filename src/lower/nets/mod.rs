@@ -207,6 +207,9 @@ pub fn copy_keys(
     } else {
         vec![None]
     };
+    if steps.is_empty() {
+        return Ok(Vec::new());
+    }
     let members: Vec<Option<usize>> = if counted.per_member {
         match members {
             Some(m) => m.iter().map(|&m| Some(m)).collect(),
