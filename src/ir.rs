@@ -746,6 +746,9 @@ pub struct TrainConfig {
     pub kl: KlMode,
     pub beta: f64,
     pub anneal: Option<Anneal>,
+    /// The learning-rate schedule.
+    #[serde(default)]
+    pub decay: Decay,
     /// Nats per latent (0 = off).
     pub free_bits: f64,
     pub optimizer: Optimizer,
@@ -773,6 +776,7 @@ impl Default for TrainConfig {
             kl: KlMode::Auto,
             beta: 1.0,
             anneal: None,
+            decay: Decay::None,
             free_bits: 0.0,
             optimizer: Optimizer::Adam {
                 lr: 1e-3,
@@ -820,6 +824,37 @@ pub enum KlMode {
     Auto,
     Analytic,
     Mc,
+}
+
+/// `train.decay`: how the learning rate changes over training.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum Decay {
+    /// The optimizer's learning rate throughout.
+    #[default]
+    None,
+    /// Constant until the fraction `from` of the training steps, then linearly to 0 at
+    /// the end (Molchanov et al. 2017 decay from half-way: `from = 0.5`).
+    Linear { from: f64 },
+    /// Multiplied by `rate` per epoch (continuously within an epoch).
+    Exponential { rate: f64 },
+}
+
+impl Decay {
+    /// The learning rate's factor after `progress` epochs out of `epochs`.
+    pub fn factor(&self, progress: f64, epochs: f64) -> f64 {
+        match *self {
+            Decay::None => 1.0,
+            Decay::Linear { from } => {
+                let p = (progress / epochs.max(1e-12)).clamp(0.0, 1.0);
+                if p <= from {
+                    1.0
+                } else {
+                    (1.0 - p) / (1.0 - from).max(1e-12)
+                }
+            }
+            Decay::Exponential { rate } => rate.powf(progress.max(0.0)),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,8 +18,8 @@
 use super::consts::{ConstError, Consts, EvalError};
 use crate::diag::{Code, Diagnostic};
 use crate::ir::{
-    Anneal, Binarize, Dataset, Device, Family, KlMode, Members, MetaConfig, Objective, Optimizer,
-    Schedule, TrainConfig,
+    Anneal, Binarize, Dataset, Decay, Device, Family, KlMode, Members, MetaConfig, Objective,
+    Optimizer, Schedule, TrainConfig,
 };
 use crate::span::Span;
 use crate::syntax::ast;
@@ -389,6 +389,7 @@ const TRAIN_KEYS: &[&str] = &[
     "kl",
     "beta",
     "anneal",
+    "decay",
     "free_bits",
     "optimizer",
     "clip",
@@ -1093,6 +1094,40 @@ fn resolve_train(
                     }
                 }
             }
+            "decay" => {
+                let expected = "`linear(from = F)`, `exponential(rate = R)` or `none`";
+                let names = &["linear", "exponential", "none"];
+                if let Some((name, call)) = r.choice(key, v, names, expected) {
+                    match (name, call) {
+                        ("none", None) => cfg.decay = Decay::None,
+                        ("linear", Some(call)) => {
+                            if let Some(a) = r.args(key, call, &[req("from")]) {
+                                let from = a[0].and_then(|e| {
+                                    r.number_in(key, e, "a fraction in [0, 1)", |f| {
+                                        (0.0..1.0).contains(&f)
+                                    })
+                                });
+                                if let Some(from) = from {
+                                    cfg.decay = Decay::Linear { from };
+                                }
+                            }
+                        }
+                        ("exponential", Some(call)) => {
+                            if let Some(a) = r.args(key, call, &[req("rate")]) {
+                                let rate = a[0].and_then(|e| {
+                                    r.number_in(key, e, "a number in (0, 1]", |f| {
+                                        f > 0.0 && f <= 1.0
+                                    })
+                                });
+                                if let Some(rate) = rate {
+                                    cfg.decay = Decay::Exponential { rate };
+                                }
+                            }
+                        }
+                        _ => r.wrong_kind(key, v, expected),
+                    }
+                }
+            }
             "optimizer" => {
                 if let Some(o) = r.optimizer(key, v) {
                     cfg.optimizer = o;
@@ -1434,6 +1469,24 @@ mod tests {
         consts.failed.insert("Q".into());
         let (t, m, errs) = resolve(&file, &consts);
         (t, m, errs.into_iter().map(Diagnostic::from).collect())
+    }
+
+    #[test]
+    fn learning_rate_decay() {
+        let (t, _, d) = run("train { decay = linear(from = 0.5) }");
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(t.decay, Decay::Linear { from: 0.5 });
+        // Constant to half-way, then linearly to 0.
+        assert_eq!(t.decay.factor(2.0, 10.0), 1.0);
+        assert!((t.decay.factor(7.5, 10.0) - 0.5).abs() < 1e-12);
+        assert_eq!(t.decay.factor(10.0, 10.0), 0.0);
+        let (t, _, _) = run("train { decay = exponential(rate = 0.9) }");
+        assert!((t.decay.factor(2.0, 10.0) - 0.81).abs() < 1e-12);
+        assert_eq!(run("train { }").0.decay, Decay::None);
+        let (code, text, _) = one("train { decay = linear(from = 1.5) }");
+        assert_eq!((code, text.as_str()), (Code::E012, "1.5"));
+        let (code, _, _) = one("train { decay = cosine }");
+        assert_eq!(code, Code::E012);
     }
 
     /// The one diagnostic of `src`: its code and the text it points at.

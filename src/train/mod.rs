@@ -141,6 +141,9 @@ impl From<candle_core::Error> for TrainError {
     }
 }
 
+/// The least time between two checkpoints (the last epoch always writes one).
+pub const CHECKPOINT_SECONDS: f64 = 2.0;
+
 /// Options beyond the spec's `train` block.
 pub struct TrainOptions {
     pub device: Device,
@@ -566,6 +569,9 @@ pub fn train(
         })
     };
 
+    // The epoch of the newest checkpoint, and when it was written.
+    let mut kept_epoch = state.epoch;
+    let mut saved_at = (opts.clock)();
     while state.epoch < cfg.epochs {
         let epoch = state.epoch + 1;
         batcher.start_epoch(&mut state.rng);
@@ -576,6 +582,7 @@ pub fn train(
         let mut phase: Option<String> = None;
         while let Some(parts) = batcher.next_step(&mut state.rng) {
             let progress = state.step as f64 / (steps_per_epoch.max(1) as f64);
+            optimizer.set_lr_factor(cfg.decay.factor(progress, cfg.epochs as f64));
             let anneal = match cfg.anneal {
                 Some(a) if a.epochs > 0 => (progress / a.epochs as f64).min(1.0),
                 _ => 1.0,
@@ -626,7 +633,7 @@ pub fn train(
                     epoch,
                     step: state.step + 1,
                     what,
-                    kept_epoch: state.epoch,
+                    kept_epoch,
                 });
             }
             let grads = out.loss.backward()?;
@@ -650,7 +657,7 @@ pub fn train(
                         epoch,
                         step: state.step + 1,
                         what: format!("the gradient of `{}`", params.join("`, `")),
-                        kept_epoch: state.epoch,
+                        kept_epoch,
                     })
                 }
                 Err(e) => return Err(e.into()),
@@ -687,7 +694,13 @@ pub fn train(
         state.epoch = epoch;
         state.batcher = batcher.state();
         state.metrics.push(row.clone());
-        save_checkpoint(&model, &optimizer, &state, store)?;
+        // Epochs of a few milliseconds (a small dataset) would spend their time writing
+        // checkpoints: keep one every CHECKPOINT_SECONDS at most, and the last epoch's.
+        if epoch == cfg.epochs || (opts.clock)() - saved_at >= CHECKPOINT_SECONDS {
+            save_checkpoint(&model, &optimizer, &state, store)?;
+            saved_at = (opts.clock)();
+            kept_epoch = epoch;
+        }
         observer.epoch(&row);
     }
     // The user-facing copies once more: a run killed after its last checkpoint but before

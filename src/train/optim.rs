@@ -189,6 +189,8 @@ pub struct Optimizer {
     config: ir::Optimizer,
     clip: Option<f64>,
     slots: Vec<Slot>,
+    /// The learning rate's factor for the next steps (`train.decay`), 1 by default.
+    lr_factor: f64,
 }
 
 /// One step's constants for one parameter, rounded to f32 where PyTorch rounds them.
@@ -287,7 +289,14 @@ impl Optimizer {
             config: config.clone(),
             clip,
             slots,
+            lr_factor: 1.0,
         })
+    }
+
+    /// Scale the configured learning rate by `factor` from the next step on (the
+    /// `train.decay` schedule).
+    pub fn set_lr_factor(&mut self, factor: f64) {
+        self.lr_factor = factor;
     }
 
     /// Moves every parameter to the generic (tensor-op) path: for tests and comparisons.
@@ -376,7 +385,7 @@ impl Optimizer {
         // Pass 2: update.
         for (i, g) in &work {
             let slot = &mut self.slots[*i];
-            let kernel = kernel(&self.config, slot.step + 1, clip_scale);
+            let kernel = kernel(&self.config, slot.step + 1, clip_scale, self.lr_factor);
             match &mut slot.moments {
                 Moments::Host([a, b]) => {
                     let op = FusedStep {
@@ -547,7 +556,7 @@ fn fast_eligible(var: &Var) -> bool {
 
 /// The constants of update number `step` (1-based), computed as torch computes them:
 /// Python floats (f64), then rounded to f32 by the kernels.
-fn kernel(config: &ir::Optimizer, step: u64, scale: f32) -> Kernel {
+fn kernel(config: &ir::Optimizer, step: u64, scale: f32, lr_factor: f64) -> Kernel {
     let t = step as f64;
     match *config {
         ir::Optimizer::Adam {
@@ -563,7 +572,7 @@ fn kernel(config: &ir::Optimizer, step: u64, scale: f32) -> Kernel {
             c2: (1.0 - b2) as f32,
             bc2_sqrt: (1.0 - b2.powf(t)).sqrt() as f32,
             eps: eps as f32,
-            neg_step: (-(lr / (1.0 - b1.powf(t)))) as f32,
+            neg_step: (-(lr * lr_factor / (1.0 - b1.powf(t)))) as f32,
         },
         ir::Optimizer::Adamax {
             lr,
@@ -574,12 +583,12 @@ fn kernel(config: &ir::Optimizer, step: u64, scale: f32) -> Kernel {
             lerp: Lerp::new(b1),
             b2: b2 as f32,
             eps: eps as f32,
-            neg_step: (-(lr / (1.0 - b1.powf(t)))) as f32,
+            neg_step: (-(lr * lr_factor / (1.0 - b1.powf(t)))) as f32,
         },
         ir::Optimizer::Sgd { lr, momentum } => Kernel::Sgd {
             scale,
             momentum: (momentum != 0.0).then_some(momentum as f32),
-            neg_lr: (-lr) as f32,
+            neg_lr: (-lr * lr_factor) as f32,
         },
     }
 }
