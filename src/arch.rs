@@ -218,8 +218,12 @@ impl LayerKind {
         let learned = match weights {
             Weights::Point => base,
             Weights::Bayes { .. } => base.saturating_mul(2),
-            Weights::Vdrop { kind: VdropKind::B } => base.saturating_add(self.weights()),
-            Weights::Vdrop { kind: VdropKind::A } => base.saturating_add(self.units()),
+            Weights::Vdrop {
+                kind: VdropKind::B, ..
+            } => base.saturating_add(self.weights()),
+            Weights::Vdrop {
+                kind: VdropKind::A, ..
+            } => base.saturating_add(self.units()),
         };
         learned.saturating_add(self.fixed())
     }
@@ -1554,9 +1558,15 @@ mod tests {
         );
         n.weights = Weights::Bayes { prior_scale: 1.0 };
         assert_eq!(param_count(&n), 2 * 55);
-        n.weights = Weights::Vdrop { kind: VdropKind::B };
+        n.weights = Weights::Vdrop {
+            kind: VdropKind::B,
+            kl: crate::ir::VdropKl::Molchanov,
+        };
         assert_eq!(param_count(&n), 55 + 50);
-        n.weights = Weights::Vdrop { kind: VdropKind::A };
+        n.weights = Weights::Vdrop {
+            kind: VdropKind::A,
+            kl: crate::ir::VdropKl::Molchanov,
+        };
         assert_eq!(param_count(&n), 55 + 5);
         assert_eq!(call_cost(&n, 1).flops, 2 * (2 * 10 * 5));
     }

@@ -362,7 +362,21 @@ pub enum Weights {
     /// Variational dropout with the log-uniform prior.
     Vdrop {
         kind: VdropKind,
+        /// Which closed-form approximation of the KL to the log-uniform prior.
+        #[serde(default)]
+        kl: VdropKl,
     },
+}
+
+/// The approximations of the variational-dropout KL (its exact value has no closed form).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VdropKl {
+    /// Molchanov, Ashukha & Vetrov 2017 (sparse variational dropout): valid for every α,
+    /// log α clipped to [-8, 8].
+    #[default]
+    Molchanov,
+    /// Kingma, Salimans & Welling 2015: a cubic in α, valid for α <= 1 (α is clipped there).
+    Kingma,
 }
 
 // ---------------------------------------------------------------------------------

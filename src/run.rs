@@ -418,7 +418,36 @@ struct EvalReport {
     /// Accuracy of the guide's q(y | x) per `partial` `Cat` variable (test split).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     accuracy: Vec<AccuracyReport>,
+    /// A classifier's test accuracy and negative log-likelihood per observed `Cat`
+    /// variable predicted from `given` data (a model with no latents).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    classification: Vec<ClassReport>,
+    /// With `vdrop` weights: the same with every weight of log α > 3 pruned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pruned_classification: Vec<ClassReport>,
+    /// Per `vdrop` weight parameter: the fraction of log α above 3 (pruned).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sparsity: Vec<SparsityReport>,
 }
+
+#[derive(Serialize)]
+struct ClassReport {
+    variable: String,
+    accuracy: f64,
+    nll: f64,
+    examples: usize,
+}
+
+#[derive(Serialize)]
+struct SparsityReport {
+    weight: String,
+    entries: usize,
+    pruned: usize,
+    pruned_fraction: f64,
+}
+
+/// The log α above which a `vdrop` weight is pruned (Molchanov et al. 2017).
+const PRUNE_LOG_ALPHA: f64 = 3.0;
 
 #[derive(Serialize)]
 struct AccuracyReport {
@@ -489,8 +518,38 @@ pub fn eval(
                 examples,
             })
             .collect();
+        let class =
+            |prune: Option<f64>, rng: &mut Rng| -> Result<Vec<ClassReport>, train::TrainError> {
+                Ok(train::class_metrics(&model, &data.test, 1000, prune, rng)?
+                    .into_iter()
+                    .map(|m| ClassReport {
+                        variable: m.name,
+                        accuracy: m.accuracy,
+                        nll: m.nll,
+                        examples: m.examples,
+                    })
+                    .collect())
+            };
+        let classification = class(None, &mut rng)?;
+        let sparsity: Vec<SparsityReport> = train::vdrop_sparsity(&model, PRUNE_LOG_ALPHA)?
+            .into_iter()
+            .map(|(weight, entries, pruned)| SparsityReport {
+                weight,
+                entries,
+                pruned,
+                pruned_fraction: pruned as f64 / entries.max(1) as f64,
+            })
+            .collect();
+        let pruned_classification = if sparsity.is_empty() {
+            Vec::new()
+        } else {
+            class(Some(PRUNE_LOG_ALPHA), &mut rng)?
+        };
         Ok(EvalReport {
             accuracy,
+            classification,
+            pruned_classification,
+            sparsity,
             examples: elbo.examples,
             elbo: elbo.bound,
             iwae,
@@ -533,6 +592,31 @@ pub fn eval(
                 println!(
                     "accuracy of q({})  {:.4} ({} labelled test examples)",
                     a.variable, a.accuracy, a.examples
+                );
+            }
+            for c in &r.classification {
+                println!(
+                    "accuracy of p({} | given)  {:.4} (test error {:.2}%), negative log-likelihood {:.4} nats",
+                    c.variable,
+                    c.accuracy,
+                    100.0 * (1.0 - c.accuracy),
+                    c.nll
+                );
+            }
+            for s in &r.sparsity {
+                println!(
+                    "vdrop {}: {:.1}% of {} with log alpha > {PRUNE_LOG_ALPHA}",
+                    s.weight,
+                    100.0 * s.pruned_fraction,
+                    s.entries
+                );
+            }
+            for c in &r.pruned_classification {
+                println!(
+                    "accuracy of p({} | given), pruned  {:.4} (test error {:.2}%)",
+                    c.variable,
+                    c.accuracy,
+                    100.0 * (1.0 - c.accuracy)
                 );
             }
             OK

@@ -89,6 +89,7 @@ fn forward(net: &dyn nets::Network, z: &Tensor, h: &Tensor) -> Vec<Tensor> {
     let mut ctx = NetCtx {
         train: false,
         rng: &mut rng,
+        prune: None,
     };
     net.forward(&[z.clone(), h.clone()], &mut ctx).unwrap()
 }
@@ -189,8 +190,9 @@ guide {
 train { dataset = "const.npz"; objective = elbo(samples = 16); optimizer = adam(lr = 1e-2); batch = 100; epochs = 300 }
 "#;
 
-/// An .npz holding `x` and `x_test`, 500 ones each (numpy's stored format, written here).
-fn ones_npz(path: &std::path::Path) {
+/// An .npz holding `x` (500 ones) and `x_test` (`test` ones), in numpy's stored format,
+/// written here.
+fn ones_npz(path: &std::path::Path, test: usize) {
     let npy = |n: usize| -> Vec<u8> {
         let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n},), }}");
         let mut h = header.into_bytes();
@@ -208,14 +210,14 @@ fn ones_npz(path: &std::path::Path) {
     };
     let file = std::fs::File::create(path).unwrap();
     let mut zip = zip::ZipWriter::new(file);
-    for name in ["x.npy", "x_test.npy"] {
+    for (name, n) in [("x.npy", 500), ("x_test.npy", test)] {
         zip.start_file(
             name,
             zip::write::SimpleFileOptions::default()
                 .compression_method(zip::CompressionMethod::Stored),
         )
         .unwrap();
-        std::io::Write::write_all(&mut zip, &npy(500)).unwrap();
+        std::io::Write::write_all(&mut zip, &npy(n)).unwrap();
     }
     zip.finish().unwrap();
 }
@@ -223,12 +225,20 @@ fn ones_npz(path: &std::path::Path) {
 /// The KL from the trained guide to the exact posterior: log p(x) - ELBO on the test split.
 fn fitted_kl(steps: usize) -> f64 {
     let dir = scratch("flows", &format!("correlated{steps}"));
-    ones_npz(&dir.join("const.npz"));
+    ones_npz(&dir.join("const.npz"), 500);
+    // The test ELBO averages one draw per example: evaluate on many examples, so that its
+    // Monte Carlo error is small.
+    ones_npz(&dir.join("many.npz"), 10_000);
     let spec = dir.join("c.vi");
     std::fs::write(&spec, CORRELATED.replace("STEPS", &steps.to_string())).unwrap();
     let run = dir.join("run");
     run_ok(vic().arg("train").arg(&spec).arg("--out").arg(&run));
-    let out = vic().args(["eval", "--json"]).arg(&run).output().unwrap();
+    let out = vic()
+        .args(["eval", "--samples", "2", "--json", "--dataset"])
+        .arg(dir.join("many.npz"))
+        .arg(&run)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["log_px"].as_f64().unwrap() - v["elbo"].as_f64().unwrap()

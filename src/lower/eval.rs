@@ -158,6 +158,8 @@ pub struct Frame<'m> {
     /// The member distribution the batch comes from (`meta`): it picks the copy of a
     /// `@per_member` network.
     pub member: Option<usize>,
+    /// Evaluation with `vdrop` weights of log α above this pruned (see `NetCtx::prune`).
+    pub prune: Option<f64>,
     locals: Vec<LocalVal>,
     /// Locals whose values were taken from another pass ([`Frame::adopt`]): their `let`s
     /// are not evaluated again.
@@ -237,6 +239,7 @@ impl<'m> Frame<'m> {
             drawn_steps: vec![Vec::new(); model.program.data.len()],
             overrides: Overrides::default(),
             member: None,
+            prune: None,
             locals: vec![LocalVal::Unset; locals],
             adopted: vec![false; locals],
             loop_values: vec![0; loops],
@@ -460,6 +463,7 @@ impl<'m> Frame<'m> {
         let mut ctx = NetCtx {
             train: self.train,
             rng,
+            prune: self.prune,
         };
         self.model.net(net, key)?.forward(&inputs, &mut ctx)
     }

@@ -583,6 +583,49 @@ impl LoweredModel {
         Ok(Some((id, Tensor::cat(&out, 1)?)))
     }
 
+    /// The model's class probabilities `p(y | given data)` `[B, K]` of every observed
+    /// `Cat(K)` variable of a model with no latents (a classifier), in evaluation mode,
+    /// `vdrop` weights of log α above `prune` set to 0 when given. Empty for a model with
+    /// latents (its labels' prediction would need them marginalized).
+    pub fn class_probs(
+        &self,
+        batch: &Batch,
+        prune: Option<f64>,
+        rng: &mut Rng,
+    ) -> Result<Vec<(usize, Tensor)>> {
+        if !self.program.latents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut frame = Frame::new(
+            self,
+            Pass::Score,
+            self.program.model.locals.len(),
+            self.program.model.loops.len(),
+            batch.rows,
+            batch.rows,
+            false,
+            &batch.data,
+        );
+        frame.member = batch.member;
+        frame.prune = prune;
+        frame.run(&self.program.model.stmts, rng)?;
+        let mut out = Vec::new();
+        for rec in &frame.records {
+            if let (SiteVar::Data(id), None) = (rec.var, rec.step) {
+                let def = &self.program.data[id];
+                let categorical = rec.dist.kind() == crate::ir::DistKind::Categorical;
+                if categorical
+                    && def.ty.shape.is_empty()
+                    && def.role == crate::ir::DataRole::Observed
+                    && matches!(def.ty.domain, crate::ir::Domain::Cat(_))
+                {
+                    out.push((id, rec.dist.mean()?));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The guide's class probabilities `q(y | ...)` `[B, K]` of every `partial` `Cat(K)`
     /// variable sampled by the guide. The batch's own values of these variables are
     /// replaced by class 0 first, so no label can reach the guide.

@@ -660,7 +660,7 @@ fn plan_kl(program: &Program, samples: usize) -> Vec<KlPlan> {
                 KlMethod::Analytic,
                 format!("factorized Gaussian weights against Normal(0, {prior_scale}): closed form"),
             ),
-            Weights::Vdrop { kind } => (
+            Weights::Vdrop { kind, .. } => (
                 KlMethod::Approximate,
                 format!(
                     "variational dropout (kind {kind:?}) against the log-uniform prior: the approximation of Molchanov et al. 2017"
@@ -1085,7 +1085,7 @@ impl fmt::Display for Plan {
             let weights = match n.weights {
                 Weights::Point => String::new(),
                 Weights::Bayes { .. } => ", bayes weights".into(),
-                Weights::Vdrop { kind } => format!(", vdrop {kind:?} weights"),
+                Weights::Vdrop { kind, .. } => format!(", vdrop {kind:?} weights"),
             };
             let count = if copies.is_empty() {
                 format!("{} parameters", n.params)
@@ -1531,7 +1531,10 @@ mod tests {
             &[("clf", real(&[10]))],
             mlp(&[64]),
         );
-        p.0.nets[clf].weights = Weights::Vdrop { kind: VdropKind::B };
+        p.0.nets[clf].weights = Weights::Vdrop {
+            kind: VdropKind::B,
+            kl: crate::ir::VdropKl::Molchanov,
+        };
         p.0.model = body(
             vec![sample(
                 SiteVar::Data(1),

@@ -400,6 +400,80 @@ struct Running {
     started: f64,
 }
 
+/// How a classifier does on a split, per observed `Cat` variable predicted from `given`
+/// data (a model with no latents).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassMetrics {
+    pub name: String,
+    /// The fraction of examples whose most probable class is their label.
+    pub accuracy: f64,
+    /// The mean negative log-likelihood of the labels, nats.
+    pub nll: f64,
+    pub examples: usize,
+}
+
+/// [`ClassMetrics`] of `model` on `split`, `vdrop` weights of log α above `prune` set to 0
+/// when given.
+pub fn class_metrics(
+    model: &LoweredModel,
+    split: &Split,
+    batch_size: usize,
+    prune: Option<f64>,
+    rng: &mut Rng,
+) -> Result<Vec<ClassMetrics>, TrainError> {
+    // (id, right, Σ -log p, count)
+    let mut tally: Vec<(usize, usize, f64, usize)> = Vec::new();
+    let idx: Vec<usize> = (0..split.n).collect();
+    for chunk in idx.chunks(batch_size.max(1)) {
+        let batch = make_batch(&model.program, split, chunk, model.device(), rng)?;
+        for (id, probs) in model.class_probs(&batch, prune, rng)? {
+            let Some(Some(labels)) = batch.data.get(id) else {
+                continue;
+            };
+            let truth = labels.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+            let guess = probs.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+            let p: Vec<f32> = (&probs * labels)?.sum(candle_core::D::Minus1)?.to_vec1()?;
+            let right = guess.iter().zip(&truth).filter(|(g, t)| g == t).count();
+            let nll: f64 = p.iter().map(|p| -(f64::from(*p).max(1e-30)).ln()).sum();
+            match tally.iter_mut().find(|e| e.0 == id) {
+                Some(e) => {
+                    e.1 += right;
+                    e.2 += nll;
+                    e.3 += truth.len();
+                }
+                None => tally.push((id, right, nll, truth.len())),
+            }
+        }
+    }
+    Ok(tally
+        .into_iter()
+        .map(|(id, right, nll, n)| ClassMetrics {
+            name: model.program.data[id].name.clone(),
+            accuracy: right as f64 / n.max(1) as f64,
+            nll: nll / n.max(1) as f64,
+            examples: n,
+        })
+        .collect())
+}
+
+/// Per `vdrop` weight parameter (`clf.layer0.weight_log_alpha`): its entries, and how
+/// many have log α above `threshold` (the weights pruning removes).
+pub fn vdrop_sparsity(
+    model: &LoweredModel,
+    threshold: f64,
+) -> Result<Vec<(String, usize, usize)>, TrainError> {
+    let mut out = Vec::new();
+    for (name, var) in model.store.named() {
+        let Some(weight) = name.strip_suffix("_log_alpha") else {
+            continue;
+        };
+        let la: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
+        let above = la.iter().filter(|&&v| f64::from(v) > threshold).count();
+        out.push((weight.to_string(), la.len(), above));
+    }
+    Ok(out)
+}
+
 /// The accuracy of the guide's `q(y | ...)` on every `partial` `Cat(K)` variable of
 /// `split`: the fraction of examples whose most probable class is their label, over the
 /// examples whose label is observed. `(name, accuracy, examples)` per variable.

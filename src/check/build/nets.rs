@@ -524,8 +524,9 @@ impl Builder<'_> {
             }
             "vdrop" => {
                 let mut kind = VdropKind::B;
+                let mut kl = crate::ir::VdropKl::Molchanov;
                 if let Some(c) = call {
-                    let args = self.bind_args("vdrop", c, &["kind"], true)?;
+                    let args = self.bind_args("vdrop", c, &["kind", "kl"], true)?;
                     if let Some(a) = args[0] {
                         match &a.kind {
                             ast::ExprKind::Str(s) if s == "A" => kind = VdropKind::A,
@@ -536,8 +537,22 @@ impl Builder<'_> {
                             }
                         }
                     }
+                    if let Some(a) = args[1] {
+                        match &a.kind {
+                            ast::ExprKind::Str(s) if s == "molchanov" => {
+                                kl = crate::ir::VdropKl::Molchanov
+                            }
+                            ast::ExprKind::Str(s) if s == "kingma" => {
+                                kl = crate::ir::VdropKl::Kingma
+                            }
+                            _ => {
+                                self.bad("vdrop", "kl", "`\"molchanov\"` or `\"kingma\"`", a.span);
+                                return None;
+                            }
+                        }
+                    }
                 }
-                Some(Weights::Vdrop { kind })
+                Some(Weights::Vdrop { kind, kl })
             }
             other => {
                 self.errors.push(BuildError::Unknown {

@@ -316,7 +316,13 @@ data y : Cat(10)
 net clf(x: Real[D]) -> Real[10] = mlp(hidden = [1024, 1024], weights = vdrop(kind = "B"))
 model { y ~ Categorical(logits = clf(x)) }
 "#);
-    assert_eq!(p.nets[0].weights, Weights::Vdrop { kind: VdropKind::B });
+    assert_eq!(
+        p.nets[0].weights,
+        Weights::Vdrop {
+            kind: VdropKind::B,
+            kl: crate::ir::VdropKl::Molchanov
+        }
+    );
     assert_eq!(p.guide, Guide::None);
 }
 
@@ -832,7 +838,13 @@ fn weights_keyword() {
     let p = ok(&with_net(
         "net f(a: Real[Z]) -> Real[Z] = linear(bias = false, weights = vdrop(kind = \"A\"))",
     ));
-    assert_eq!(p.nets[2].weights, Weights::Vdrop { kind: VdropKind::A });
+    assert_eq!(
+        p.nets[2].weights,
+        Weights::Vdrop {
+            kind: VdropKind::A,
+            kl: crate::ir::VdropKl::Molchanov
+        }
+    );
     assert_eq!(p.nets[2].arch, Arch::Linear { bias: false });
 }
 

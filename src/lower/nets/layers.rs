@@ -15,8 +15,9 @@ pub const BAYES_INIT_LOGVAR: f64 = -10.0;
 /// Initial log α of `vdrop` weights (almost no noise at first).
 pub const VDROP_INIT_LOG_ALPHA: f64 = -8.0;
 /// `vdrop` log α is clamped to this range in the forward pass and the KL (Molchanov et
-/// al. 2017 clip it the same way), which keeps the noise finite.
-pub const VDROP_LOG_ALPHA_RANGE: (f64, f64) = (-10.0, 10.0);
+/// al. 2017 clip it the same way), which keeps the noise finite. Under `kl = "kingma"`
+/// the top is 0 (α <= 1, where Kingma et al.'s approximation holds).
+pub const VDROP_LOG_ALPHA_RANGE: (f64, f64) = (-8.0, 8.0);
 /// Added to the variance of local-reparameterization pre-activations before the square
 /// root (the gradient of √v is infinite at 0).
 const VAR_EPS: f64 = 1e-8;
@@ -155,6 +156,7 @@ enum Params {
     Vdrop {
         w: Option<(Tensor, Tensor)>,
         b: Option<Tensor>,
+        kl: crate::ir::VdropKl,
     },
 }
 
@@ -238,7 +240,7 @@ impl Linear {
                     prior_var: prior_scale * prior_scale,
                 }
             }
-            Weights::Vdrop { kind } => {
+            Weights::Vdrop { kind, kl } => {
                 let la = Init::Const(VDROP_INIT_LOG_ALPHA);
                 let w = if has_w {
                     let theta = param(vb, rng, wn, ws, u)?;
@@ -266,6 +268,7 @@ impl Linear {
                 Params::Vdrop {
                     w,
                     b: point_bias(rng)?,
+                    kl: *kl,
                 }
             }
         };
@@ -331,7 +334,14 @@ impl Linear {
                 };
                 Self::sample(mean, var, ctx)
             }
-            Params::Vdrop { w, b } => {
+            Params::Vdrop { w, b, kl } => {
+                if let (false, Some(th), Some((theta, la))) = (ctx.train, ctx.prune, w) {
+                    // Pruned evaluation: θ where log α <= th, else 0.
+                    let keep = la.le(th)?.to_dtype(theta.dtype())?;
+                    let kept = theta.broadcast_mul(&keep)?;
+                    let mean = self.apply(x, Some(&kept))?;
+                    return self.with_bias(mean, b.as_ref());
+                }
                 let mean = self.apply(x, w.as_ref().map(|(theta, _)| theta))?;
                 let mean = self.with_bias(mean, b.as_ref())?;
                 if !ctx.train {
@@ -339,7 +349,7 @@ impl Linear {
                 }
                 let var = match w {
                     Some((theta, la)) => {
-                        let alpha = clamp_log_alpha(la)?.exp()?;
+                        let alpha = clamp_log_alpha(la, *kl)?.exp()?;
                         // [w_shape]: α θ², α broadcast along the units for kind A.
                         let wvar = theta.sqr()?.broadcast_mul(&alpha)?;
                         self.op.apply(&x.sqr()?, &self.masked(&wvar)?)?
@@ -399,9 +409,9 @@ impl Linear {
                 }
                 Ok(total)
             }
-            Params::Vdrop { w, .. } => match w {
+            Params::Vdrop { w, kl, .. } => match w {
                 Some((theta, la)) => {
-                    let k = vdrop_kl(la)?.broadcast_as(theta.shape())?;
+                    let k = vdrop_kl(la, *kl)?.broadcast_as(theta.shape())?;
                     Ok(Some(self.masked(&k)?.sum_all()?))
                 }
                 None => Ok(None),
@@ -410,8 +420,12 @@ impl Linear {
     }
 }
 
-fn clamp_log_alpha(la: &Tensor) -> Result<Tensor> {
-    la.clamp(VDROP_LOG_ALPHA_RANGE.0, VDROP_LOG_ALPHA_RANGE.1)
+fn clamp_log_alpha(la: &Tensor, kl: crate::ir::VdropKl) -> Result<Tensor> {
+    let top = match kl {
+        crate::ir::VdropKl::Molchanov => VDROP_LOG_ALPHA_RANGE.1,
+        crate::ir::VdropKl::Kingma => 0.0,
+    };
+    la.clamp(VDROP_LOG_ALPHA_RANGE.0, top)
 }
 
 /// Entrywise `KL(N(mu, exp lv) ‖ N(0, prior_var))`
@@ -422,20 +436,46 @@ pub fn gaussian_kl(mu: &Tensor, lv: &Tensor, prior_var: f64) -> Result<Tensor> {
     (log_ratio + quad)? - 0.5
 }
 
-/// Entrywise KL of a weight's `N(θ, αθ²)` posterior to the log-uniform prior, by the
-/// approximation of Molchanov, Ashukha & Vetrov (2017):
-/// `−KL ≈ k1·σ(k2 + k3 ln α) − ½ ln(1 + 1/α) − k1`, k1 = 0.63576, k2 = 1.87320, k3 = 1.48695.
-pub fn vdrop_kl(log_alpha: &Tensor) -> Result<Tensor> {
-    const K1: f64 = 0.63576;
-    const K2: f64 = 1.87320;
-    const K3: f64 = 1.48695;
-    let la = clamp_log_alpha(log_alpha)?;
-    let sig = candle_nn::ops::sigmoid(&la.affine(K3, K2)?)?;
-    // ln(1 + 1/α) = softplus(−ln α)
-    let log1p_inv = softplus(&la.neg()?)?;
-    // KL = k1 − k1 σ(·) + ½ ln(1 + 1/α)
-    sig.affine(-K1, K1)? + (log1p_inv * 0.5)?
+/// Entrywise KL of a weight's `N(θ, αθ²)` posterior to the log-uniform prior. It has no
+/// closed form (`−KL = ½ ln α − E log|1 + √α ε| + C`, ε ~ N(0, 1), with the improper
+/// prior's constant C = −(γ + ln 2)/2 chosen so that KL → 0 as α → ∞); two
+/// approximations:
+/// - Molchanov, Ashukha & Vetrov (2017), for every α (log α clipped to [−8, 8]):
+///   `−KL ≈ k1·σ(k2 + k3 ln α) − ½ ln(1 + 1/α) − k1`, k1 = 0.63576, k2 = 1.87320,
+///   k3 = 1.48695 (within 0.01 nats of the exact value over log α in [−8, 8]);
+/// - Kingma, Salimans & Welling (2015), for α <= 1 (clipped there):
+///   `−KL ≈ c0 + ½ ln α + c1 α + c2 α² + c3 α³`, c1 = 1.16145124, c2 = −1.50204118,
+///   c3 = 0.58629921, with [`KINGMA_C0`] the constant that makes the cubic's largest error
+///   against the exact value over log α in [−8, 0] smallest (0.020 nats).
+pub fn vdrop_kl(log_alpha: &Tensor, form: crate::ir::VdropKl) -> Result<Tensor> {
+    let la = clamp_log_alpha(log_alpha, form)?;
+    match form {
+        crate::ir::VdropKl::Molchanov => {
+            const K1: f64 = 0.63576;
+            const K2: f64 = 1.87320;
+            const K3: f64 = 1.48695;
+            let sig = candle_nn::ops::sigmoid(&la.affine(K3, K2)?)?;
+            // ln(1 + 1/α) = softplus(−ln α)
+            let log1p_inv = softplus(&la.neg()?)?;
+            // KL = k1 − k1 σ(·) + ½ ln(1 + 1/α)
+            sig.affine(-K1, K1)? + (log1p_inv * 0.5)?
+        }
+        crate::ir::VdropKl::Kingma => {
+            const C1: f64 = 1.16145124;
+            const C2: f64 = -1.50204118;
+            const C3: f64 = 0.58629921;
+            let a = la.exp()?;
+            // Horner: ((c3 a + c2) a + c1) a
+            let poly = ((a.affine(C3, C2)? * &a)?.affine(1.0, C1)? * &a)?;
+            let neg_kl = ((la * 0.5)? + poly)?.affine(1.0, KINGMA_C0)?;
+            neg_kl.neg()
+        }
+    }
 }
+
+/// The constant of Kingma et al.'s approximation in the convention of [`vdrop_kl`]:
+/// `−(γ + ln 2)/2` plus the midpoint of the cubic's residual range over log α in [−8, 0].
+pub const KINGMA_C0: f64 = -0.655546;
 
 // ---------------------------------------------------------------------------------
 // Activations, dropout, norms

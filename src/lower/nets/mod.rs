@@ -81,6 +81,9 @@ pub struct NetCtx<'a> {
     pub train: bool,
     /// The source of all noise.
     pub rng: &'a mut Rng,
+    /// Evaluation with `vdrop` weights pruned: a weight whose log α exceeds this is 0
+    /// (Molchanov et al. 2017 prune at 3). `None`: every weight as learned.
+    pub prune: Option<f64>,
 }
 
 /// A built network.

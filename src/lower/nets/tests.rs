@@ -136,6 +136,7 @@ fn against_torch(net: &NetDef, case: &str, train: bool) -> VarMap {
     let mut ctx = NetCtx {
         train,
         rng: &mut rng,
+        prune: None,
     };
     let out = n.forward(&inputs, &mut ctx).unwrap();
     let want: Vec<Tensor> = fx["outputs"]
@@ -197,6 +198,7 @@ fn linear_by_hand() {
             &mut NetCtx {
                 train: true,
                 rng: &mut rng,
+                prune: None,
             },
         )
         .unwrap();
@@ -270,6 +272,7 @@ fn dropout_is_off_in_eval_and_seeded_in_training() {
                 &mut NetCtx {
                     train,
                     rng: &mut rng,
+                    prune: None,
                 },
             )
             .unwrap();
@@ -293,6 +296,7 @@ fn dropout_keeps_the_expected_fraction_and_scales() {
     let mut ctx = NetCtx {
         train: true,
         rng: &mut rng,
+        prune: None,
     };
     let y: Vec<f32> = layers::dropout(&x, 0.3, &mut ctx)
         .unwrap()
@@ -341,8 +345,14 @@ fn all_weights() -> Vec<Weights> {
     vec![
         Weights::Point,
         Weights::Bayes { prior_scale: 0.5 },
-        Weights::Vdrop { kind: VdropKind::A },
-        Weights::Vdrop { kind: VdropKind::B },
+        Weights::Vdrop {
+            kind: VdropKind::A,
+            kl: crate::ir::VdropKl::Molchanov,
+        },
+        Weights::Vdrop {
+            kind: VdropKind::B,
+            kl: crate::ir::VdropKl::Molchanov,
+        },
     ]
 }
 
@@ -461,7 +471,10 @@ fn checkpoint_names() {
     .map(|s| s.to_string())
     .collect();
     assert_eq!(got, want);
-    n.weights = Weights::Vdrop { kind: VdropKind::B };
+    n.weights = Weights::Vdrop {
+        kind: VdropKind::B,
+        kl: crate::ir::VdropKl::Molchanov,
+    };
     let got = keys(&built(&n).0);
     let want: BTreeSet<String> = [
         "enc.layer0.weight",
@@ -526,6 +539,7 @@ fn heads_have_their_domains() {
             &mut NetCtx {
                 train: false,
                 rng: &mut rng,
+                prune: None,
             },
         )
         .unwrap();
@@ -558,6 +572,7 @@ fn gradients_reach_every_parameter() {
             let mut ctx = NetCtx {
                 train: true,
                 rng: &mut rng,
+                prune: None,
             };
             let out = f.forward(&x, &mut ctx).unwrap();
             let mut loss = out
@@ -607,6 +622,7 @@ fn made_is_autoregressive() {
                 &mut NetCtx {
                     train: false,
                     rng: &mut r,
+                    prune: None,
                 },
             )
             .unwrap()
@@ -753,6 +769,7 @@ fn bayes_local_reparameterization_has_the_right_moments() {
             &mut NetCtx {
                 train: true,
                 rng: &mut rng,
+                prune: None,
             },
         )
         .unwrap();
@@ -781,6 +798,7 @@ fn bayes_local_reparameterization_has_the_right_moments() {
             &mut NetCtx {
                 train: true,
                 rng: &mut Rng::seed(4),
+                prune: None,
             },
         )
         .unwrap();
@@ -794,6 +812,7 @@ fn bayes_local_reparameterization_has_the_right_moments() {
             &mut NetCtx {
                 train: false,
                 rng: &mut rng,
+                prune: None,
             },
         )
         .unwrap();
@@ -815,7 +834,10 @@ fn vdrop_kl_and_moments() {
     let theta = [0.5f32, -1.0, 0.25, 2.0, 0.1, -0.3];
     let la_b = [-2.0f32, 0.0, 1.0, -4.0, 3.0, -0.5];
     // kind B: one log α per weight.
-    let (mut vm, f, _) = bayes_linear(Weights::Vdrop { kind: VdropKind::B });
+    let (mut vm, f, _) = bayes_linear(Weights::Vdrop {
+        kind: VdropKind::B,
+        kl: crate::ir::VdropKl::Molchanov,
+    });
     set(&mut vm, "b.layer0.weight", &theta, &[2, 3]);
     set(&mut vm, "b.layer0.weight_log_alpha", &la_b, &[2, 3]);
     set(&mut vm, "b.layer0.bias", &[0.2, -0.1], &[2]);
@@ -839,6 +861,7 @@ fn vdrop_kl_and_moments() {
             &mut NetCtx {
                 train: true,
                 rng: &mut rng,
+                prune: None,
             },
         )
         .unwrap();
@@ -862,7 +885,10 @@ fn vdrop_kl_and_moments() {
         );
     }
     // kind A: one log α per output unit, counted once per weight of its row.
-    let (mut vm, f, _) = bayes_linear(Weights::Vdrop { kind: VdropKind::A });
+    let (mut vm, f, _) = bayes_linear(Weights::Vdrop {
+        kind: VdropKind::A,
+        kl: crate::ir::VdropKl::Molchanov,
+    });
     set(&mut vm, "b.layer0.weight", &theta, &[2, 3]);
     set(&mut vm, "b.layer0.weight_log_alpha", &[-1.0, 2.0], &[2]);
     let kl: f32 = f.weight_kl().unwrap().unwrap().to_scalar().unwrap();
@@ -1022,6 +1048,7 @@ fn gru_by_hand() {
             &mut NetCtx {
                 train: false,
                 rng: &mut rng,
+                prune: None,
             },
         )
         .unwrap();
@@ -1055,6 +1082,7 @@ fn shapes_of(n: &NetDef, r: usize) -> Vec<Vec<usize>> {
             &mut NetCtx {
                 train: true,
                 rng: &mut rng,
+                prune: None,
             },
         )
         .unwrap();
@@ -1132,6 +1160,7 @@ fn deepsets_is_permutation_invariant() {
                 &mut NetCtx {
                     train: false,
                     rng: &mut r,
+                    prune: None,
                 },
             )
             .unwrap()[0]
@@ -1204,6 +1233,7 @@ fn attention_with_a_unit_grid_copies_the_image() {
     let mut ctx = NetCtx {
         train: false,
         rng: &mut rng,
+        prune: None,
     };
     let out = f.forward(&[img.clone(), h.clone()], &mut ctx).unwrap();
     close(&out[0], &img, 1e-5, "read");
@@ -1271,6 +1301,7 @@ fn gradients_match_finite_differences() {
             let mut ctx = NetCtx {
                 train: false,
                 rng: &mut r0,
+                prune: None,
             };
             f.forward(&x, &mut ctx)
                 .unwrap()
@@ -1283,6 +1314,7 @@ fn gradients_match_finite_differences() {
             let mut ctx = NetCtx {
                 train: false,
                 rng: &mut r0,
+                prune: None,
             };
             f.forward(&x, &mut ctx)
                 .unwrap()
@@ -1374,6 +1406,7 @@ fn bayes_convolution_moments_match_the_closed_form() {
     let mut ctx = NetCtx {
         train: true,
         rng: &mut rng,
+        prune: None,
     };
     let y = conv.forward(&x, &mut ctx).unwrap(); // [R, 1, 2, 2]
     let y = y.reshape((r, 4)).unwrap();
