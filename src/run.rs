@@ -136,7 +136,7 @@ fn load_data(program: &Program, dataset: &Dataset, spec_dir: &Path) -> Result<Da
         spec_dir: spec_dir.to_path_buf(),
         vic_data: std::env::var_os("VIC_DATA").map(PathBuf::from),
     };
-    data::load(program, dataset, &env, &io::RealFs, program.train.seed).map_err(|e| e.to_string())
+    data::load(program, dataset, &env, &io::RealFs, program.train.seed).map_err(|e| e.report())
 }
 
 fn dataset_name(d: &Dataset) -> String {
@@ -278,6 +278,13 @@ pub fn train(
             out.display()
         );
         return USAGE;
+    }
+    // A resume that cannot continue must leave the run directory as it is.
+    if resume {
+        if let Err(e) = train::can_resume(&program, &run) {
+            eprintln!("vic: {e}");
+            return FAILED;
+        }
     }
     let spec_dir = file
         .parent()
@@ -692,6 +699,26 @@ fn open_model(dir: &Path) -> Result<LoweredModel, String> {
     train::load_model(p, &bytes, &device).map_err(|e| e.to_string())
 }
 
+/// The run's dataset, when the model has `given` data other than a class (whose values
+/// `vic sample` cycles through): its test split supplies them.
+fn data_for_given(dir: &Path, model: &LoweredModel) -> Result<Option<DataSet>, String> {
+    let needs = model.program.data.iter().any(|d| {
+        d.role == ir::DataRole::Given
+            && !(d.ty.shape.is_empty() && matches!(d.ty.domain, ir::Domain::Cat(_)))
+    });
+    if !needs {
+        return Ok(None);
+    }
+    let run = RunDir::open(dir)?;
+    let info: RunInfo =
+        serde_json::from_slice(&run.read("run.json")?).map_err(|e| format!("run.json: {e}"))?;
+    load_data(&model.program, &model.program.train.dataset, &info.spec_dir)
+        .map(Some)
+        .map_err(|e| {
+            format!("the model's `given` data comes from the run's dataset's test split: {e}")
+        })
+}
+
 /// `vic sample RUN --steps`: each sample's observation after every step of the sequence
 /// it reads, one row per sample.
 pub fn sample_steps(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
@@ -702,7 +729,14 @@ pub fn sample_steps(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
             return USAGE;
         }
     };
-    let given = given_values(&model, n, None);
+    let data = match data_for_given(dir, &model) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return FAILED;
+        }
+    };
+    let given = given_values(&model, n, data.as_ref());
     let mut rng = Rng::seed(model.program.train.seed ^ 0x5a5a);
     let drawn = match model.sample_steps(n, &given, &mut rng) {
         Ok(Some(d)) => d,
@@ -759,12 +793,19 @@ pub fn sample(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
             return USAGE;
         }
     };
+    let data = match data_for_given(dir, &model) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return FAILED;
+        }
+    };
     let wants_npy = output
         .as_ref()
         .and_then(|p| p.extension())
         .is_some_and(|e| e == "npy");
     if !wants_npy {
-        let images = match sample_images(&model, n, None) {
+        let images = match sample_images(&model, n, data.as_ref()) {
             Ok(i) => i,
             Err(e) => {
                 eprintln!("vic: {e}");
@@ -785,7 +826,7 @@ pub fn sample(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
             };
         }
     }
-    let given = given_values(&model, n, None);
+    let given = given_values(&model, n, data.as_ref());
     let mut rng = Rng::seed(model.program.train.seed ^ 0x5a5a);
     let drawn = match model.sample_prior(n, &given, &mut rng) {
         Ok(d) => d,

@@ -584,3 +584,53 @@ fn guide_exact_fits_the_mixture_and_eval_reports_the_exact_log_likelihood() {
     let text = run_ok(vic().arg("eval").arg(&run));
     assert!(text.contains("log p(x) (exact)"), "{text}");
 }
+
+#[test]
+fn a_refused_resume_leaves_the_run_directory_as_it_was() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = scratch("train", "refused-resume");
+    let run = dir.join("run");
+    let spec = root.join("specs/bayes_regression.vi");
+    run_ok(
+        vic()
+            .arg("train")
+            .arg(&spec)
+            .arg("--out")
+            .arg(&run)
+            .args(["--set", "train.epochs=3"]),
+    );
+    let before: Vec<Vec<u8>> = ["spec.vi", "ir.ron", "config.ron", "run.json"]
+        .iter()
+        .map(|f| std::fs::read(run.join(f)).unwrap())
+        .collect();
+    // Another seed is another trajectory: the checkpoint cannot continue it.
+    let out = vic()
+        .arg("train")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&run)
+        .args(["--resume", "--set", "train.seed=5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot resume"), "{err}");
+    for (f, b) in ["spec.vi", "ir.ron", "config.ron", "run.json"]
+        .iter()
+        .zip(&before)
+    {
+        assert_eq!(&std::fs::read(run.join(f)).unwrap(), b, "{f} was rewritten");
+    }
+    // `vic sample` on a model with real-valued `given` data takes it from the test split.
+    let npy = dir.join("y.npy");
+    run_ok(
+        vic()
+            .arg("sample")
+            .arg(&run)
+            .arg("-n")
+            .arg("7")
+            .arg("-o")
+            .arg(&npy),
+    );
+    assert!(std::fs::metadata(&npy).unwrap().len() > 7 * 4);
+}

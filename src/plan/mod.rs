@@ -428,9 +428,15 @@ fn plan_sites(program: &Program) -> Vec<SitePlan> {
             for (id, lat) in program.latents.iter().enumerate() {
                 let values = arch::support_size(&lat.ty);
                 let reason = match (posterior, values) {
-                    (ExactPosterior::LinearGaussian, _) => {
-                        "guide exact: linear-Gaussian posterior with full covariance".to_string()
-                    }
+                    (ExactPosterior::LinearGaussian, _) => match exact_evidence(program) {
+                        Some(ExactMethod::Kalman) => {
+                            "guide exact: Kalman filter and smoother over the time steps".to_string()
+                        }
+                        Some(_) => {
+                            "guide exact: linear-Gaussian posterior with full covariance".to_string()
+                        }
+                        None => "guide exact: linear-Gaussian, not lowered by this release (a global latent, or a loop that is not a first-order chain)".to_string(),
+                    },
                     (_, Some(v)) => format!(
                         "guide exact: {}: summed exactly over its {} values",
                         lat.ty.display(),

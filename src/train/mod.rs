@@ -526,6 +526,28 @@ pub fn partial_accuracy(
         .collect())
 }
 
+/// Whether `--resume` can continue the checkpoint of `store` with `program`: `Ok(true)`
+/// when there is a checkpoint trained from the same spec and `--set` values (the epochs
+/// aside), `Ok(false)` when there is none, an error when it does not fit. The CLI asks
+/// before it rewrites the run directory's spec and IR, so a refused resume changes
+/// nothing.
+pub fn can_resume(program: &Program, store: &dyn RunStore) -> Result<bool, TrainError> {
+    let Some(files) = store.load_checkpoint().map_err(TrainError::Resume)? else {
+        return Ok(false);
+    };
+    let Some(bytes) = files.get("state.json") else {
+        return Err(TrainError::Resume("the checkpoint lacks state.json".into()));
+    };
+    let state: TrainState = serde_json::from_slice(bytes)
+        .map_err(|e| TrainError::Resume(format!("state.json is unreadable: {e}")))?;
+    if state.ir_hash != ir_hash(program) {
+        return Err(TrainError::Resume(
+            "the checkpoint was trained from a different spec or --set values".into(),
+        ));
+    }
+    Ok(true)
+}
+
 /// Train `program` on `data`.
 pub fn train(
     program: Program,
