@@ -456,18 +456,28 @@ pub fn class_metrics(
         .collect())
 }
 
-/// Per `vdrop` weight parameter (`clf.layer0.weight_log_alpha`): its entries, and how
-/// many have log α above `threshold` (the weights pruning removes).
+/// Per `vdrop` weight (`clf.layer0.weight`, from its `_log_alpha`, or from its
+/// `_log_sigma2` as log σ² − log θ²): its log α entries, and how many are above
+/// `threshold` (the weights pruning removes).
 pub fn vdrop_sparsity(
     model: &LoweredModel,
     threshold: f64,
 ) -> Result<Vec<(String, usize, usize)>, TrainError> {
+    let named = model.store.named();
     let mut out = Vec::new();
-    for (name, var) in model.store.named() {
-        let Some(weight) = name.strip_suffix("_log_alpha") else {
+    for (name, var) in &named {
+        let (weight, la): (&str, Vec<f32>) = if let Some(weight) = name.strip_suffix("_log_alpha") {
+            (weight, var.as_tensor().flatten_all()?.to_vec1()?)
+        } else if let Some(weight) = name.strip_suffix("_log_sigma2") {
+            let Some((_, theta)) = named.iter().find(|(n, _)| n == weight) else {
+                continue;
+            };
+            let log_theta2 = (theta.as_tensor().sqr()? + 1e-16)?.log()?;
+            let la = (var.as_tensor() - log_theta2)?;
+            (weight, la.flatten_all()?.to_vec1()?)
+        } else {
             continue;
         };
-        let la: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
         let above = la.iter().filter(|&&v| f64::from(v) > threshold).count();
         out.push((weight.to_string(), la.len(), above));
     }

@@ -14,6 +14,12 @@ pub const POSITIVE_FLOOR: f64 = 1e-4;
 pub const BAYES_INIT_LOGVAR: f64 = -10.0;
 /// Initial log α of `vdrop` weights (almost no noise at first).
 pub const VDROP_INIT_LOG_ALPHA: f64 = -8.0;
+/// Initial log σ² of `vdrop` weights under the additive parameterization (Molchanov et
+/// al.'s `ard_init`).
+pub const VDROP_INIT_LOG_SIGMA2: f64 = -10.0;
+/// The log α past which a weight of the additive form is 0 in training's mean (Molchanov
+/// et al.'s `train_clip`, at the pruning threshold).
+pub const PRUNE_IN_TRAINING: f64 = 3.0;
 /// `vdrop` log α is clamped to this range in the forward pass and the KL (Molchanov et
 /// al. 2017 clip it the same way), which keeps the noise finite. Under `kl = "kingma"`
 /// the top is 0 (α <= 1, where Kingma et al.'s approximation holds).
@@ -152,11 +158,13 @@ enum Params {
         b: Option<(Tensor, Tensor)>,
         prior_var: f64,
     },
-    /// θ and log α (per weight entry, or per output unit `[units]`); biases are point.
+    /// θ and log α (per weight entry, or per output unit `[units]`), or under the
+    /// additive parameterization θ and log σ² (`additive`); biases are point.
     Vdrop {
         w: Option<(Tensor, Tensor)>,
         b: Option<Tensor>,
         kl: crate::ir::VdropKl,
+        additive: bool,
     },
 }
 
@@ -169,11 +177,15 @@ enum Params {
 ///   (Kingma, Salimans & Welling 2015): `N(op(x, W_mu) + b_mu, op(x², exp W_logvar) +
 ///   exp b_logvar)`, one draw per row and unit from vic's generator; in evaluation the
 ///   mean weights are used. KL to `N(0, prior_scale²)` in closed form.
-/// - `vdrop(kind)`: `weight` (θ), `bias` (point), `weight_log_alpha` — one per weight
-///   entry (kind B) or one per output unit, shared along its row (kind A). The weight
-///   posterior is `N(θ, α θ²)`, sampled in training by local reparameterization; in
-///   evaluation θ is used. KL to the log-uniform prior by Molchanov et al. (2017)'s
-///   approximation, per weight entry (kind A counts its unit's α once per entry).
+/// - `vdrop(kind, kl)`: `weight` (θ), `bias` (point), and `weight_log_alpha` — one per
+///   weight entry (kind B) or one per output unit, shared along its row (kind A) — except
+///   for kind B with `kl = "molchanov"` (sparse variational dropout), which learns
+///   `weight_log_sigma2` instead (the additive noise reparameterization, log α =
+///   log σ² − log θ²) and, as Molchanov et al. train, zeroes the mean of weights with
+///   log α >= 3. The weight posterior is `N(θ, α θ²)`, sampled in training by local
+///   reparameterization; in evaluation θ is used (or pruned, `NetCtx::prune`). KL to the
+///   log-uniform prior by [`vdrop_kl`], per weight entry (kind A counts its unit's α once
+///   per entry).
 ///
 /// A fixed 0/1 `mask` (MADE) multiplies the weight means and variances, and the masked
 /// entries are left out of the KL (they do not act on anything).
@@ -242,10 +254,22 @@ impl Linear {
             }
             Weights::Vdrop { kind, kl } => {
                 let la = Init::Const(VDROP_INIT_LOG_ALPHA);
+                // Sparse variational dropout learns each weight's noise variance σ² = α θ²
+                // instead of α: the additive noise reparameterization of Molchanov et al.
+                // (2017), whose gradient for θ does not grow with α.
+                let additive =
+                    *kind == crate::ir::VdropKind::B && *kl == crate::ir::VdropKl::Molchanov;
                 let w = if has_w {
                     let theta = param(vb, rng, wn, ws, u)?;
                     let name = format!("{wn}_log_alpha");
                     let log_alpha = match kind {
+                        crate::ir::VdropKind::B if additive => param(
+                            vb,
+                            rng,
+                            &format!("{wn}_log_sigma2"),
+                            ws,
+                            Init::Const(VDROP_INIT_LOG_SIGMA2),
+                        )?,
                         crate::ir::VdropKind::B => param(vb, rng, &name, ws, la)?,
                         crate::ir::VdropKind::A => {
                             // [units], broadcast along the unit axis of the weight.
@@ -269,6 +293,7 @@ impl Linear {
                     w,
                     b: point_bias(rng)?,
                     kl: *kl,
+                    additive,
                 }
             }
         };
@@ -334,27 +359,37 @@ impl Linear {
                 };
                 Self::sample(mean, var, ctx)
             }
-            Params::Vdrop { w, b, kl } => {
-                if let (false, Some(th), Some((theta, la))) = (ctx.train, ctx.prune, w) {
-                    // Pruned evaluation: θ where log α <= th, else 0.
-                    let keep = la.le(th)?.to_dtype(theta.dtype())?;
-                    let kept = theta.broadcast_mul(&keep)?;
-                    let mean = self.apply(x, Some(&kept))?;
+            Params::Vdrop { w, b, kl, additive } => {
+                let Some((theta, second)) = w else {
+                    let mean = self.apply(x, None)?;
                     return self.with_bias(mean, b.as_ref());
-                }
-                let mean = self.apply(x, w.as_ref().map(|(theta, _)| theta))?;
+                };
+                let la = vdrop_log_alpha(theta, second, *kl, *additive)?;
+                // Pruned evaluation: θ where log α <= the threshold, else 0; in training the
+                // additive form zeroes the weights past PRUNE_IN_TRAINING in the mean, as
+                // Molchanov et al. train.
+                let threshold = match (ctx.train, ctx.prune) {
+                    (false, Some(th)) => Some(th),
+                    (true, _) if *additive => Some(PRUNE_IN_TRAINING),
+                    _ => None,
+                };
+                let mean_w = match threshold {
+                    Some(th) => theta.broadcast_mul(&la.le(th)?.to_dtype(theta.dtype())?)?,
+                    None => theta.clone(),
+                };
+                let mean = self.apply(x, Some(&mean_w))?;
                 let mean = self.with_bias(mean, b.as_ref())?;
                 if !ctx.train {
                     return Ok(mean);
                 }
-                let var = match w {
-                    Some((theta, la)) => {
-                        let alpha = clamp_log_alpha(la, *kl)?.exp()?;
+                // The noise of every weight, pruned or not (as Molchanov et al. compute it).
+                let var = {
+                    {
+                        let alpha = la.exp()?;
                         // [w_shape]: α θ², α broadcast along the units for kind A.
                         let wvar = theta.sqr()?.broadcast_mul(&alpha)?;
                         self.op.apply(&x.sqr()?, &self.masked(&wvar)?)?
                     }
-                    None => mean.zeros_like()?,
                 };
                 Self::sample(mean, var, ctx)
             }
@@ -409,14 +444,33 @@ impl Linear {
                 }
                 Ok(total)
             }
-            Params::Vdrop { w, kl, .. } => match w {
-                Some((theta, la)) => {
-                    let k = vdrop_kl(la, *kl)?.broadcast_as(theta.shape())?;
+            Params::Vdrop {
+                w, kl, additive, ..
+            } => match w {
+                Some((theta, second)) => {
+                    let la = vdrop_log_alpha(theta, second, *kl, *additive)?;
+                    let k = vdrop_kl(&la, *kl)?.broadcast_as(theta.shape())?;
                     Ok(Some(self.masked(&k)?.sum_all()?))
                 }
                 None => Ok(None),
             },
         }
+    }
+}
+
+/// log α of a `vdrop` weight, clipped: the learned log α, or under the additive
+/// parameterization `log σ² − log θ²` (a θ of 0 has the largest α).
+pub fn vdrop_log_alpha(
+    theta: &Tensor,
+    second: &Tensor,
+    kl: crate::ir::VdropKl,
+    additive: bool,
+) -> Result<Tensor> {
+    if additive {
+        let log_theta2 = (theta.sqr()? + 1e-16)?.log()?;
+        clamp_log_alpha(&(second - log_theta2)?, kl)
+    } else {
+        clamp_log_alpha(second, kl)
     }
 }
 

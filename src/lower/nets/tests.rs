@@ -475,6 +475,22 @@ fn checkpoint_names() {
         kind: VdropKind::B,
         kl: crate::ir::VdropKl::Molchanov,
     };
+    // Sparse variational dropout learns log σ² (the additive parameterization)...
+    let got = keys(&built(&n).0);
+    let want: BTreeSet<String> = [
+        "enc.layer0.weight",
+        "enc.layer0.weight_log_sigma2",
+        "enc.layer0.bias",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(got, want);
+    // ... Kingma et al.'s form log α.
+    n.weights = Weights::Vdrop {
+        kind: VdropKind::B,
+        kl: crate::ir::VdropKl::Kingma,
+    };
     let got = keys(&built(&n).0);
     let want: BTreeSet<String> = [
         "enc.layer0.weight",
@@ -832,14 +848,20 @@ fn molchanov_kl(la: f64) -> f64 {
 #[test]
 fn vdrop_kl_and_moments() {
     let theta = [0.5f32, -1.0, 0.25, 2.0, 0.1, -0.3];
-    let la_b = [-2.0f32, 0.0, 1.0, -4.0, 3.0, -0.5];
-    // kind B: one log α per weight.
+    let la_b = [-2.0f32, 0.0, 1.0, -4.0, 2.5, -0.5];
+    // kind B: one log α per weight, learned as log σ² = log α + log θ² (the additive
+    // parameterization of sparse variational dropout).
     let (mut vm, f, _) = bayes_linear(Weights::Vdrop {
         kind: VdropKind::B,
         kl: crate::ir::VdropKl::Molchanov,
     });
     set(&mut vm, "b.layer0.weight", &theta, &[2, 3]);
-    set(&mut vm, "b.layer0.weight_log_alpha", &la_b, &[2, 3]);
+    let ls2: Vec<f32> = la_b
+        .iter()
+        .zip(&theta)
+        .map(|(l, t)| l + (t * t).ln())
+        .collect();
+    set(&mut vm, "b.layer0.weight_log_sigma2", &ls2, &[2, 3]);
     set(&mut vm, "b.layer0.bias", &[0.2, -0.1], &[2]);
     let kl: f32 = f.weight_kl().unwrap().unwrap().to_scalar().unwrap();
     let want: f64 = la_b.iter().map(|&l| molchanov_kl(l as f64)).sum();
@@ -1431,4 +1453,52 @@ fn bayes_convolution_moments_match_the_closed_form() {
             "var {j}: {v} vs {want_v}"
         );
     }
+}
+
+#[test]
+fn sparse_vdrop_drops_weights_past_log_alpha_three_from_the_mean() {
+    let theta = [0.5f32, -1.0, 0.25, 2.0, 0.1, -0.3];
+    // Entry 3 (θ = 2) has log α = 5: pruned in the training mean and when evaluating
+    // with pruning; its noise stays in training.
+    let la = [-6.0f32, -6.0, -6.0, 5.0, -6.0, -6.0];
+    let (mut vm, f, _) = bayes_linear(Weights::Vdrop {
+        kind: VdropKind::B,
+        kl: crate::ir::VdropKl::Molchanov,
+    });
+    set(&mut vm, "b.layer0.weight", &theta, &[2, 3]);
+    let ls2: Vec<f32> = la
+        .iter()
+        .zip(&theta)
+        .map(|(l, t)| l + (t * t).ln())
+        .collect();
+    set(&mut vm, "b.layer0.weight_log_sigma2", &ls2, &[2, 3]);
+    set(&mut vm, "b.layer0.bias", &[0.0, 0.0], &[2]);
+    let x = Tensor::from_vec(X.to_vec(), (1, 3), &Device::Cpu).unwrap();
+    let out = |train: bool, prune: Option<f64>, rows: usize| {
+        let mut rng = Rng::seed(3);
+        let y = f
+            .forward(
+                &[x.repeat((rows, 1)).unwrap()],
+                &mut NetCtx {
+                    train,
+                    rng: &mut rng,
+                    prune,
+                },
+            )
+            .unwrap();
+        moments(&y[0])
+    };
+    let full: f64 = (0..3).map(|i| X[i] as f64 * theta[3 + i] as f64).sum();
+    let pruned = full - X[0] as f64 * theta[3] as f64;
+    assert!((out(false, None, 1)[1].0 - full).abs() < 1e-5);
+    assert!((out(false, Some(3.0), 1)[1].0 - pruned).abs() < 1e-5);
+    let (m, v) = out(true, None, 40_000)[1];
+    let var: f64 = (0..3)
+        .map(|i| (X[i] as f64).powi(2) * (la[3 + i] as f64).exp() * (theta[3 + i] as f64).powi(2))
+        .sum();
+    assert!(
+        (m - pruned).abs() < 5.0 * (var / 40_000.0).sqrt(),
+        "{m} vs {pruned}"
+    );
+    assert!((v - var).abs() < 0.05 * var, "{v} vs {var}");
 }
