@@ -487,12 +487,14 @@ pub fn eval(
     let mut rng = Rng::seed(model.program.train.seed ^ 0xe7a1);
     let n = data.train.n.max(1);
     let result = (|| -> Result<EvalReport, train::TrainError> {
-        // ELBO and reconstruction in one pass, then the IWAE bound.
+        // ELBO and reconstruction in one pass, then the IWAE bound, in chunks of as many
+        // rows as the plan's memory estimate allows.
+        let rows = train::eval_rows(&model);
         let elbo = train::split_means(
             &model,
             &data.test,
             &Settings::evaluation(1, false, n),
-            1000,
+            rows.min(1000),
             &mut rng,
         )?;
         // `guide exact` by enumeration: the bound is already the exact log p(x).
@@ -506,7 +508,7 @@ pub fn eval(
         let iwae = if discrete_exact {
             elbo.bound
         } else {
-            let batch = (20_000 / k.max(1)).max(1);
+            let batch = (rows / k.max(1)).max(1);
             let iwae_settings = Settings::evaluation(k.max(1), true, n);
             train::split_means(&model, &data.test, &iwae_settings, batch, &mut rng)?.bound
         };

@@ -311,6 +311,19 @@ impl Step {
     }
 }
 
+/// The rows (examples times samples) an evaluation pass may hold at once: about
+/// [`EVAL_ACTIVATION_BYTES`] of the activations the plan estimates per example, with room
+/// for the elementwise temporaries the estimate leaves out (a factor of 4), and at most
+/// 20,000. candle keeps every intermediate of a pass that starts from the parameters, so
+/// a DRAW's IWAE pass over 20,000 rows would need tens of gigabytes.
+pub fn eval_rows(model: &LoweredModel) -> usize {
+    let per_row = model.plan.cost.bytes_per_example.max(1).saturating_mul(4);
+    ((EVAL_ACTIVATION_BYTES / per_row) as usize).clamp(1, 20_000)
+}
+
+/// The activation memory an evaluation pass aims at (see [`eval_rows`]).
+pub const EVAL_ACTIVATION_BYTES: u64 = 2_000_000_000;
+
 /// Means per example over a whole split.
 #[derive(Clone, Copy, Debug)]
 pub struct SplitMeans {
@@ -653,7 +666,7 @@ pub fn train(
         // The ELBO with the training objective's sample count (an IWAE objective: one).
         let elbo_samples = if iwae { 1 } else { samples.max(1) };
         let eval_settings = Settings::evaluation(elbo_samples, false, n);
-        let chunk = (1000 / elbo_samples).max(1);
+        let chunk = (eval_rows(model).min(1000) / elbo_samples).max(1);
         let test_elbo = split_means(model, &data.test, &eval_settings, chunk, &mut eval_rng)?.bound;
         let test_log_px = split_log_px(model, &data.test, 1000, &mut eval_rng)?;
         let denom = run.seen.max(1) as f64;
