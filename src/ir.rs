@@ -631,6 +631,12 @@ pub enum Strategy {
         steps: usize,
         lr: f64,
         through: bool,
+        /// Momentum of the refinement's gradient steps (SA-VAE's reference uses 0.5).
+        #[serde(default = "default_refine_momentum")]
+        momentum: f64,
+        /// Each refined parameter's gradient is clipped to this norm per step (5).
+        #[serde(default = "default_refine_clip")]
+        clip: f64,
     },
     /// Gaussian-process random-function guide.
     RandomFunction { inducing: usize, kernel: Kernel },
@@ -647,6 +653,15 @@ impl Strategy {
             Strategy::RandomFunction { .. } => "random_function",
         }
     }
+}
+
+/// SA-VAE's reference refinement: momentum 0.5, gradients clipped at norm 5.
+pub fn default_refine_momentum() -> f64 {
+    0.5
+}
+
+pub fn default_refine_clip() -> f64 {
+    5.0
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -90,6 +90,11 @@ enum Command {
         /// Evaluate on the first N test examples only.
         #[arg(long)]
         examples: Option<usize>,
+        /// Also refine the guide's Normal sites K gradient steps per example (as
+        /// `@refine` does) and report the amortization gap, ELBO refined − ELBO at the
+        /// encoder's output.
+        #[arg(long, value_name = "K")]
+        refine: Option<usize>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -191,8 +196,9 @@ fn main() -> ExitCode {
             dataset,
             samples,
             examples,
+            refine,
             json,
-        } => io::run_on_pool(|| run::eval(&run, dataset, samples, examples, json)),
+        } => io::run_on_pool(|| run::eval(&run, dataset, samples, examples, refine, json)),
         Command::Sample {
             run,
             n,

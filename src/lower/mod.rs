@@ -24,6 +24,7 @@ pub mod kalman;
 pub mod nets;
 pub mod objective;
 pub mod params;
+pub mod refine;
 
 use crate::ir::{Body, Domain, ExactPosterior, Guide, Init, NetId, ParamId, Program, SiteVar};
 use crate::plan::{ExactMethod, Inference, Plan};
@@ -402,6 +403,7 @@ pub fn not_lowered_yet(program: &Program) -> Option<String> {
                         | Strategy::Enumerate
                         | Strategy::Relax { .. }
                         | Strategy::Reinforce
+                        | Strategy::Refine { .. }
                 ) {
                     out = Some(format!("the `{}` strategy of `{name}`", s.name()));
                 }

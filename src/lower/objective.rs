@@ -115,7 +115,7 @@ pub struct Outcome {
 }
 
 impl LoweredModel {
-    fn guide_pass<'a>(
+    pub(crate) fn guide_pass<'a>(
         &'a self,
         batch: &'a Batch,
         sample_rows: usize,
@@ -189,6 +189,28 @@ impl LoweredModel {
     /// (the inner sum estimates `p(x)` without bias). Each KL is analytic where the plan
     /// says so (never inside an IWAE bound, which needs every sample's log-weight).
     pub fn objective_with(
+        &self,
+        batch: &Batch,
+        s: &Settings,
+        overrides: &Overrides,
+        rng: &mut Rng,
+    ) -> Result<Outcome> {
+        // `@refine` sites take their refinement steps first (`refine`), each step one
+        // call of the bound below.
+        let refined: Vec<_> = self
+            .refined_sites()
+            .into_iter()
+            .filter(|(v, _)| overrides.get(*v, None).is_none())
+            .collect();
+        if !refined.is_empty() {
+            return self.refined_objective(batch, s, overrides, &refined, rng);
+        }
+        self.bound_with(batch, s, overrides, rng)
+    }
+
+    /// The bound of a batch with the substitutions of `overrides`: one pass of the guide
+    /// and one of the model (see [`LoweredModel::objective_with`]).
+    pub fn bound_with(
         &self,
         batch: &Batch,
         s: &Settings,

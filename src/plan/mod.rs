@@ -170,6 +170,10 @@ pub enum Estimator {
         steps: usize,
         lr: f64,
         through: bool,
+        #[serde(default = "ir::default_refine_momentum")]
+        momentum: f64,
+        #[serde(default = "ir::default_refine_clip")]
+        clip: f64,
     },
     RandomFunction {
         inducing: usize,
@@ -528,14 +532,22 @@ fn plan_site(program: &Program, site: &Site, steps: u64) -> SitePlan {
             Estimator::Reinforce,
             "@reinforce given: score function with a learned baseline".to_string(),
         ),
-        Strategy::Refine { steps: s, lr, through } => (
+        Strategy::Refine {
+            steps: s,
+            lr,
+            through,
+            momentum,
+            clip,
+        } => (
             Estimator::Refine {
                 steps: s,
                 lr,
                 through,
+                momentum,
+                clip,
             },
             format!(
-                "@refine(steps = {s}, lr = {lr}, through = {through}) given: semi-amortized, the network's {dist} parameters take {s} gradient steps on this example's ELBO, {}",
+                "@refine(steps = {s}, lr = {lr}, through = {through}) given: semi-amortized, the network's {dist} parameters take {s} gradient steps (momentum {momentum}, clipped at norm {clip}) on this example's ELBO, {}",
                 if through {
                     "with gradients through the refinement"
                 } else {
@@ -1410,6 +1422,8 @@ mod tests {
                     steps: 20,
                     lr: 1.0,
                     through: true,
+                    momentum: 0.5,
+                    clip: 5.0,
                 });
             }
         }
@@ -1709,7 +1723,9 @@ guide {{ let (m, s, h) = enc(x); {guide_site} }}
             Estimator::Refine {
                 steps: 20,
                 lr: 1.0,
-                through: true
+                through: true,
+                momentum: 0.5,
+                clip: 5.0,
             }
         );
         assert_eq!(p.nets[1].calls, 21);

@@ -393,7 +393,7 @@ impl Builder<'_> {
         let names: &[&str] = match name {
             "enumerate" | "reinforce" | "reparameterized" => &[],
             "relax" => &["temperature"],
-            "refine" => &["steps", "lr", "through"],
+            "refine" => &["steps", "lr", "through", "momentum", "clip"],
             "random_function" => &["inducing", "kernel"],
             _ => {
                 self.errors.push(BuildError::Unknown {
@@ -472,9 +472,26 @@ impl Builder<'_> {
                         v
                     }
                 };
-                match (steps, lr, through) {
-                    (Some(steps), Some(lr), Some(through)) => {
-                        Some(Strategy::Refine { steps, lr, through })
+                let momentum = match b[3] {
+                    None => Some(crate::ir::default_refine_momentum()),
+                    Some(e) => match literal(e).filter(|v| (0.0..1.0).contains(v)) {
+                        Some(v) => Some(v),
+                        None => {
+                            bad(self, "momentum", "a number in [0, 1)", e);
+                            None
+                        }
+                    },
+                };
+                let clip = pos_num(self, 4, "clip", crate::ir::default_refine_clip(), &mut bad);
+                match (steps, lr, through, momentum, clip) {
+                    (Some(steps), Some(lr), Some(through), Some(momentum), Some(clip)) => {
+                        Some(Strategy::Refine {
+                            steps,
+                            lr,
+                            through,
+                            momentum,
+                            clip,
+                        })
                     }
                     _ => None,
                 }

@@ -480,7 +480,9 @@ fn semi_amortized_and_random_function_build() {
         Some(Strategy::Refine {
             steps: 20,
             lr: 1.0,
-            through: true
+            through: true,
+            momentum: 0.5,
+            clip: 5.0,
         })
     );
     let p = ok(&vae(
@@ -1353,7 +1355,9 @@ fn strategies() {
         Some(Strategy::Refine {
             steps: 5,
             lr: 0.1,
-            through: false
+            through: false,
+            momentum: 0.5,
+            clip: 5.0,
         })
     );
     let src = format!("{VAE_DECLS}\nlatent b : Binary[3]\nmodel {{ {VAE_MODEL}\n b ~ Bernoulli(logits = zeros(3)) }}\nguide {{ {VAE_GUIDE}\n b ~ Bernoulli(logits = zeros(3)) @relax(temperature = 0.3) }}");

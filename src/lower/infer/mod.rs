@@ -129,6 +129,9 @@ pub fn build(
             Box::new(flow::Iaf::new(program, site)?)
         }
         Estimator::Reparameterized => Box::new(reparameterized::Reparameterized),
+        // The refinement itself runs around the objective (`lower::refine`); the site
+        // draws by reparameterization at whatever parameters it is given.
+        Estimator::Refine { .. } => Box::new(reparameterized::Refined),
         Estimator::Enumerate => Box::new(enumerate::Enumerate),
         Estimator::Relax { temperature } => Box::new(relax::Relax {
             temperature: *temperature,

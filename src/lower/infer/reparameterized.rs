@@ -10,6 +10,23 @@ use candle_core::Result;
 
 pub struct Reparameterized;
 
+/// An `@refine` site: drawn as [`Reparameterized`] is, at the parameters the refinement
+/// substitutes (`lower::refine`).
+pub struct Refined;
+
+impl SiteEstimator for Refined {
+    fn strategy(&self) -> &'static str {
+        "refine"
+    }
+
+    fn draw(&self, _: &mut Frame<'_>, _: &Site, q: &DistValue, rng: &mut Rng) -> Result<Draw> {
+        Ok(Draw::Sampled {
+            value: q.rsample(rng)?,
+            log_q: None,
+        })
+    }
+}
+
 impl SiteEstimator for Reparameterized {
     fn strategy(&self) -> &'static str {
         "reparameterized"

@@ -1,0 +1,466 @@
+//! Semi-amortized refinement (Kim, Wiseman, Miller, Sontag & Rush 2018, "Semi-Amortized
+//! Variational Autoencoders"): a Normal guide site's parameters start from the encoder's
+//! output `λ0 = (loc, log σ²)` and take K gradient steps on the batch's objective, with
+//! momentum and each parameter's gradient clipped to a norm per step, as SA-VAE's
+//! reference implementation does (harvardnlp/sa-vae, `optim_n2n.py`):
+//! `p_k = μ p_{k−1} − clip(∇_λ L(λ_k))`, `λ_{k+1} = λ_k + η p_k`, where L is the loss the
+//! trainer minimizes (the negative bound, KL weighted): the batch's mean, as in the
+//! reference, so each example's step is `η / batch` times its own ELBO's gradient (and
+//! evaluation refines in batches of the training size, so it refines as training did). Every step is one call of the
+//! composable objective with the site's parameters substituted
+//! ([`LoweredModel::bound_with`]), each with its own noise, kept for the way back.
+//!
+//! The model's parameters are trained on the loss at `λ_K`. The encoder:
+//! - `through = false` (VAE + SVI): on the loss at `λ0`, its gradient `∇_λ L(λ0)` pushed
+//!   through the encoder alone;
+//! - `through = true` (SA-VAE): on the loss at `λ_K` through the K steps, by reverse-mode
+//!   over the unrolled updates with the Hessian-vector products by finite differences of
+//!   gradients (`H v ≈ (∇L(λ + r v) − ∇L(λ)) / r`, the same noise at both points), as the
+//!   reference does; the model's parameters also get the steps' `−H_θλ v` terms.
+//!
+//! Gradients reach the networks through value-neutral surrogates added to the loss (their
+//! value 0, their gradient the chain rule's), so the trainer's one backward pass and
+//! optimizer step stay as they are.
+
+use super::eval::Overrides;
+use super::objective::{Batch, Outcome, Settings};
+use super::LoweredModel;
+use crate::ir::{DistParam, SiteVar};
+use crate::rng::Rng;
+use candle_core::{bail, Result, Tensor, Var};
+
+/// How a site is refined.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RefineConfig {
+    pub steps: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    /// Each parameter's gradient is clipped to this norm per step.
+    pub clip: f64,
+    /// Gradients for the encoder through the refinement (SA-VAE) or at its start.
+    pub through: bool,
+}
+
+/// The finite-difference step of the Hessian-vector products, relative to the vector's
+/// largest entry (f32 gradients: a smaller step drowns in rounding).
+const HVP_STEP: f64 = 1e-3;
+
+/// Draws per example of the bounds an amortization gap compares.
+pub const GAP_SAMPLES: usize = 64;
+
+/// Draws per example of each refinement step's gradient when measuring the gap.
+pub const STEP_SAMPLES: usize = 16;
+
+/// Refined parameters of the sites, each `(loc, log σ²)` `[B, ...]`.
+type Lambda = Vec<(Tensor, Tensor)>;
+
+fn norm(t: &Tensor) -> Result<f64> {
+    Ok(t.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64)
+}
+
+/// `t` scaled to norm at most `max`.
+fn clipped(t: &Tensor, max: f64) -> Result<Tensor> {
+    let n = norm(t)?;
+    if n > max && n.is_finite() {
+        t.affine(max / (n + 1e-6), 0.0)
+    } else {
+        Ok(t.clone())
+    }
+}
+
+fn max_abs(ts: &[(Tensor, Tensor)]) -> Result<f64> {
+    let mut m = 0f64;
+    for (a, b) in ts {
+        for t in [a, b] {
+            m = m.max(t.abs()?.max_all()?.to_scalar::<f32>()? as f64);
+        }
+    }
+    Ok(m)
+}
+
+/// `a + c · b`, entrywise over a λ.
+fn axpy(a: &Lambda, c: f64, b: &Lambda) -> Result<Lambda> {
+    a.iter()
+        .zip(b)
+        .map(|((a0, a1), (b0, b1))| Ok(((a0 + b0.affine(c, 0.0)?)?, (a1 + b1.affine(c, 0.0)?)?)))
+        .collect()
+}
+
+impl LoweredModel {
+    /// The refined sites of the plan and their configuration (`@refine`).
+    pub fn refined_sites(&self) -> Vec<(SiteVar, RefineConfig)> {
+        self.plan
+            .sites
+            .iter()
+            .filter_map(|s| match s.estimator {
+                crate::plan::Estimator::Refine {
+                    steps,
+                    lr,
+                    through,
+                    momentum,
+                    clip,
+                } => Some((
+                    s.var,
+                    RefineConfig {
+                        steps,
+                        lr,
+                        momentum,
+                        clip,
+                        through,
+                    },
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The encoder's parameters `λ0 = (loc, log σ²)` `[B, ...]` of Normal guide sites, from
+    /// one guide pass, with their gradients to the networks.
+    pub fn site_parameters(
+        &self,
+        batch: &Batch,
+        vars: &[SiteVar],
+        train: bool,
+        rng: &mut Rng,
+    ) -> Result<Lambda> {
+        let guide = self.guide_pass(batch, batch.rows, train, &Overrides::default(), rng)?;
+        let mut out = Vec::with_capacity(vars.len());
+        for var in vars {
+            let Some(rec) = guide.records.iter().find(|r| r.var == *var) else {
+                bail!("internal error: the refined site was not drawn by the guide")
+            };
+            if rec.step.is_some() || rec.dist.kind() != crate::ir::DistKind::Normal {
+                bail!("refinement applies to a Normal site outside loops")
+            }
+            let (Some(loc), Some(scale)) = (
+                rec.dist.param(DistParam::Loc),
+                rec.dist.param(DistParam::Scale),
+            ) else {
+                bail!("internal error: a Normal without its parameters")
+            };
+            if loc.dim(0)? != batch.rows {
+                bail!(
+                    "a refined site must be drawn once per example (not after an enumerated site)"
+                )
+            }
+            out.push((loc.clone(), (scale.log()? * 2.0)?));
+        }
+        Ok(out)
+    }
+
+    /// The objective with each of `vars` given the parameters `lambda`.
+    fn at(
+        &self,
+        batch: &Batch,
+        s: &Settings,
+        overrides: &Overrides,
+        vars: &[SiteVar],
+        lambda: &Lambda,
+        rng: &mut Rng,
+    ) -> Result<Outcome> {
+        let mut o = overrides.clone();
+        for (var, (loc, logvar)) in vars.iter().zip(lambda) {
+            o.set(
+                *var,
+                None,
+                vec![
+                    (DistParam::Loc, loc.clone()),
+                    (DistParam::Scale, (logvar * 0.5)?.exp()?),
+                ],
+            );
+        }
+        self.bound_with(batch, s, &o, rng)
+    }
+
+    /// The loss at `lambda` and its gradient in λ (as fresh variables), with the noise of
+    /// `rng` (left unchanged, so the point can be revisited with the same noise).
+    fn loss_and_grad(
+        &self,
+        batch: &Batch,
+        s: &Settings,
+        overrides: &Overrides,
+        vars: &[SiteVar],
+        lambda: &Lambda,
+        rng: &Rng,
+    ) -> Result<(Outcome, Lambda)> {
+        let live: Vec<(Var, Var)> = lambda
+            .iter()
+            .map(|(a, b)| {
+                Ok((
+                    Var::from_tensor(&a.detach())?,
+                    Var::from_tensor(&b.detach())?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let at: Lambda = live
+            .iter()
+            .map(|(a, b)| (a.as_tensor().clone(), b.as_tensor().clone()))
+            .collect();
+        let out = self.at(batch, s, overrides, vars, &at, &mut rng.clone())?;
+        let grads = out.loss.backward()?;
+        let g = live
+            .iter()
+            .map(|(a, b)| {
+                let get = |v: &Var| match grads.get(v.as_tensor()) {
+                    Some(g) => Ok(g.clone()),
+                    None => v.as_tensor().zeros_like(),
+                };
+                Ok((get(a)?, get(b)?))
+            })
+            .collect::<Result<_>>()?;
+        Ok((out, g))
+    }
+
+    /// The objective of a batch whose `@refine` sites are refined first (see the module
+    /// documentation).
+    pub fn refined_objective(
+        &self,
+        batch: &Batch,
+        s: &Settings,
+        overrides: &Overrides,
+        sites: &[(SiteVar, RefineConfig)],
+        rng: &mut Rng,
+    ) -> Result<Outcome> {
+        let vars: Vec<SiteVar> = sites.iter().map(|(v, _)| *v).collect();
+        let cfg = sites[0].1;
+        let start = self.site_parameters(batch, &vars, s.train, rng)?;
+        // The steps follow the ELBO whatever the final bound (IWAE in evaluation).
+        let step_settings = Settings {
+            samples: 1,
+            iwae: false,
+            ..*s
+        };
+        let traj = self.refine(batch, &step_settings, overrides, &vars, &start, cfg, rng)?;
+        let last = traj.points.last().cloned().unwrap_or_else(|| start.clone());
+        let mut out = if !s.train {
+            // Evaluation: the bound at λ_K; no gradients.
+            return self.at(batch, s, overrides, &vars, &last, rng);
+        } else if cfg.through {
+            let noise = rng.fork();
+            let (out, bar_k) = self.loss_and_grad(batch, s, overrides, &vars, &last, &noise)?;
+            let (bar0, theta_terms) =
+                self.unroll_back(batch, &step_settings, overrides, &vars, &traj, bar_k, cfg)?;
+            let mut out = out;
+            for t in theta_terms {
+                out.loss = (out.loss + (&t - t.detach())?)?;
+            }
+            out.loss = (out.loss + surrogate(&start, &bar0)?)?;
+            out
+        } else {
+            let fixed: Lambda = last.iter().map(|(a, b)| (a.detach(), b.detach())).collect();
+            let mut out = self.at(batch, s, overrides, &vars, &fixed, rng)?;
+            // The encoder on the loss at λ0: its unclipped gradient there.
+            let g0 = &traj.raw_grads[0];
+            out.loss = (out.loss + surrogate(&start, g0)?)?;
+            out
+        };
+        out.terms.push(super::objective::Term {
+            name: "refinement gain".into(),
+            value: Tensor::new((traj.first_loss - traj.last_loss) as f32, self.device())?,
+        });
+        Ok(out)
+    }
+
+    /// K momentum steps of descent on the loss from `start`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn refine(
+        &self,
+        batch: &Batch,
+        s: &Settings,
+        overrides: &Overrides,
+        vars: &[SiteVar],
+        start: &Lambda,
+        cfg: RefineConfig,
+        rng: &mut Rng,
+    ) -> Result<Trajectory> {
+        let mut x: Lambda = start
+            .iter()
+            .map(|(a, b)| (a.detach(), b.detach()))
+            .collect();
+        let mut p: Option<Lambda> = None;
+        let mut traj = Trajectory::default();
+        for k in 0..cfg.steps {
+            let noise = rng.fork();
+            let (out, g) = self.loss_and_grad(batch, s, overrides, vars, &x, &noise)?;
+            let loss = out.loss.to_scalar::<f32>()? as f64;
+            if k == 0 {
+                traj.first_loss = loss;
+            }
+            let gc: Lambda = g
+                .iter()
+                .map(|(a, b)| Ok((clipped(a, cfg.clip)?, clipped(b, cfg.clip)?)))
+                .collect::<Result<_>>()?;
+            let step = match &p {
+                None => gc
+                    .iter()
+                    .map(|(a, b)| Ok((a.neg()?, b.neg()?)))
+                    .collect::<Result<Lambda>>()?,
+                Some(p) => p
+                    .iter()
+                    .zip(&gc)
+                    .map(|((p0, p1), (g0, g1))| {
+                        Ok((
+                            (p0.affine(cfg.momentum, 0.0)? - g0)?,
+                            (p1.affine(cfg.momentum, 0.0)? - g1)?,
+                        ))
+                    })
+                    .collect::<Result<Lambda>>()?,
+            };
+            traj.starts.push(x.clone());
+            traj.noises.push(noise);
+            traj.grads.push(gc);
+            traj.raw_grads.push(g);
+            traj.losses.push(out.loss);
+            x = axpy(&x, cfg.lr, &step)?;
+            traj.points.push(x.clone());
+            p = Some(step);
+        }
+        // The loss at λ_K, with the next noise (reported as the refinement's gain).
+        let (out, _) = self.loss_and_grad(batch, s, overrides, vars, &x, &rng.fork())?;
+        traj.last_loss = out.loss.to_scalar::<f32>()? as f64;
+        if cfg.steps == 0 {
+            traj.first_loss = traj.last_loss;
+        }
+        Ok(traj)
+    }
+
+    /// Reverse-mode through the momentum steps (SA-VAE's `backward_mom`): from the loss's
+    /// gradient at λ_K to its gradient at λ0, and the model parameters' `−H_θλ p̄` terms as
+    /// value-neutral surrogates.
+    #[allow(clippy::too_many_arguments)]
+    fn unroll_back(
+        &self,
+        batch: &Batch,
+        s: &Settings,
+        overrides: &Overrides,
+        vars: &[SiteVar],
+        traj: &Trajectory,
+        bar_k: Lambda,
+        cfg: RefineConfig,
+    ) -> Result<(Lambda, Vec<Tensor>)> {
+        let mut bar = bar_k;
+        let mut pbar: Lambda = bar
+            .iter()
+            .map(|(a, b)| Ok((a.zeros_like()?, b.zeros_like()?)))
+            .collect::<Result<_>>()?;
+        let mut theta_terms = Vec::new();
+        for k in (0..traj.starts.len()).rev() {
+            pbar = axpy(&pbar, cfg.lr, &bar)?;
+            let scale = max_abs(&pbar)?;
+            if scale == 0.0 {
+                pbar = pbar
+                    .iter()
+                    .map(|(a, b)| Ok((a.affine(cfg.momentum, 0.0)?, b.affine(cfg.momentum, 0.0)?)))
+                    .collect::<Result<_>>()?;
+                continue;
+            }
+            let r = HVP_STEP / scale;
+            let moved = axpy(&traj.starts[k], r, &pbar)?;
+            let (out_r, g_r) =
+                self.loss_and_grad(batch, s, overrides, vars, &moved, &traj.noises[k])?;
+            let g_r: Lambda = g_r
+                .iter()
+                .map(|(a, b)| Ok((clipped(a, cfg.clip)?, clipped(b, cfg.clip)?)))
+                .collect::<Result<_>>()?;
+            // H_λλ p̄ ≈ (g(λ + r p̄) − g(λ)) / r; λ̄_k = λ̄_{k+1} − H p̄ (p_k = μ p − g).
+            let hv = axpy(&g_r, -1.0, &traj.grads[k])?;
+            bar = axpy(&bar, -1.0 / r, &hv)?;
+            bar = bar
+                .iter()
+                .map(|(a, b)| Ok((clipped(a, cfg.clip)?, clipped(b, cfg.clip)?)))
+                .collect::<Result<_>>()?;
+            // θ̄ += −H_θλ p̄ ≈ −(∇_θ L(λ + r p̄) − ∇_θ L(λ)) / r.
+            theta_terms.push(((&traj.losses[k] - &out_r.loss)? / r)?);
+            pbar = pbar
+                .iter()
+                .map(|(a, b)| Ok((a.affine(cfg.momentum, 0.0)?, b.affine(cfg.momentum, 0.0)?)))
+                .collect::<Result<_>>()?;
+        }
+        Ok((bar, theta_terms))
+    }
+
+    /// Per example, the bound at the encoder's `λ0` and after `cfg.steps` refinement steps
+    /// of every reparameterized Normal guide site outside loops (`vic eval --refine K`):
+    /// `([B], [B])`, in evaluation mode.
+    pub fn amortization_gap(
+        &self,
+        batch: &Batch,
+        cfg: RefineConfig,
+        rng: &mut Rng,
+    ) -> Result<(Tensor, Tensor)> {
+        let vars = self.refinable_sites();
+        if vars.is_empty() {
+            bail!("the guide has no Normal site outside loops to refine")
+        }
+        // The steps' gradients averaged over STEP_SAMPLES draws: evaluation can afford the
+        // less noisy steps training cannot.
+        let s = Settings::evaluation(STEP_SAMPLES, false, 1);
+        let start = self.site_parameters(batch, &vars, false, rng)?;
+        let none = Overrides::default();
+        let traj = self.refine(batch, &s, &none, &vars, &start, cfg, rng)?;
+        let last = traj.points.last().cloned().unwrap_or_else(|| start.clone());
+        // Both bounds averaged over GAP_SAMPLES draws with the same noise, so the gap is
+        // the refinement's and not the draws'.
+        let many = Settings::evaluation(GAP_SAMPLES, false, 1);
+        let noise = rng.fork();
+        let b0 = self
+            .at(batch, &many, &none, &vars, &start, &mut noise.clone())?
+            .bound;
+        let bk = self
+            .at(batch, &many, &none, &vars, &last, &mut noise.clone())?
+            .bound;
+        Ok((b0.detach(), bk.detach()))
+    }
+
+    /// The guide's Normal sites outside loops, drawn once per example: what refinement
+    /// applies to.
+    pub fn refinable_sites(&self) -> Vec<SiteVar> {
+        let mut out = Vec::new();
+        if let crate::ir::Guide::Amortized(body) = &self.program.guide {
+            crate::ir::walk::for_each_site(body, |site, scope| {
+                let latent =
+                    matches!(site.var, SiteVar::Latent(id) if !self.program.latents[id].global);
+                if latent
+                    && scope.loops.is_empty()
+                    && site.dist.kind == crate::ir::DistKind::Normal
+                    && site.flows.is_empty()
+                {
+                    out.push(site.var);
+                }
+            });
+        }
+        out
+    }
+}
+
+/// The steps of a refinement.
+#[derive(Default)]
+pub struct Trajectory {
+    /// λ_k at the start of step k, and λ_{k+1} after it.
+    pub starts: Vec<Lambda>,
+    pub points: Vec<Lambda>,
+    /// The clipped and the raw gradient of the loss at λ_k.
+    pub grads: Vec<Lambda>,
+    pub raw_grads: Vec<Lambda>,
+    /// The loss at λ_k (with the model's parameters' graph) and the noise it drew.
+    pub losses: Vec<Tensor>,
+    pub noises: Vec<Rng>,
+    pub first_loss: f64,
+    pub last_loss: f64,
+}
+
+/// `Σ λ0 · g` minus its value: its gradient in the encoder is the chain rule's `J^T g`.
+fn surrogate(start: &Lambda, g: &Lambda) -> Result<Tensor> {
+    let mut acc: Option<Tensor> = None;
+    for ((l0, v0), (g0, g1)) in start.iter().zip(g) {
+        let t = ((l0 * g0.detach())?.sum_all()? + (v0 * g1.detach())?.sum_all()?)?;
+        acc = Some(match acc {
+            Some(a) => (a + t)?,
+            None => t,
+        });
+    }
+    match acc {
+        Some(a) => &a - a.detach(),
+        None => bail!("internal error: nothing refined"),
+    }
+}
