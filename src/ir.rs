@@ -638,8 +638,18 @@ pub enum Strategy {
         #[serde(default = "default_refine_clip")]
         clip: f64,
     },
-    /// Gaussian-process random-function guide.
-    RandomFunction { inducing: usize, kernel: Kernel },
+    /// Gaussian-process random-function guide: the site's Normal parameters get a GP
+    /// error over the input of the network that computes them. The checker resolves
+    /// that network (`net`) and the expressions of its inputs (`inputs`) from the site's
+    /// `loc` argument.
+    RandomFunction {
+        inducing: usize,
+        kernel: Kernel,
+        #[serde(default)]
+        net: Option<NetId>,
+        #[serde(default)]
+        inputs: Vec<Expr>,
+    },
 }
 
 impl Strategy {

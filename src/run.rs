@@ -438,6 +438,18 @@ struct EvalReport {
     /// `--refine K`: the amortization gap.
     #[serde(skip_serializing_if = "Option::is_none")]
     refinement: Option<RefineReport>,
+    /// A `@random_function` guide: the GP's predictive variance per test example.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    random_function: Option<UncertaintyReport>,
+}
+
+#[derive(Serialize)]
+struct UncertaintyReport {
+    /// The mean over test examples of the GP error's predictive variance (averaged over
+    /// the site's loc and log-scale functions).
+    mean_variance: f64,
+    /// Per test example, in the split's order.
+    per_example_variance: Vec<f64>,
 }
 
 #[derive(Serialize)]
@@ -592,7 +604,7 @@ pub fn eval(
                         model.device(),
                         &mut rng,
                     )?;
-                    let (b0, bk) = model.amortization_gap(&b, cfg, &mut rng)?;
+                    let (b0, bk) = model.amortization_gap(&b, cfg, n, &mut rng)?;
                     start.extend(b0.to_vec1::<f32>()?.into_iter().map(f64::from));
                     refined.extend(bk.to_vec1::<f32>()?.into_iter().map(f64::from));
                 }
@@ -610,7 +622,24 @@ pub fn eval(
                 })
             }
         };
+        let random_function = {
+            let mut per_example = Vec::new();
+            let idx: Vec<usize> = (0..data.test.n).collect();
+            for chunk in idx.chunks(1000) {
+                let b =
+                    train::make_batch(&model.program, &data.test, chunk, model.device(), &mut rng)?;
+                match model.guide_uncertainty(&b, &mut rng)? {
+                    Some(u) => per_example.extend(u.to_vec1::<f32>()?.into_iter().map(f64::from)),
+                    None => break,
+                }
+            }
+            (!per_example.is_empty()).then(|| UncertaintyReport {
+                mean_variance: per_example.iter().sum::<f64>() / per_example.len() as f64,
+                per_example_variance: per_example,
+            })
+        };
         Ok(EvalReport {
+            random_function,
             refinement,
             accuracy,
             classification,
@@ -686,6 +715,12 @@ pub fn eval(
                     g.elbo_start,
                     g.elbo_refined,
                     100.0 * raised as f64 / g.per_example_gap.len().max(1) as f64
+                );
+            }
+            if let Some(u) = &r.random_function {
+                println!(
+                    "GP error variance  {:.4} (predictive, mean over test examples; per example with --json)",
+                    u.mean_variance
                 );
             }
             for c in &r.pruned_classification {

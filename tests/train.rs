@@ -424,7 +424,7 @@ fn constructs_not_lowered_yet_are_refused_plainly_before_training() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
     for (spec, what) in [
         ("metavae.vi", "`meta` family"),
-        ("savae.vi", "`refine` strategy"),
+        ("oneshot.vi", "`meta` family"),
     ] {
         let out = vic()
             .arg("train")

@@ -678,6 +678,17 @@ impl<'m> Frame<'m> {
             Draw::Sampled { value, log_q } => {
                 self.keep_draw(site, id, step, global, q, value, log_q)
             }
+            Draw::Replaced {
+                value,
+                dist,
+                uncertainty,
+            } => {
+                self.keep_draw(site, id, step, global, dist, value, None)?;
+                if let Some(r) = self.records.last_mut() {
+                    r.uncertainty = Some(uncertainty);
+                }
+                Ok(())
+            }
             Draw::Enumerated {
                 rows,
                 value,
@@ -760,6 +771,9 @@ impl<'m> Frame<'m> {
                 let seen = lift(&mask, rows)?.gt(0.5)?;
                 self.weigh(rows, seen.where_cond(&forced, &log_q)?)?;
                 (dist, value, true)
+            }
+            Draw::Replaced { .. } => {
+                bail!("a random function applies to latents, not to `partial` data")
             }
             Draw::Sampled { value: drawn, .. } => {
                 let mut dims = vec![before];

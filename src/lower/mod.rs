@@ -21,6 +21,7 @@ pub mod exact;
 pub mod exact_discrete;
 pub mod infer;
 pub mod kalman;
+pub mod linalg;
 pub mod nets;
 pub mod objective;
 pub mod params;
@@ -50,6 +51,9 @@ pub struct SiteRecord {
     /// `log q(value)` per row when the estimator computed it otherwise than
     /// `dist.log_prob(value)` (a transformed draw); `None` otherwise.
     pub log_q: Option<Tensor>,
+    /// Per row, the estimator's measure of its own uncertainty about `dist` (a random
+    /// function's predictive variance), `[rows]`.
+    pub uncertainty: Option<Tensor>,
 }
 
 impl SiteRecord {
@@ -67,6 +71,7 @@ impl SiteRecord {
             value,
             enumerated,
             log_q: None,
+            uncertainty: None,
         }
     }
 
@@ -285,6 +290,12 @@ impl LoweredModel {
             gp.difference(&mp)
                 .filter_map(|&p| self.program.params.get(p).map(|d| d.name.clone())),
         );
+        // What the guide's estimators own and the optimizer trains (a GP's `@gp.z.`).
+        out.extend(
+            self.estimators
+                .iter()
+                .filter_map(|(_, e)| e.trained_prefix()),
+        );
         out
     }
 
@@ -404,6 +415,7 @@ pub fn not_lowered_yet(program: &Program) -> Option<String> {
                         | Strategy::Relax { .. }
                         | Strategy::Reinforce
                         | Strategy::Refine { .. }
+                        | Strategy::RandomFunction { .. }
                 ) {
                     out = Some(format!("the `{}` strategy of `{name}`", s.name()));
                 }

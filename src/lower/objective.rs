@@ -382,6 +382,14 @@ impl LoweredModel {
                 }
             }
         }
+        // What estimators add once per dataset (a random function's GP posterior).
+        for (var, est) in &self.estimators {
+            if let Some(k) = est.dataset_kl()? {
+                global_kl = (global_kl + &k)?;
+                let name = format!("KL(GP of {})", super::infer::var_name(&self.program, *var));
+                accumulate(&mut terms, name, (k / s.dataset_size.max(1) as f64)?)?;
+            }
+        }
         for (id, def) in self.program.nets.iter().enumerate() {
             if let Some(w) = self.net_copies(id)?.weight_kl()? {
                 global_kl = (global_kl + &w)?;
@@ -701,6 +709,24 @@ impl LoweredModel {
             }
         }
         Ok(out)
+    }
+
+    /// Per example, the uncertainty the guide's estimators report about their sites (a
+    /// random function's predictive variance, averaged over its outputs; summed over such
+    /// sites), `[B]`, in evaluation mode; `None` when no estimator reports one.
+    pub fn guide_uncertainty(&self, batch: &Batch, rng: &mut Rng) -> Result<Option<Tensor>> {
+        if !matches!(self.plan.inference, Inference::Amortized) {
+            return Ok(None);
+        }
+        let guide = self.guide_pass(batch, batch.rows, false, &Overrides::default(), rng)?;
+        let mut total: Option<Tensor> = None;
+        for u in guide.records.iter().filter_map(|r| r.uncertainty.as_ref()) {
+            total = Some(match total {
+                Some(t) => (t + u)?,
+                None => u.clone(),
+            });
+        }
+        Ok(total)
     }
 
     /// Posterior means of every per-example latent under the guide, `[B, ...]` each. An

@@ -381,11 +381,13 @@ impl LoweredModel {
 
     /// Per example, the bound at the encoder's `λ0` and after `cfg.steps` refinement steps
     /// of every reparameterized Normal guide site outside loops (`vic eval --refine K`):
-    /// `([B], [B])`, in evaluation mode.
+    /// `([B], [B])`, in evaluation mode, per-dataset terms shared by `dataset_size`
+    /// examples.
     pub fn amortization_gap(
         &self,
         batch: &Batch,
         cfg: RefineConfig,
+        dataset_size: usize,
         rng: &mut Rng,
     ) -> Result<(Tensor, Tensor)> {
         let vars = self.refinable_sites();
@@ -394,14 +396,14 @@ impl LoweredModel {
         }
         // The steps' gradients averaged over STEP_SAMPLES draws: evaluation can afford the
         // less noisy steps training cannot.
-        let s = Settings::evaluation(STEP_SAMPLES, false, 1);
+        let s = Settings::evaluation(STEP_SAMPLES, false, dataset_size);
         let start = self.site_parameters(batch, &vars, false, rng)?;
         let none = Overrides::default();
         let traj = self.refine(batch, &s, &none, &vars, &start, cfg, rng)?;
         let last = traj.points.last().cloned().unwrap_or_else(|| start.clone());
         // Both bounds averaged over GAP_SAMPLES draws with the same noise, so the gap is
         // the refinement's and not the draws'.
-        let many = Settings::evaluation(GAP_SAMPLES, false, 1);
+        let many = Settings::evaluation(GAP_SAMPLES, false, dataset_size);
         let noise = rng.fork();
         let b0 = self
             .at(batch, &many, &none, &vars, &start, &mut noise.clone())?

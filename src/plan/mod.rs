@@ -555,11 +555,19 @@ fn plan_site(program: &Program, site: &Site, steps: u64) -> SitePlan {
                 }
             ),
         ),
-        Strategy::RandomFunction { inducing, kernel } => (
+        Strategy::RandomFunction {
+            inducing,
+            kernel,
+            net,
+            ..
+        } => (
             Estimator::RandomFunction { inducing, kernel },
             format!(
-                "@random_function(inducing = {inducing}, kernel = \"{}\") given: the network's output plus a sparse GP error over {inducing} inducing points, reparameterized",
-                kernel_name(kernel)
+                "@random_function(inducing = {inducing}, kernel = \"{}\") given: the output of `{}` plus a sparse GP error over its input ({inducing} inducing points, whitened), reparameterized",
+                kernel_name(kernel),
+                net.and_then(|n| program.nets.get(n))
+                    .map(|d| d.name.as_str())
+                    .unwrap_or("?")
             ),
         ),
     };

@@ -526,7 +526,14 @@ impl Builder<'_> {
                 };
                 match (inducing, kernel) {
                     (Some(inducing), Some(kernel)) => {
-                        Some(Strategy::RandomFunction { inducing, kernel })
+                        // The network is resolved once the guide's `let`s are known
+                        // (`Builder::resolve_random_functions`).
+                        Some(Strategy::RandomFunction {
+                            inducing,
+                            kernel,
+                            net: None,
+                            inputs: Vec::new(),
+                        })
                     }
                     _ => None,
                 }

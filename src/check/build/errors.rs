@@ -319,6 +319,12 @@ pub enum BuildError {
         arch: &'static str,
         span: Span,
     },
+    /// `@random_function` on a site whose `loc` is not a network's output (E011).
+    RandomFunctionNoNet {
+        name: String,
+        reason: &'static str,
+        span: Span,
+    },
     /// A state the checker should never reach; a bug in vic.
     Internal { what: String, span: Span },
 }
@@ -916,6 +922,14 @@ impl From<BuildError> for Diagnostic {
                 format!("`iaf` needs a `made` network, but `{net}` is `{arch}`"),
             )
             .with_hint(format!("declare `net {net}(...) -> ... = made(hidden = [...])`")),
+            B::RandomFunctionNoNet { name, reason, span } => Diagnostic::new(
+                Code::E011,
+                span,
+                format!("`@random_function` on `{name}` needs {reason}"),
+            )
+            .with_hint(
+                "compute the site's parameters with a network of the guide's inputs: `let (loc, scale) = encoder(x)` then `Normal(loc, scale) @random_function(...)`",
+            ),
             B::Internal { what, span } => Diagnostic::new(
                 Code::E001,
                 span,

@@ -215,13 +215,94 @@ impl Builder<'_> {
             bad_loops: HashSet::new(),
         };
         let_names(block, &mut cx.lets);
-        let stmts = self.stmts(&block.stmts, &mut cx);
+        let mut stmts = self.stmts(&block.stmts, &mut cx);
+        if guide {
+            self.resolve_random_functions(&mut stmts);
+        }
         ir::Body {
             stmts,
             locals: cx.locals,
             loops: cx.loops,
             span: block.span,
         }
+    }
+
+    /// Name the network whose input each `@random_function` site's GP lives over: the
+    /// network whose output is the site's `loc`, directly (`Normal(enc(x).loc, ...)`) or
+    /// through a `let` of the guide's top level. The site must be outside loops and its
+    /// variable per example.
+    fn resolve_random_functions(&mut self, stmts: &mut [ir::Stmt]) {
+        let lets: HashMap<ir::LocalId, (ir::NetId, Vec<ir::Expr>)> = stmts
+            .iter()
+            .filter_map(|s| match s {
+                ir::Stmt::Let { targets, value, .. } => match &value.kind {
+                    ir::ExprKind::NetCall { net, args, .. } => {
+                        Some((targets, (*net, args.clone())))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .flat_map(|(targets, call)| targets.iter().map(move |t| (t.local, call.clone())))
+            .collect();
+        let mut errors = Vec::new();
+        let mut resolve = |site: &mut ir::Site, in_loop: bool, prog: &ir::Program| {
+            let Some(ir::Strategy::RandomFunction { net, inputs, .. }) = &mut site.strategy else {
+                return;
+            };
+            let name = match site.var {
+                SiteVar::Latent(l) => prog.latents.get(l).map(|d| (d.name.clone(), d.global)),
+                SiteVar::Data(d) => prog.data.get(d).map(|d| (d.name.clone(), false)),
+            };
+            let (name, global) = name.unwrap_or_default();
+            let loc = site
+                .dist
+                .args
+                .iter()
+                .find(|(p, _)| *p == ir::DistParam::Loc)
+                .map(|(_, e)| e);
+            let found = match loc.map(|e| &e.kind) {
+                Some(ir::ExprKind::NetCall { net, args, .. }) => Some((*net, args.clone())),
+                Some(ir::ExprKind::Ref(ir::Ref::Local(l))) => lets.get(l).cloned(),
+                _ => None,
+            };
+            let reason = if in_loop || site.step.is_some() {
+                Some("a site outside loops (one GP input per example)")
+            } else if global {
+                Some("a per-example latent (a global latent has no input to condition on)")
+            } else if found.is_none() {
+                Some("a `loc` computed by a network (its input is where the GP lives)")
+            } else {
+                None
+            };
+            match (reason, found) {
+                (None, Some((n, args))) => {
+                    *net = Some(n);
+                    *inputs = args;
+                }
+                (reason, _) => errors.push(BuildError::RandomFunctionNoNet {
+                    name,
+                    reason: reason.unwrap_or("a network's output"),
+                    span: site.span,
+                }),
+            }
+        };
+        fn walk(
+            stmts: &mut [ir::Stmt],
+            in_loop: bool,
+            prog: &ir::Program,
+            f: &mut dyn FnMut(&mut ir::Site, bool, &ir::Program),
+        ) {
+            for s in stmts {
+                match s {
+                    ir::Stmt::Sample(site) => f(site, in_loop, prog),
+                    ir::Stmt::Loop { body, .. } => walk(body, true, prog, f),
+                    ir::Stmt::Let { .. } => {}
+                }
+            }
+        }
+        walk(stmts, false, &self.prog, &mut resolve);
+        self.errors.extend(errors);
     }
 
     fn stmts<'a>(&mut self, stmts: &'a [ast::Stmt], cx: &mut Cx<'a>) -> Vec<ir::Stmt> {

@@ -489,13 +489,16 @@ fn semi_amortized_and_random_function_build() {
         VAE_MODEL,
         "let (loc, scale) = encoder(x)\n z ~ Normal(loc, scale) @random_function(inducing = 64)",
     ));
-    assert_eq!(
-        site(&guide_body(&p).stmts, 1).strategy,
+    // The GP lives over the encoder's input: `encoder` (net 0) called on `x`.
+    assert!(matches!(
+        &site(&guide_body(&p).stmts, 1).strategy,
         Some(Strategy::RandomFunction {
             inducing: 64,
-            kernel: Kernel::Rbf
-        })
-    );
+            kernel: Kernel::Rbf,
+            net: Some(0),
+            inputs,
+        }) if matches!(inputs.as_slice(), [Expr { kind: ExprKind::Ref(Ref::Data(0)), .. }])
+    ));
 }
 
 // ---------------------------------------------------------------------------------
@@ -1342,13 +1345,16 @@ fn strategies() {
     let d = one(&vae(VAE_MODEL, "let (loc, scale) = encoder(x)\n z ~ Normal(loc, scale) @random_function(kernel = \"rfb\")"), Code::E002, "\"rfb\"");
     assert_eq!(d.hint.as_deref(), Some("did you mean `rbf`?"));
     let p = ok(&vae(VAE_MODEL, "let (loc, scale) = encoder(x)\n z ~ Normal(loc, scale) @random_function(inducing = 16, kernel = \"matern52\")"));
-    assert_eq!(
-        site(&guide_body(&p).stmts, 1).strategy,
+    // The GP lives over the encoder's input: `encoder` (net 0) called on `x`.
+    assert!(matches!(
+        &site(&guide_body(&p).stmts, 1).strategy,
         Some(Strategy::RandomFunction {
             inducing: 16,
-            kernel: Kernel::Matern52
-        })
-    );
+            kernel: Kernel::Matern52,
+            net: Some(0),
+            inputs,
+        }) if matches!(inputs.as_slice(), [Expr { kind: ExprKind::Ref(Ref::Data(0)), .. }])
+    ));
     let p = ok(&vae(VAE_MODEL, "let (loc, scale) = encoder(x)\n z ~ Normal(loc, scale) @refine(steps = 5, lr = 0.1, through = false)"));
     assert_eq!(
         site(&guide_body(&p).stmts, 1).strategy,

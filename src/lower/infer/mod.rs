@@ -13,7 +13,10 @@
 //!   module documentation), each row weighted by its `q`;
 //! - [`relax`]: a Concrete / Gumbel-softmax draw, pathwise through the relaxed value;
 //! - [`reinforce`]: a detached draw and the score-function surrogate with a learned
-//!   baseline, which it owns (`@baseline.NAME`).
+//!   baseline, which it owns (`@baseline.NAME`);
+//! - [`random_function`]: a pathwise draw from the site's Normal with a Gaussian-process
+//!   error added to its parameters, whose KL it adds once per dataset and whose
+//!   parameters it owns (`@gp.NAME.*`, trained with the guide's).
 //!
 //! `guide exact` is not a per-site estimator: its posterior is computed for the whole
 //! program at once (`exact`, `exact_discrete`), and the plan says so
@@ -21,6 +24,7 @@
 
 pub mod enumerate;
 pub mod flow;
+pub mod random_function;
 pub mod reinforce;
 pub mod relax;
 pub mod reparameterized;
@@ -29,7 +33,7 @@ use super::dist::DistValue;
 use super::eval::Frame;
 use super::params::ParamStore;
 use super::SiteRecord;
-use crate::ir::{Program, Site, SiteVar};
+use crate::ir::{Guide, Program, Site, SiteVar};
 use crate::plan::{Estimator, SitePlan};
 use crate::rng::Rng;
 use candle_core::{bail, Result, Tensor};
@@ -41,6 +45,15 @@ pub enum Draw {
     Sampled {
         value: Tensor,
         log_q: Option<Tensor>,
+    },
+    /// A value drawn from `dist`, which the estimator built in place of the site's `q`
+    /// (a random function's error added to its parameters) and which the record keeps:
+    /// its KL and log q are `dist`'s. `uncertainty` `[rows]` is the estimator's own
+    /// measure of how uncertain `dist` is (the GP's predictive variance).
+    Replaced {
+        value: Tensor,
+        dist: DistValue,
+        uncertainty: Tensor,
     },
     /// Every value of the support: the `R0` current rows become `rows = R0 * K` (row
     /// `r * K + k` holds the k-th value), `value` `[rows, ...value]`, `q` lifted to those
@@ -105,6 +118,19 @@ pub trait SiteEstimator: Send + Sync {
         Ok(None)
     }
 
+    /// A KL term its own variational parameters add to the objective once per dataset
+    /// (a random function's GP posterior against its prior), scaled per example as a
+    /// global latent's.
+    fn dataset_kl(&self) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    /// The checkpoint-name prefix of parameters it owns that the spec's optimizer trains
+    /// with the guide's (`@gp.z.`): they join the guide's group under `alternate`.
+    fn trained_prefix(&self) -> Option<String> {
+        None
+    }
+
     /// Checkpoint names of the parameters it owns (trained by its own rule, not the
     /// spec's optimizer).
     fn parameters(&self) -> Vec<String> {
@@ -140,12 +166,34 @@ pub fn build(
             &var_name(program, site.var),
             store,
         )?),
+        Estimator::RandomFunction { .. } => {
+            Box::new(random_function::RandomFunction::new(program, site, store)?)
+        }
         other => bail!(
             "the `{}` strategy of `{}` is not lowered by this release",
             other.name(),
             site.name
         ),
     })
+}
+
+/// The first guide site of `var` in the IR.
+pub fn guide_site(program: &Program, var: SiteVar) -> Result<&Site> {
+    let mut found = None;
+    if let Guide::Amortized(body) = &program.guide {
+        crate::ir::walk::for_each_site(body, |s, _| {
+            if found.is_none() && s.var == var {
+                found = Some(s);
+            }
+        });
+    }
+    match found {
+        Some(s) => Ok(s),
+        None => bail!(
+            "internal error: the guide has no site of `{}`",
+            var_name(program, var)
+        ),
+    }
 }
 
 /// The name of a site's variable.
