@@ -742,11 +742,16 @@ pub fn copies(program: &Program, id: NetId) -> Copies {
     }
 }
 
-/// The indices of the `meta` family's training members, when the family's size is known
-/// without data.
+/// The indices of the `meta` family's training members, when they are known without data
+/// (the family's size is, or `train` lists them).
 pub fn training_members(program: &Program) -> Option<Vec<usize>> {
     let meta = program.meta.as_ref()?;
-    Some(meta.train.resolve(meta.family.size()?))
+    match (&meta.train, meta.family.size()) {
+        // A list names its members whatever the family's size (`classes()`: the data's).
+        (crate::ir::Members::List(v), _) => Some(v.clone()),
+        (m, Some(n)) => Some(m.resolve(n)),
+        (_, None) => None,
+    }
 }
 
 /// Every learned scalar of the program: networks with their copies, plus `param`s.

@@ -190,3 +190,60 @@ pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let _ = crate::train::fpu::pool_builder().build_global();
     rayon::scope(|_| f())
 }
+
+/// Exemplars for `vic sample --given FILE`: the values of a `.npy` array (any shape,
+/// example axis first; values above 1 are read as 0..255 and scaled), or of a `.png`
+/// image (one exemplar, its gray levels scaled to [0, 1]), row-major.
+pub fn read_exemplars(path: &Path) -> Result<Vec<f32>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let name = path.display().to_string();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let values = match ext.as_str() {
+        "npy" => {
+            crate::data::parse_npy(&bytes, &name, "exemplars")
+                .map_err(|e| e.to_string())?
+                .data
+        }
+        "png" => {
+            let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
+            let mut reader = decoder
+                .read_info()
+                .map_err(|e| format!("{name} is not a readable PNG: {e}"))?;
+            let mut buf = vec![0u8; reader.output_buffer_size().unwrap_or(0)];
+            let info = reader
+                .next_frame(&mut buf)
+                .map_err(|e| format!("{name} is not a readable PNG: {e}"))?;
+            if info.bit_depth != png::BitDepth::Eight {
+                return Err(format!("{name}: only 8-bit PNG images are read"));
+            }
+            let channels = info.color_type.samples();
+            let pixels = &buf[..info.buffer_size()];
+            pixels
+                .chunks(channels)
+                .map(|px| {
+                    // Gray, or the mean of the colour channels (alpha ignored).
+                    let colour = if channels >= 3 { 3 } else { 1 };
+                    px[..colour].iter().map(|&v| v as f32).sum::<f32>() / colour as f32 / 255.0
+                })
+                .collect()
+        }
+        _ => {
+            return Err(format!(
+                "{name}: exemplars are read from a .npy or .png file"
+            ))
+        }
+    };
+    let scale = if values.iter().any(|&v| v > 1.0) {
+        1.0 / 255.0
+    } else {
+        1.0
+    };
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(format!("{name} holds a value that is not finite"));
+    }
+    Ok(values.into_iter().map(|v| v * scale).collect())
+}

@@ -19,6 +19,7 @@ pub mod ir;
 pub mod lower;
 pub mod plan;
 pub mod plot;
+pub mod probe;
 pub mod render;
 pub mod rng;
 pub mod span;

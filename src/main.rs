@@ -110,6 +110,14 @@ enum Command {
         /// sequence the observation reads (DRAW's canvas), to RUN/steps.png by default.
         #[arg(long)]
         steps: bool,
+        /// Draw from member K of the `meta` family: its `@per_member` copies, and for a
+        /// model that reads a context set, exemplars from its test split.
+        #[arg(long, value_name = "K")]
+        member: Option<usize>,
+        /// Exemplars to condition a model that reads a context set on: a .npy of
+        /// `[E, ...]` or a .png of one; each row of the grid shows one, then its draws.
+        #[arg(long, value_name = "FILE")]
+        given: Option<PathBuf>,
     },
     /// Posterior means of the latents of every example (train split, then test split).
     Encode {
@@ -126,11 +134,18 @@ enum Command {
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
     },
-    /// Linear-probe accuracy of a `meta` run (not built yet).
+    /// Linear-probe accuracy of the guide's posterior means: a logistic regression fitted
+    /// on each held-out member's training examples and scored on its test split (a run
+    /// without `meta`: its own splits).
     Probe {
         run: PathBuf,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<String>,
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Training examples embedded per member (its first ones).
+        #[arg(long, default_value_t = 10_000)]
+        examples: usize,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -204,11 +219,14 @@ fn main() -> ExitCode {
             n,
             output,
             steps,
+            member,
+            given,
         } => io::run_on_pool(|| {
+            let from = run::SampleFrom { member, given };
             if steps {
-                run::sample_steps(&run, n, output)
+                run::sample_steps(&run, n, output, &from)
             } else {
-                run::sample(&run, n, output)
+                run::sample(&run, n, output, &from)
             }
         }),
         Command::Encode {
@@ -217,12 +235,12 @@ fn main() -> ExitCode {
             output,
         } => io::run_on_pool(|| run::encode(&run, dataset, &output)),
         Command::Plot { run, output } => run::plot(&run, output),
-        Command::Probe { .. } => {
-            eprintln!(
-                "vic: `vic probe` is not built yet: it arrives with the lowering of `meta` families"
-            );
-            USAGE
-        }
+        Command::Probe {
+            run,
+            dataset,
+            examples,
+            json,
+        } => io::run_on_pool(|| run::probe(&run, dataset, examples, json)),
     };
     ExitCode::from(code)
 }

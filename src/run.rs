@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use vic::check::CheckOptions;
+use vic::data::meta::Which;
 use vic::data::{self, DataEnv, DataSet};
 use vic::io::{self, RunDir};
 use vic::ir::{self, Dataset, Objective, Program};
-use vic::lower::objective::Settings;
+use vic::lower::objective::{Batch, Settings};
 use vic::lower::LoweredModel;
 use vic::rng::Rng;
 use vic::train::{self, MetricsRow, Observer, RunStore, StepInfo, TrainOptions};
@@ -375,7 +376,7 @@ pub fn train(
         );
     }
     // samples.png for image data.
-    match sample_images(&trained.model, 64, Some(&data)) {
+    match sample_images(&trained.model, 64, Some(&data), &SampleFrom::default()) {
         Ok(Some((bytes, _))) => {
             if let Err(e) = run.write("samples.png", &bytes) {
                 eprintln!("vic: {e}");
@@ -408,7 +409,7 @@ fn open_run(
     Ok((run, model, data))
 }
 
-#[derive(Serialize)]
+#[derive(Default, Serialize)]
 struct EvalReport {
     examples: usize,
     elbo: f64,
@@ -441,6 +442,72 @@ struct EvalReport {
     /// A `@random_function` guide: the GP's predictive variance per test example.
     #[serde(skip_serializing_if = "Option::is_none")]
     random_function: Option<UncertaintyReport>,
+    /// A `meta` family: the bounds on each member's test split (the training members,
+    /// and the held-out ones when no `@per_member` network needs a copy for them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    members: Vec<MemberReport>,
+}
+
+#[derive(Serialize)]
+struct MemberReport {
+    member: usize,
+    name: String,
+    held_out: bool,
+    examples: usize,
+    elbo: f64,
+    iwae: f64,
+}
+
+/// The ELBO and IWAE bound of each member of a `meta` family on its test split.
+fn member_reports(
+    model: &LoweredModel,
+    data: &DataSet,
+    k: usize,
+    n: usize,
+    rows: usize,
+    rng: &mut Rng,
+) -> Result<Vec<MemberReport>, train::TrainError> {
+    let Some(meta) = &data.meta else {
+        return Ok(Vec::new());
+    };
+    let per_member = model.program.nets.iter().any(|d| d.per_member);
+    let mut held: Vec<usize> = Vec::new();
+    if !per_member {
+        held = meta.test_members.clone();
+    }
+    let mut out = Vec::new();
+    for &m in meta.train_members.iter().chain(&held) {
+        let one = [m];
+        let ex = train::Examples::Members {
+            data,
+            which: Which::Test,
+            members: &one,
+            limit: None,
+        };
+        let elbo = train::means(
+            model,
+            &ex,
+            &Settings::evaluation(1, false, n),
+            rows.min(1000),
+            rng,
+        )?;
+        let iwae = train::means(
+            model,
+            &ex,
+            &Settings::evaluation(k.max(1), true, n),
+            (rows / k.max(1)).max(1),
+            rng,
+        )?;
+        out.push(MemberReport {
+            member: m,
+            name: meta.members[m].name.clone(),
+            held_out: !meta.train_members.contains(&m),
+            examples: elbo.examples,
+            elbo: elbo.bound,
+            iwae: iwae.bound,
+        });
+    }
+    Ok(out)
 }
 
 #[derive(Serialize)]
@@ -508,6 +575,15 @@ pub fn eval(
     };
     if let Some(n) = examples {
         data.test = data.test.head(n);
+        if let Some(meta) = &mut data.meta {
+            for m in &mut meta.members {
+                m.test.retain(|&i| i < n);
+            }
+        }
+    }
+    if refine.is_some() && data.meta.is_some() {
+        eprintln!("vic: --refine measures the amortization gap on a plain test split; this run has a `meta` family");
+        return USAGE;
     }
     vic::train::fpu::flush_denormals_everywhere();
     let k = samples.unwrap_or(match model.program.train.eval {
@@ -519,9 +595,11 @@ pub fn eval(
         // ELBO and reconstruction in one pass, then the IWAE bound, in chunks of as many
         // rows as the plan's memory estimate allows.
         let rows = train::eval_rows(&model);
-        let elbo = train::split_means(
+        // With a `meta` family: the test splits of its training members.
+        let test = train::Examples::test_of(&data, None);
+        let elbo = train::means(
             &model,
-            &data.test,
+            &test,
             &Settings::evaluation(1, false, n),
             rows.min(1000),
             &mut rng,
@@ -539,8 +617,22 @@ pub fn eval(
         } else {
             let batch = (rows / k.max(1)).max(1);
             let iwae_settings = Settings::evaluation(k.max(1), true, n);
-            train::split_means(&model, &data.test, &iwae_settings, batch, &mut rng)?.bound
+            train::means(&model, &test, &iwae_settings, batch, &mut rng)?.bound
         };
+        let members = member_reports(&model, &data, k, n, rows, &mut rng)?;
+        if data.meta.is_some() {
+            // The other reports read the plain test split, which a member's context sets
+            // and transforms are not part of.
+            return Ok(EvalReport {
+                examples: elbo.examples,
+                elbo: elbo.bound,
+                iwae,
+                iwae_samples: k,
+                reconstruction: elbo.loglik,
+                members,
+                ..EvalReport::default()
+            });
+        }
         let log_px = if discrete_exact {
             Some(elbo.bound)
         } else {
@@ -639,6 +731,7 @@ pub fn eval(
             })
         };
         Ok(EvalReport {
+            members,
             random_function,
             refinement,
             accuracy,
@@ -677,6 +770,16 @@ pub fn eval(
                 return OK;
             }
             println!("ELBO               {:.4} nats", r.elbo);
+            for m in &r.members {
+                println!(
+                    "  member {:>3} {:<16} ELBO {:.4}  IWAE {:.4}{}",
+                    m.member,
+                    m.name,
+                    m.elbo,
+                    m.iwae,
+                    if m.held_out { "  (held out)" } else { "" }
+                );
+            }
             println!("IWAE bound (K={})  {:.4} nats", r.iwae_samples, r.iwae);
             println!(
                 "reconstruction     {:.4} nats (E_q log p(x | z))",
@@ -768,17 +871,228 @@ fn given_values(model: &LoweredModel, n: usize, data: Option<&DataSet>) -> Vec<O
     out
 }
 
+/// What `vic sample` conditions its draws on, beyond `given` data.
+#[derive(Clone, Debug, Default)]
+pub struct SampleFrom {
+    /// `--member K`: the `meta` member whose `@per_member` copies draw, and whose test
+    /// split gives the exemplars of a model that reads a context set.
+    pub member: Option<usize>,
+    /// `--given FILE`: exemplars (a .npy of `[E, ...]` or a .png of one) for a model that
+    /// reads a context set of size 1.
+    pub given: Option<PathBuf>,
+}
+
+/// Whether `model`'s own block reads a context set (one-shot conditioning on exemplars).
+fn model_reads_sets(program: &ir::Program) -> bool {
+    let mut found = false;
+    ir::walk::for_each_expr(&program.model, |e| {
+        found |= matches!(e.kind, ir::ExprKind::Ref(ir::Ref::Set(_)));
+    });
+    found
+}
+
+/// The member draws come from: `--member K` (checked), or the first held-out member of a
+/// model without `@per_member` networks, or the first training member.
+fn draw_member(
+    model: &LoweredModel,
+    data: Option<&DataSet>,
+    asked: Option<usize>,
+) -> Result<Option<usize>, String> {
+    let Some(meta) = data.and_then(|d| d.meta.as_ref()) else {
+        return match asked {
+            Some(_) => {
+                Err("--member picks a member of a `meta` family, and this run has none".into())
+            }
+            None => Ok(None),
+        };
+    };
+    let per_member = model.program.nets.iter().any(|n| n.per_member);
+    match asked {
+        Some(k) if k >= meta.members.len() => Err(format!(
+            "--member {k}: the `meta` family has {} members (0..{})",
+            meta.members.len(),
+            meta.members.len().saturating_sub(1)
+        )),
+        Some(k) if per_member && !meta.train_members.contains(&k) => Err(format!(
+            "--member {k} ({}) was held out of training, so the `@per_member` networks have no copy for it; training members: {:?}",
+            meta.members[k].name, meta.train_members
+        )),
+        Some(k) => Ok(Some(k)),
+        None if !per_member && !meta.test_members.is_empty() => Ok(meta.test_members.first().copied()),
+        None => Ok(meta.train_members.first().copied()),
+    }
+}
+
+/// The conditions of `n` draws from the model: `given` data and the member (a model that
+/// reads a context set draws through [`exemplar_grid`] instead).
+fn draw_conditions(
+    model: &LoweredModel,
+    n: usize,
+    data: Option<&DataSet>,
+    member: Option<usize>,
+) -> Batch {
+    let mut cond = Batch::new(given_values(model, n, data), n);
+    cond.member = member;
+    cond
+}
+
+/// Exemplars for a model that reads a context set: `E` sets, each `[1, N, ...]`, with the
+/// image shown for each. From `--given FILE` (sets of size 1), or drawn from the member's
+/// test split as training drew them.
+fn exemplars(
+    model: &LoweredModel,
+    data: Option<&DataSet>,
+    member: Option<usize>,
+    given: Option<&Path>,
+) -> Result<Vec<Vec<Tensor>>, String> {
+    let program = &model.program;
+    let dev = model.device();
+    if let Some(path) = given {
+        let mut per_set: Vec<Vec<Tensor>> = Vec::new();
+        let values = io::read_exemplars(path)?;
+        for set in &program.sets {
+            if set.size != 1 {
+                return Err(format!(
+                    "--given supplies one exemplar per set, but the set `{}` holds {} examples; use --member K to draw its sets from a member",
+                    set.name, set.size
+                ));
+            }
+            let width = set.ty.numel().max(1);
+            if values.is_empty() || values.len() % width != 0 {
+                return Err(format!(
+                    "{}: {} values, not a whole number of exemplars of `{}` ({} values each)",
+                    path.display(),
+                    values.len(),
+                    set.name,
+                    width
+                ));
+            }
+            let binary = set.ty.domain == ir::Domain::Binary;
+            let mut tensors = Vec::new();
+            for chunk in values.chunks(width) {
+                let v: Vec<f32> = chunk
+                    .iter()
+                    .map(|&x| if binary { f32::from(x > 0.5) } else { x })
+                    .collect();
+                let mut shape = vec![1, 1];
+                shape.extend_from_slice(&set.ty.shape);
+                tensors.push(Tensor::from_vec(v, shape, dev).map_err(|e| e.to_string())?);
+            }
+            per_set.push(tensors);
+        }
+        // Regroup: one entry per exemplar, each holding every set.
+        let count = per_set.first().map_or(0, Vec::len);
+        return Ok((0..count)
+            .map(|e| per_set.iter().map(|s| s[e].clone()).collect())
+            .collect());
+    }
+    let (Some(data), Some(k)) = (data, member) else {
+        return Err(
+            "this model reads a context set: give exemplars with --given FILE or --member K".into(),
+        );
+    };
+    let Some(meta) = &data.meta else {
+        return Err("this model reads a context set, and its run has no `meta` family".into());
+    };
+    let count = 8.min(meta.members[k].test.len());
+    let queries = &meta.members[k].test[..count];
+    let mut rng = Rng::seed(model.program.train.seed ^ 0x0e0e);
+    let batch = train::member_batch(program, data, Which::Test, k, queries, dev, &mut rng)
+        .map_err(|e| e.to_string())?;
+    (0..count)
+        .map(|e| {
+            batch
+                .sets
+                .iter()
+                .map(|t| match t {
+                    Some(t) => t.narrow(0, e, 1).map_err(|e| e.to_string()),
+                    None => Err("internal error: a set without a value".into()),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// One row per exemplar: the exemplar (the first member of the first set), then `per`
+/// draws of the model conditioned on it, as a PNG grid of the first image-shaped data
+/// variable.
+fn exemplar_grid(
+    model: &LoweredModel,
+    per: usize,
+    data: Option<&DataSet>,
+    member: Option<usize>,
+    given: Option<&Path>,
+) -> Result<(Vec<u8>, String, usize), String> {
+    let sets = exemplars(model, data, member, given)?;
+    let mut rng = Rng::seed(model.program.train.seed ^ 0x5a5a);
+    let mut values: Vec<f32> = Vec::new();
+    let mut layout = None;
+    for ex in &sets {
+        let mut cond = draw_conditions(model, per, data, member);
+        cond.sets = ex
+            .iter()
+            .map(|t| {
+                let mut dims = t.dims().to_vec();
+                dims[0] = per;
+                t.broadcast_as(dims).and_then(|b| b.contiguous()).map(Some)
+            })
+            .collect::<candle_core::Result<_>>()
+            .map_err(|e| e.to_string())?;
+        let drawn = model
+            .sample_prior(&cond, &mut rng)
+            .map_err(|e| format!("drawing from the model failed: {e}"))?;
+        let Some((id, t)) = drawn
+            .into_iter()
+            .find(|(id, _)| vic::image::image_layout(&model.program.data[*id].ty.shape).is_some())
+        else {
+            return Err("the model draws no image to show beside its exemplars".into());
+        };
+        let def = &model.program.data[id];
+        let (c, h, w) = vic::image::image_layout(&def.ty.shape).unwrap_or((1, 1, 1));
+        let exemplar = ex
+            .first()
+            .ok_or("the model reads no set")?
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| e.to_string())?;
+        values.extend_from_slice(&exemplar[..(c * h * w).min(exemplar.len())]);
+        values.extend(
+            t.flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(|e| e.to_string())?,
+        );
+        layout = Some((c, h, w, def.name.clone()));
+    }
+    let Some((c, h, w, name)) = layout else {
+        return Err("no exemplar to condition on".into());
+    };
+    let rows = sets.len();
+    let png = vic::image::grid_png_cols(&values, rows * (per + 1), per + 1, c, h, w)?;
+    Ok((png, name, rows))
+}
+
 /// Prior samples of the first image-shaped data variable as a PNG grid, with the
-/// variable's name; `Ok(None)` when the model draws no image.
+/// variable's name; `Ok(None)` when the model draws no image. A model that reads a
+/// context set draws variations of exemplars instead ([`exemplar_grid`]).
 fn sample_images(
     model: &LoweredModel,
     n: usize,
     data: Option<&DataSet>,
+    from: &SampleFrom,
 ) -> Result<Option<(Vec<u8>, String)>, String> {
-    let given = given_values(model, n, data);
+    let member = draw_member(model, data, from.member)?;
+    if model_reads_sets(&model.program) {
+        let per = n.clamp(1, 16);
+        let (png, name, _) = exemplar_grid(model, per, data, member, from.given.as_deref())?;
+        return Ok(Some((png, name)));
+    }
+    if from.given.is_some() {
+        return Err("--given supplies exemplars, and this model reads no context set".into());
+    }
+    let cond = draw_conditions(model, n, data, member);
     let mut rng = Rng::seed(model.program.train.seed ^ 0x5a5a);
     let drawn = model
-        .sample_prior(n, &given, &mut rng)
+        .sample_prior(&cond, &mut rng)
         .map_err(|e| format!("drawing from the model failed: {e}"))?;
     for (id, t) in drawn {
         let def = &model.program.data[id];
@@ -804,13 +1118,15 @@ fn open_model(dir: &Path) -> Result<LoweredModel, String> {
     train::load_model(p, &bytes, &device).map_err(|e| e.to_string())
 }
 
-/// The run's dataset, when the model has `given` data other than a class (whose values
-/// `vic sample` cycles through): its test split supplies them.
+/// The run's dataset, when drawing needs it: `given` data other than a class (whose values
+/// `vic sample` cycles through) comes from its test split, and a `meta` family's members
+/// (and exemplars) from the data.
 fn data_for_given(dir: &Path, model: &LoweredModel) -> Result<Option<DataSet>, String> {
-    let needs = model.program.data.iter().any(|d| {
-        d.role == ir::DataRole::Given
-            && !(d.ty.shape.is_empty() && matches!(d.ty.domain, ir::Domain::Cat(_)))
-    });
+    let needs = model.program.meta.is_some()
+        || model.program.data.iter().any(|d| {
+            d.role == ir::DataRole::Given
+                && !(d.ty.shape.is_empty() && matches!(d.ty.domain, ir::Domain::Cat(_)))
+        });
     if !needs {
         return Ok(None);
     }
@@ -819,14 +1135,12 @@ fn data_for_given(dir: &Path, model: &LoweredModel) -> Result<Option<DataSet>, S
         serde_json::from_slice(&run.read("run.json")?).map_err(|e| format!("run.json: {e}"))?;
     load_data(&model.program, &model.program.train.dataset, &info.spec_dir)
         .map(Some)
-        .map_err(|e| {
-            format!("the model's `given` data comes from the run's dataset's test split: {e}")
-        })
+        .map_err(|e| format!("drawing from the model needs the run's dataset: {e}"))
 }
 
 /// `vic sample RUN --steps`: each sample's observation after every step of the sequence
 /// it reads, one row per sample.
-pub fn sample_steps(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
+pub fn sample_steps(dir: &Path, n: usize, output: Option<PathBuf>, from: &SampleFrom) -> u8 {
     let model = match open_model(dir) {
         Ok(m) => m,
         Err(e) => {
@@ -841,9 +1155,42 @@ pub fn sample_steps(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
             return FAILED;
         }
     };
-    let given = given_values(&model, n, data.as_ref());
+    let member = match draw_member(&model, data.as_ref(), from.member) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    };
+    let mut cond = draw_conditions(&model, n, data.as_ref(), member);
+    if model_reads_sets(&model.program) {
+        // Every row conditioned on the first exemplar.
+        match exemplars(&model, data.as_ref(), member, from.given.as_deref()) {
+            Ok(ex) => match ex.first() {
+                Some(first) => {
+                    cond.sets = first
+                        .iter()
+                        .map(|t| {
+                            let mut dims = t.dims().to_vec();
+                            dims[0] = n;
+                            t.broadcast_as(dims).and_then(|b| b.contiguous()).map(Some)
+                        })
+                        .collect::<candle_core::Result<_>>()
+                        .unwrap_or_default()
+                }
+                None => {
+                    eprintln!("vic: no exemplar to condition on");
+                    return FAILED;
+                }
+            },
+            Err(e) => {
+                eprintln!("vic: {e}");
+                return FAILED;
+            }
+        }
+    }
     let mut rng = Rng::seed(model.program.train.seed ^ 0x5a5a);
-    let drawn = match model.sample_steps(n, &given, &mut rng) {
+    let drawn = match model.sample_steps(&cond, &mut rng) {
         Ok(Some(d)) => d,
         Ok(None) => {
             eprintln!(
@@ -890,7 +1237,7 @@ pub fn sample_steps(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
     }
 }
 
-pub fn sample(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
+pub fn sample(dir: &Path, n: usize, output: Option<PathBuf>, from: &SampleFrom) -> u8 {
     let model = match open_model(dir) {
         Ok(m) => m,
         Err(e) => {
@@ -910,7 +1257,7 @@ pub fn sample(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
         .and_then(|p| p.extension())
         .is_some_and(|e| e == "npy");
     if !wants_npy {
-        let images = match sample_images(&model, n, data.as_ref()) {
+        let images = match sample_images(&model, n, data.as_ref(), from) {
             Ok(i) => i,
             Err(e) => {
                 eprintln!("vic: {e}");
@@ -921,7 +1268,7 @@ pub fn sample(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
             let path = output.unwrap_or_else(|| dir.join("samples.png"));
             return match io::write_atomic(&path, &png) {
                 Ok(()) => {
-                    eprintln!("vic: wrote {n} samples of `{name}` to {}", path.display());
+                    eprintln!("vic: wrote samples of `{name}` to {}", path.display());
                     OK
                 }
                 Err(e) => {
@@ -931,9 +1278,16 @@ pub fn sample(dir: &Path, n: usize, output: Option<PathBuf>) -> u8 {
             };
         }
     }
-    let given = given_values(&model, n, data.as_ref());
+    let member = match draw_member(&model, data.as_ref(), from.member) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    };
+    let cond = draw_conditions(&model, n, data.as_ref(), member);
     let mut rng = Rng::seed(model.program.train.seed ^ 0x5a5a);
-    let drawn = match model.sample_prior(n, &given, &mut rng) {
+    let drawn = match model.sample_prior(&cond, &mut rng) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("vic: {e}");
@@ -969,6 +1323,12 @@ pub fn encode(dir: &Path, dataset: Option<String>, output: &Path) -> u8 {
             return USAGE;
         }
     };
+    if data.meta.is_some() {
+        eprintln!(
+            "vic: `vic encode` embeds a plain split; this run's examples belong to the members of a `meta` family, whose posterior means `vic probe RUN` uses"
+        );
+        return USAGE;
+    }
     let mut rng = Rng::seed(model.program.train.seed ^ 0xe2c0);
     let result = (|| -> Result<Tensor, train::TrainError> {
         let mut rows: Vec<Tensor> = Vec::new();
@@ -1039,6 +1399,52 @@ pub fn plot(dir: &Path, output: Option<PathBuf>) -> u8 {
         Err(e) => {
             eprintln!("vic: {e}");
             USAGE
+        }
+    }
+}
+
+/// `vic probe RUN`: linear-probe accuracy of the guide's posterior means on each held-out
+/// member (see `vic::probe`).
+pub fn probe(dir: &Path, dataset: Option<String>, examples: usize, json: bool) -> u8 {
+    let (_, model, data) = match open_run(dir, dataset) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            return USAGE;
+        }
+    };
+    vic::train::fpu::flush_denormals_everywhere();
+    let mut rng = Rng::seed(model.program.train.seed ^ 0x9b0e);
+    let result = vic::probe::probe(&model, &data, examples, &mut rng);
+    match result {
+        Ok(members) => {
+            let mean =
+                members.iter().map(|m| m.test_accuracy).sum::<f64>() / members.len().max(1) as f64;
+            if json {
+                #[derive(Serialize)]
+                struct Report<'a> {
+                    mean_accuracy: f64,
+                    members: &'a [vic::probe::MemberProbe],
+                }
+                let r = Report {
+                    mean_accuracy: mean,
+                    members: &members,
+                };
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            } else {
+                for m in &members {
+                    println!(
+                        "{:<20} test accuracy {:.4} ({} test, {} training examples; training accuracy {:.4})",
+                        m.name, m.test_accuracy, m.test_examples, m.train_examples, m.train_accuracy
+                    );
+                }
+                println!("mean test accuracy   {mean:.4}");
+            }
+            OK
+        }
+        Err(e) => {
+            eprintln!("vic: {e}");
+            FAILED
         }
     }
 }

@@ -152,6 +152,22 @@ fn synthetic_batch(program: &Program, rng: &mut Rng) -> Batch {
     }
     let mut batch = Batch::new(data, B);
     batch.observed = observed;
+    // Context sets `[B, N, ...]`, and the first training member of a `meta` family.
+    for set in &program.sets {
+        let mut flat = Vec::new();
+        let mut dims = Vec::new();
+        for _ in 0..B * set.size {
+            let (v, d) = synthetic_value(set.ty.domain, &set.ty.shape, rng);
+            flat.extend(v);
+            dims = d;
+        }
+        let mut shape = vec![B, set.size];
+        shape.extend(dims);
+        batch
+            .sets
+            .push(Some(Tensor::from_vec(flat, shape, &dev).unwrap()));
+    }
+    batch.member = vic::arch::training_members(program).and_then(|m| m.first().copied());
     batch
 }
 
@@ -194,7 +210,22 @@ fn exercise(program: Program) -> Result<String, String> {
             out.terms
         ));
     }
-    let grads = out.loss.backward().map_err(|e| format!("backward: {e}"))?;
+    // A `meta` family's training step holds a batch of every training member, so that
+    // each member's copy of a `@per_member` network gets its gradient.
+    let mut loss = out.loss.clone();
+    for m in vic::arch::training_members(&model.program)
+        .unwrap_or_default()
+        .into_iter()
+        .skip(1)
+    {
+        let mut other = synthetic_batch(&model.program, &mut rng);
+        other.member = Some(m);
+        let o = model
+            .objective(&other, &train, &mut rng)
+            .map_err(|e| format!("objective of member {m}: {e}"))?;
+        loss = (loss + o.loss).map_err(|e| e.to_string())?;
+    }
+    let grads = loss.backward().map_err(|e| format!("backward: {e}"))?;
     let own = model.estimator_parameters();
     let mut params = 0;
     for (name, var) in model.store.named() {
@@ -234,8 +265,11 @@ fn exercise(program: Program) -> Result<String, String> {
         .zip(&batch.data)
         .map(|(d, t)| (d.role == DataRole::Given).then(|| t.clone()).flatten())
         .collect();
+    let mut cond = Batch::new(given, B);
+    cond.member = batch.member;
+    cond.sets = batch.sets.clone();
     let drawn = model
-        .sample_prior(B, &given, &mut rng)
+        .sample_prior(&cond, &mut rng)
         .map_err(|e| format!("a draw from the model: {e}"))?;
     let observed = model
         .program

@@ -422,24 +422,31 @@ fn analytic_and_monte_carlo_kl_give_the_same_elbo_in_expectation() {
 #[test]
 fn constructs_not_lowered_yet_are_refused_plainly_before_training() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
-    for (spec, what) in [
-        ("metavae.vi", "`meta` family"),
-        ("oneshot.vi", "`meta` family"),
-    ] {
-        let out = vic()
-            .arg("train")
-            .arg(root.join(spec))
-            .arg("--out")
-            .arg(scratch("train", &format!("refuse-{spec}")).join("run"))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{spec}: {err}");
-        assert!(
-            err.contains(what) && err.contains("not lowered"),
-            "{spec}: {err}"
-        );
-    }
+    let dir = scratch("train", "refuse");
+    // A `datasets(...)` family: each member a dataset of its own.
+    let src = std::fs::read_to_string(root.join("metavae.vi"))
+        .unwrap()
+        .replace(
+            "rotate(-180:160:20)",
+            "datasets(\"digits\", \"fashion-mnist\")",
+        )
+        .replace("train = even", "train = [0]")
+        .replace("test = odd", "test = [1]");
+    let spec = dir.join("datasets.vi");
+    std::fs::write(&spec, src).unwrap();
+    let out = vic()
+        .arg("train")
+        .arg(&spec)
+        .arg("--out")
+        .arg(dir.join("run"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`datasets(...)` family") && err.contains("not lowered"),
+        "{err}"
+    );
 }
 
 /// A small GMVAE (an enumerated `Cat(10)` cluster, a Normal `z` given it) on the digits.

@@ -1262,12 +1262,19 @@ impl Reader<'_> {
                 };
                 let a = self.args(key, call, &spec)?;
                 let vals = self.family_values(key, a[0]?)?;
-                if name == "scale" {
-                    if let Some(x) = call.args.first() {
-                        if vals.iter().any(|v| *v <= 0.0) {
-                            self.out_of_range(key, &x.value, "scale factors > 0");
-                            return None;
-                        }
+                if let Some(x) = call.args.first() {
+                    if name == "scale" && vals.iter().any(|v| *v <= 0.0) {
+                        self.out_of_range(key, &x.value, "scale factors > 0");
+                        return None;
+                    }
+                    // tan(±90°) is infinite: a row would move without bound.
+                    if name == "shear" && vals.iter().any(|v| v.abs() >= 90.0) {
+                        self.out_of_range(
+                            key,
+                            &x.value,
+                            "shear angles strictly between -90 and 90 degrees",
+                        );
+                        return None;
                     }
                 }
                 Some(match name {

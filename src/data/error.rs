@@ -127,6 +127,31 @@ pub enum DataError {
         domain: Domain,
         value: f32,
     },
+    /// A `classes()` family on a dataset without labels.
+    MetaNoLabels,
+    /// A family this release does not build.
+    MetaUnsupported { what: String },
+    /// `train` / `test` names a member the family does not have (or `train` none).
+    MetaNoMember {
+        which: String,
+        member: usize,
+        members: usize,
+    },
+    /// An image transform family and no image-shaped data variable.
+    MetaNotImage { family: String },
+    /// A context set whose type matches no single data variable.
+    MetaSetUnbound {
+        set: String,
+        ty: String,
+        candidates: Vec<String>,
+    },
+    /// A member with too few examples for its context sets.
+    MetaSmallMember {
+        member: String,
+        split: String,
+        have: usize,
+        need: usize,
+    },
     /// A `Simplex` row that does not sum to 1.
     SimplexSum {
         var: String,
@@ -198,6 +223,12 @@ impl DataError {
             DataError::OutOfDomain { .. } => "data value outside its domain",
             DataError::SimplexSum { .. } => "simplex row does not sum to 1",
             DataError::TooFewExamples { .. } => "too few examples to split",
+            DataError::MetaNoLabels => "`classes()` needs labels",
+            DataError::MetaUnsupported { .. } => "meta family not supported",
+            DataError::MetaNoMember { .. } => "no such member",
+            DataError::MetaNotImage { .. } => "no image to transform",
+            DataError::MetaSetUnbound { .. } => "context set without data",
+            DataError::MetaSmallMember { .. } => "member too small for its sets",
         }
     }
 
@@ -234,6 +265,12 @@ impl DataError {
             ),
             DataError::OutOfDomain { .. } => "fix the data, or declare a wider domain".into(),
             DataError::TooFewExamples { .. } => "provide NAME_test arrays, or more examples".into(),
+            DataError::MetaNoLabels => "use a dataset with labels (the built-in image sets have them; a .npz file needs arrays \"labels\" and \"labels_test\"), or another family".into(),
+            DataError::MetaNoMember { members, .. } => format!("members are numbered 0..{}", members.saturating_sub(1)),
+            DataError::MetaNotImage { .. } => "declare the image variable with its image shape (`Binary[1, 28, 28]`) or a square size (`Binary[784]`)".into(),
+            DataError::MetaSetUnbound { ty, candidates, .. } if candidates.is_empty() => format!("declare a data variable of type {ty}: a set's examples are that variable's"),
+            DataError::MetaSetUnbound { .. } => "give the set a type that exactly one data variable has".into(),
+            DataError::MetaSmallMember { .. } => "use smaller sets, or a family whose members have more examples".into(),
             _ => return None,
         })
     }
@@ -404,6 +441,38 @@ impl fmt::Display for DataError {
             DataError::TooFewExamples { file, n, split } => write!(
                 f,
                 "{file} has {n} example(s): too few to hold out a fraction {split} as the test split"
+            ),
+            DataError::MetaNoLabels => write!(
+                f,
+                "the `meta` family `classes()` makes one member per label, but the dataset has no labels"
+            ),
+            DataError::MetaUnsupported { what } => {
+                write!(f, "{what} is not built by this release of vic")
+            }
+            DataError::MetaNoMember { which, member, members } if *members == 0 => write!(
+                f,
+                "`{which}` selects no member of the `meta` family (member {member} and up do not exist)"
+            ),
+            DataError::MetaNoMember { which, member, members } => write!(
+                f,
+                "`{which}` names member {member}, but the `meta` family has {members} members on this dataset"
+            ),
+            DataError::MetaNotImage { family } => write!(
+                f,
+                "the `meta` family `{family}` transforms images, but no data variable has an image shape"
+            ),
+            DataError::MetaSetUnbound { set, ty, candidates } if candidates.is_empty() => write!(
+                f,
+                "context set `{set}` holds examples of type {ty}, but no data variable has that type"
+            ),
+            DataError::MetaSetUnbound { set, ty, candidates } => write!(
+                f,
+                "context set `{set}` holds examples of type {ty}, and several data variables have it: {}",
+                names(candidates)
+            ),
+            DataError::MetaSmallMember { member, split, have, need } => write!(
+                f,
+                "member {member} has {have} {split} example(s), but its context sets need at least {need} (the set size plus the example itself)"
             ),
         }
     }

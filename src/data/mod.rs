@@ -39,13 +39,14 @@ mod bind;
 mod builtin;
 mod error;
 mod formats;
+pub mod meta;
 #[cfg(test)]
 mod tests;
 
-pub use batch::{batch, batch_observed};
+pub use batch::{batch, batch_observed, batch_with, var_tensor};
 pub use builtin::FASHION_MNIST_DIR;
 pub use error::DataError;
-pub use formats::RawArray;
+pub use formats::{parse_npy, RawArray};
 
 use crate::ir::{DataId, DataRole, Dataset, Program};
 use crate::rng::Rng;
@@ -208,6 +209,8 @@ pub struct DataSet {
     /// Where it came from, for people: `digits (embedded)`,
     /// `fashion-mnist (/usr/share/datasets/fashion-mnist)`, `data/x.npz`.
     pub source: String,
+    /// The members of the spec's `meta` family, when it has one.
+    pub meta: Option<meta::MetaData>,
 }
 
 /// Load `dataset` (the spec's `train.dataset` or a `--dataset` override) for `program`:
@@ -429,9 +432,11 @@ fn assemble(
         train.observed.push((id, mask));
         test.observed.push((id, vec![true; test.n]));
     }
+    let meta = meta::build(program, &train, &test)?;
     Ok(DataSet {
         train,
         test,
         source,
+        meta,
     })
 }

@@ -158,6 +158,8 @@ pub struct Frame<'m> {
     /// The member distribution the batch comes from (`meta`): it picks the copy of a
     /// `@per_member` network.
     pub member: Option<usize>,
+    /// Per `SetId`, the context sets of the base rows `[base_rows, N, ...]`.
+    pub sets: &'m [Option<Tensor>],
     /// Evaluation with `vdrop` weights of log α above this pruned (see `NetCtx::prune`).
     pub prune: Option<f64>,
     locals: Vec<LocalVal>,
@@ -239,6 +241,7 @@ impl<'m> Frame<'m> {
             drawn_steps: vec![Vec::new(); model.program.data.len()],
             overrides: Overrides::default(),
             member: None,
+            sets: &[],
             prune: None,
             locals: vec![LocalVal::Unset; locals],
             adopted: vec![false; locals],
@@ -316,9 +319,19 @@ impl<'m> Frame<'m> {
                     *self.loop_values.get(*l).unwrap_or(&0) as f32,
                     dev,
                 )?)),
-                Ref::Set(_) => bail!(
-                    "context sets (`set`) are not lowered by this release; they arrive with `meta`"
-                ),
+                Ref::Set(id) => match self.sets.get(*id) {
+                    Some(Some(t)) => Ok(Val::Rows(t.clone())),
+                    _ => {
+                        let name = self
+                            .model
+                            .program
+                            .sets
+                            .get(*id)
+                            .map(|d| d.name.as_str())
+                            .unwrap_or("?");
+                        bail!("the context set `{name}` has no value in this pass")
+                    }
+                },
             },
             ExprKind::Step { base, step } => {
                 let t = self.step_index(step)?;
@@ -458,7 +471,18 @@ impl<'m> Frame<'m> {
         let inputs: Vec<Tensor> = vals
             .iter()
             .zip(&def.inputs)
-            .map(|(v, input)| materialize(v, rows, &value_shape(&input.ty)))
+            .map(|(v, input)| {
+                let mut shape = value_shape(&input.ty);
+                if input.set {
+                    // A context set `[rows, N, ...T]`: its size is the value's.
+                    let n = match v {
+                        Val::Rows(t) => t.dim(1)?,
+                        Val::Shared(t) => t.dim(0)?,
+                    };
+                    shape.insert(0, n);
+                }
+                materialize(v, rows, &shape)
+            })
             .collect::<Result<_>>()?;
         let mut ctx = NetCtx {
             train: self.train,

@@ -394,11 +394,12 @@ pub fn not_lowered_yet(program: &Program) -> Option<String> {
             }
         }
     }
-    if program.meta.is_some() || !program.sets.is_empty() {
-        return Some("a `meta` family with context sets".into());
-    }
-    if let Some(n) = program.nets.iter().find(|n| n.per_member) {
-        return Some(format!("`@per_member` network `{}`", n.name));
+    if let Some(crate::ir::MetaConfig {
+        family: crate::ir::Family::Datasets(_),
+        ..
+    }) = &program.meta
+    {
+        return Some("a `datasets(...)` family".into());
     }
     let mut out = None;
     if let Guide::Amortized(body) = &program.guide {

@@ -42,6 +42,8 @@ pub struct Batch {
     /// The member distribution every example comes from (`meta`): picks the copy of
     /// each `@per_member` network.
     pub member: Option<usize>,
+    /// Per `SetId`, each example's context set `[rows, N, ...]` (`meta`).
+    pub sets: Vec<Option<Tensor>>,
 }
 
 impl Batch {
@@ -53,6 +55,7 @@ impl Batch {
             observed: Vec::new(),
             weights: None,
             member: None,
+            sets: Vec::new(),
         }
     }
 }
@@ -140,6 +143,7 @@ impl LoweredModel {
         frame.observed = batch.observed.clone();
         frame.overrides = overrides.clone();
         frame.member = batch.member;
+        frame.sets = &batch.sets;
         match &self.program.guide {
             Guide::Amortized(g) => frame.run(&g.stmts, rng)?,
             Guide::None => {}
@@ -248,6 +252,7 @@ impl LoweredModel {
             &batch.data,
         );
         score.member = batch.member;
+        score.sets = &batch.sets;
         score.latents = guide.latents.clone();
         score.latent_steps = guide.latent_steps.clone();
         // `partial` data: observed values where known, the guide's draws elsewhere.
@@ -509,25 +514,31 @@ impl LoweredModel {
         })
     }
 
-    /// Ancestral samples from the model: `n` rows. Returns the drawn value of every data
-    /// variable (observed data: the distribution's mean where it has one, which is
-    /// what an image grid should show), with `given` data taken from `given`.
-    pub fn sample_prior(
-        &self,
-        n: usize,
-        given: &[Option<Tensor>],
-        rng: &mut Rng,
-    ) -> Result<Vec<(usize, Tensor)>> {
+    /// A frame for a draw from the model under the conditions of `cond` (see
+    /// [`LoweredModel::sample_prior`]).
+    fn prior_frame<'a>(&'a self, cond: &'a Batch) -> Frame<'a> {
         let mut frame = Frame::new(
             self,
             Pass::Prior,
             self.program.model.locals.len(),
             self.program.model.loops.len(),
-            n,
-            n,
+            cond.rows,
+            cond.rows,
             false,
-            given,
+            &cond.data,
         );
+        frame.member = cond.member;
+        frame.sets = &cond.sets;
+        frame
+    }
+
+    /// Ancestral samples from the model: `cond.rows` rows. Returns the drawn value of
+    /// every data variable (observed data: the distribution's mean where it has one,
+    /// which is what an image grid should show). What the draws are conditioned on is a
+    /// batch: its data holds the `given` variables, its member picks `@per_member`
+    /// copies, and its sets are the context sets the model reads (one-shot exemplars).
+    pub fn sample_prior(&self, cond: &Batch, rng: &mut Rng) -> Result<Vec<(usize, Tensor)>> {
+        let mut frame = self.prior_frame(cond);
         frame.run(&self.program.model.stmts, rng)?;
         let mut out: Vec<(usize, Tensor)> = Vec::new();
         for rec in &frame.records {
@@ -547,12 +558,7 @@ impl LoweredModel {
     /// with that sequence read at each step `t = 1..T` instead, stacked as
     /// `[n, T, ...value]` (the canvas after every step). `None` when no observation of
     /// `model` reads a sequence at a fixed step.
-    pub fn sample_steps(
-        &self,
-        n: usize,
-        given: &[Option<Tensor>],
-        rng: &mut Rng,
-    ) -> Result<Option<(usize, Tensor)>> {
+    pub fn sample_steps(&self, cond: &Batch, rng: &mut Rng) -> Result<Option<(usize, Tensor)>> {
         // The first top-level observation whose distribution reads `seq[K]`, K fixed.
         let mut found = None;
         for st in &self.program.model.stmts {
@@ -581,16 +587,8 @@ impl LoweredModel {
         let Some(steps) = self.program.model.locals.get(local).and_then(|l| l.steps) else {
             return Ok(None);
         };
-        let mut frame = Frame::new(
-            self,
-            Pass::Prior,
-            self.program.model.locals.len(),
-            self.program.model.loops.len(),
-            n,
-            n,
-            false,
-            given,
-        );
+        let n = cond.rows;
+        let mut frame = self.prior_frame(cond);
         frame.run(&self.program.model.stmts, rng)?;
         let mut out = Vec::with_capacity(steps);
         for t in 1..=steps {
@@ -686,6 +684,7 @@ impl LoweredModel {
             observed: Vec::new(),
             weights: None,
             member: batch.member,
+            sets: batch.sets.clone(),
         };
         let guide = self.guide_pass(&hidden, hidden.rows, false, &Overrides::default(), rng)?;
         let weight = match &guide.log_weight {

@@ -10,12 +10,20 @@
 //!   (2014): with 1,000 labels among 60,000 examples a uniform batch would seldom hold
 //!   one. The parts are weighted (`n_l / (n B_l)` and `n_u / (n B_u)` per example) so the
 //!   loss stays an unbiased estimate of the per-example objective of the whole set.
+//! - [`Members`]: the member distributions of a `meta` family: each step holds a batch
+//!   of every training member, each weighted `1 / members`, so the loss is the mean over
+//!   the members, as MetaVAE's reference (mhw32/meta-inference-public) trains. Each
+//!   member runs through its own reshuffled cycle of examples, across epochs; an epoch is
+//!   as many examples as the training members have distinct ones, spread over the
+//!   members (`distinct / (batch · members)` steps), so it costs about what an epoch of
+//!   the pooled data costs a model without `meta`.
 //!
 //! A batcher's draws come from the run's generator, so a resumed run draws the same
 //! batches; what it keeps across epochs is in [`BatcherState`], saved with the
 //! checkpoint.
 
-use crate::data::Split;
+use crate::data::meta::MetaData;
+use crate::data::{DataSet, Split};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +40,9 @@ pub struct Part {
     /// Whether these examples are the epoch's pass (counted in examples per second and in
     /// the epoch's means); the labelled examples cycled beside them are not.
     pub counted: bool,
+    /// The `meta` member they come from (their indices are the member's examples of the
+    /// training split).
+    pub member: Option<usize>,
 }
 
 /// What a batcher keeps across epochs (saved for `--resume`). Its fields keep the names
@@ -43,6 +54,11 @@ pub struct BatcherState {
     pub labelled_order: Vec<usize>,
     #[serde(default)]
     pub labelled_next: usize,
+    /// Each training member's cycle and position in it ([`Members`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_orders: Vec<Vec<usize>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_next: Vec<usize>,
 }
 
 /// Cuts a training split into steps.
@@ -59,8 +75,17 @@ pub trait Batcher {
     fn restore(&mut self, state: BatcherState);
 }
 
-/// The batcher for a training split: [`Pools`] when it has both labelled and unlabelled
-/// examples of its `partial` variables, [`Uniform`] otherwise.
+/// The batcher for a dataset's training split: [`Members`] for a `meta` family,
+/// [`Pools`] when the split has both labelled and unlabelled examples of its `partial`
+/// variables, [`Uniform`] otherwise.
+pub fn for_data(data: &DataSet, batch: usize) -> Box<dyn Batcher> {
+    if let Some(meta) = &data.meta {
+        return Box::new(Members::new(meta, batch));
+    }
+    for_split(&data.train, batch)
+}
+
+/// The batcher of a split without `meta` members: [`Pools`] or [`Uniform`].
 pub fn for_split(split: &Split, batch: usize) -> Box<dyn Batcher> {
     let batch = batch.max(1);
     match Pools::of(split, batch) {
@@ -116,6 +141,7 @@ impl Batcher for Uniform {
             share: 1.0,
             weighted: false,
             counted: true,
+            member: None,
         }])
     }
 
@@ -214,12 +240,14 @@ impl Batcher for Pools {
                 share: share(self.labelled.len()),
                 weighted: true,
                 counted: false,
+                member: None,
             },
             Part {
                 indices: unlabelled,
                 share: share(self.unlabelled.len()),
                 weighted: true,
                 counted: true,
+                member: None,
             },
         ])
     }
@@ -234,6 +262,111 @@ impl Batcher for Pools {
 
     fn restore(&mut self, state: BatcherState) {
         self.cycle = state;
+    }
+}
+
+/// The training members of a `meta` family, every one in each step (see the module
+/// documentation).
+pub struct Members {
+    batch: usize,
+    /// Member indices and each one's training examples.
+    members: Vec<usize>,
+    pools: Vec<Vec<usize>>,
+    steps: u64,
+    taken: u64,
+    cycles: BatcherState,
+}
+
+impl Members {
+    pub fn new(meta: &MetaData, batch: usize) -> Members {
+        let batch = batch.max(1);
+        let members = meta.train_members.clone();
+        let pools: Vec<Vec<usize>> = members
+            .iter()
+            .map(|&k| meta.members[k].train.clone())
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for p in &pools {
+            seen.extend(p.iter().copied());
+        }
+        let per_step = (batch * members.len()).max(1);
+        Members {
+            batch,
+            steps: seen.len().div_ceil(per_step).max(1) as u64,
+            taken: 0,
+            cycles: BatcherState {
+                member_orders: vec![Vec::new(); members.len()],
+                member_next: vec![0; members.len()],
+                ..BatcherState::default()
+            },
+            members,
+            pools,
+        }
+    }
+
+    /// The next `batch` examples of member slot `j`'s cycle, reshuffled when it ends.
+    fn next_of(&mut self, j: usize, rng: &mut Rng) -> Vec<usize> {
+        let pool = &self.pools[j];
+        let c = &mut self.cycles;
+        let mut out = Vec::with_capacity(self.batch);
+        while out.len() < self.batch.min(pool.len()) {
+            if c.member_next[j] >= c.member_orders[j].len() {
+                c.member_orders[j] = rng
+                    .permutation(pool.len())
+                    .into_iter()
+                    .map(|i| pool[i])
+                    .collect();
+                c.member_next[j] = 0;
+            }
+            out.push(c.member_orders[j][c.member_next[j]]);
+            c.member_next[j] += 1;
+        }
+        out
+    }
+}
+
+impl Batcher for Members {
+    fn steps_per_epoch(&self) -> u64 {
+        self.steps
+    }
+
+    fn start_epoch(&mut self, _: &mut Rng) {
+        self.taken = 0;
+    }
+
+    fn next_step(&mut self, rng: &mut Rng) -> Option<Vec<Part>> {
+        if self.taken >= self.steps {
+            return None;
+        }
+        self.taken += 1;
+        let share = 1.0 / self.members.len().max(1) as f64;
+        Some(
+            (0..self.members.len())
+                .map(|j| Part {
+                    indices: self.next_of(j, rng),
+                    share,
+                    weighted: true,
+                    counted: true,
+                    member: Some(self.members[j]),
+                })
+                .collect(),
+        )
+    }
+
+    fn epoch_done(&self) -> bool {
+        self.taken >= self.steps
+    }
+
+    fn state(&self) -> BatcherState {
+        self.cycles.clone()
+    }
+
+    fn restore(&mut self, state: BatcherState) {
+        if state.member_orders.len() == self.members.len()
+            && state.member_next.len() == self.members.len()
+        {
+            self.cycles = state;
+        }
     }
 }
 

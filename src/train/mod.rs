@@ -9,8 +9,9 @@ pub mod batches;
 pub mod fpu;
 pub mod optim;
 
+use crate::data::meta::Which;
 use crate::data::{self, DataSet, Split};
-use crate::ir::{Objective, Program, Schedule};
+use crate::ir::{DataId, Objective, Program, Schedule};
 use crate::lower::objective::{Batch, Settings};
 use crate::lower::params::ParamStore;
 use crate::lower::LoweredModel;
@@ -141,6 +142,10 @@ impl From<candle_core::Error> for TrainError {
     }
 }
 
+/// Examples of each training member's test split that the metrics' test ELBO averages
+/// over, with a `meta` family (`vic eval` takes them all).
+pub const META_METRIC_EXAMPLES: usize = 1000;
+
 /// The least time between two checkpoints (the last epoch always writes one).
 pub const CHECKPOINT_SECONDS: f64 = 2.0;
 
@@ -245,6 +250,7 @@ pub fn make_batch(
         observed,
         weights: None,
         member: None,
+        sets: Vec::new(),
     })
 }
 
@@ -334,6 +340,142 @@ pub struct SplitMeans {
     pub examples: usize,
 }
 
+/// Examples to evaluate on: a whole split, or members of a `meta` family (each its own
+/// minibatches, with its transform and context sets).
+#[derive(Clone, Copy)]
+pub enum Examples<'a> {
+    Split(&'a Split),
+    Members {
+        data: &'a DataSet,
+        which: Which,
+        members: &'a [usize],
+        /// At most this many examples of each member (its first ones).
+        limit: Option<usize>,
+    },
+}
+
+impl<'a> Examples<'a> {
+    /// What the metrics and `vic eval` report on: the test split, or with a `meta`
+    /// family the test splits of its training members (`limit` examples of each).
+    pub fn test_of(data: &'a DataSet, limit: Option<usize>) -> Examples<'a> {
+        match &data.meta {
+            Some(m) => Examples::Members {
+                data,
+                which: Which::Test,
+                members: &m.train_members,
+                limit,
+            },
+            None => Examples::Split(&data.test),
+        }
+    }
+
+    /// Each minibatch of at most `batch_size` examples, built and handed to `f` with its
+    /// example count.
+    pub fn for_each_batch(
+        &self,
+        model: &LoweredModel,
+        batch_size: usize,
+        rng: &mut Rng,
+        mut f: impl FnMut(&Batch, &mut Rng) -> Result<(), TrainError>,
+    ) -> Result<(), TrainError> {
+        let batch_size = batch_size.max(1);
+        match *self {
+            Examples::Split(split) => {
+                let idx: Vec<usize> = (0..split.n).collect();
+                for chunk in idx.chunks(batch_size) {
+                    let batch = make_batch(&model.program, split, chunk, model.device(), rng)?;
+                    f(&batch, rng)?;
+                }
+            }
+            Examples::Members {
+                data,
+                which,
+                members,
+                limit,
+            } => {
+                let Some(meta) = &data.meta else {
+                    return Err(TrainError::Compute(
+                        "internal error: member examples without a `meta` family".into(),
+                    ));
+                };
+                for &k in members {
+                    let all = meta.members[k].examples(which);
+                    let idx = &all[..limit.unwrap_or(all.len()).min(all.len())];
+                    for chunk in idx.chunks(batch_size) {
+                        let batch = member_batch(
+                            &model.program,
+                            data,
+                            which,
+                            k,
+                            chunk,
+                            model.device(),
+                            rng,
+                        )?;
+                        f(&batch, rng)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A minibatch of member `k`'s examples `indices` (of the `which` split of `data`): the
+/// member's image transform applied before binarization, and each example's context
+/// sets drawn from the same member and split.
+pub fn member_batch(
+    program: &Program,
+    data: &DataSet,
+    which: Which,
+    k: usize,
+    indices: &[usize],
+    device: &Device,
+    rng: &mut Rng,
+) -> Result<Batch, TrainError> {
+    let Some(meta) = &data.meta else {
+        return Err(TrainError::Compute(
+            "internal error: a member batch without a `meta` family".into(),
+        ));
+    };
+    let Some(member) = meta.members.get(k) else {
+        return Err(TrainError::Compute(format!(
+            "internal error: no member {k}"
+        )));
+    };
+    let split = match which {
+        Which::Train => &data.train,
+        Which::Test => &data.test,
+    };
+    let transform = |id: DataId, row: &mut Vec<f32>| {
+        if let (Some(t), Some(shape)) = (member.transform, meta.image_of(id)) {
+            *row = data::meta::transform_image(t, row, shape);
+        }
+    };
+    let binarize = &program.train.binarize;
+    let mut batch = Batch::new(vec![None; program.data.len()], indices.len());
+    for (id, t) in data::batch_with(split, indices, program, device, binarize, rng, &transform)? {
+        if let Some(slot) = batch.data.get_mut(id) {
+            *slot = Some(t);
+        }
+    }
+    for (id, m) in data::batch_observed(split, indices, device)? {
+        batch.observed.resize(program.data.len(), None);
+        if let Some(slot) = batch.observed.get_mut(id) {
+            *slot = Some(m);
+        }
+    }
+    for &(var, size) in &meta.sets {
+        let set = meta.draw_set(k, which, indices, size, rng);
+        let outer = [indices.len(), size];
+        let t = data::var_tensor(
+            split, var, &set, &outer, program, device, binarize, rng, &transform,
+        )?;
+        batch.sets.push(Some(t));
+    }
+    batch.member = Some(k);
+    Ok(batch)
+}
+
 /// The bound and the log-likelihood, averaged over a whole split (evaluation mode).
 pub fn split_means(
     model: &LoweredModel,
@@ -342,16 +484,26 @@ pub fn split_means(
     batch_size: usize,
     rng: &mut Rng,
 ) -> Result<SplitMeans, TrainError> {
+    means(model, &Examples::Split(split), settings, batch_size, rng)
+}
+
+/// The bound and the log-likelihood, averaged over examples (evaluation mode).
+pub fn means(
+    model: &LoweredModel,
+    examples: &Examples<'_>,
+    settings: &Settings,
+    batch_size: usize,
+    rng: &mut Rng,
+) -> Result<SplitMeans, TrainError> {
     let (mut bound, mut loglik) = (0.0, 0.0);
     let mut count = 0usize;
-    let idx: Vec<usize> = (0..split.n).collect();
-    for chunk in idx.chunks(batch_size.max(1)) {
-        let batch = make_batch(&model.program, split, chunk, model.device(), rng)?;
-        let out = model.objective(&batch, settings, rng)?;
+    examples.for_each_batch(model, batch_size, rng, |batch, rng| {
+        let out = model.objective(batch, settings, rng)?;
         bound += out.bound.sum_all()?.to_scalar::<f32>()? as f64;
         loglik += out.loglik.sum_all()?.to_scalar::<f32>()? as f64;
-        count += chunk.len();
-    }
+        count += batch.rows;
+        Ok(())
+    })?;
     let mean = |total: f64| {
         if count == 0 {
             f64::NAN
@@ -643,7 +795,7 @@ pub fn train(
     }
 
     let n = data.train.n;
-    let mut batcher = batches::for_split(&data.train, cfg.batch);
+    let mut batcher = batches::for_data(data, cfg.batch);
     batcher.restore(state.batcher.clone());
     let steps_per_epoch = batcher.steps_per_epoch();
     let (samples, iwae) = match cfg.objective {
@@ -667,7 +819,10 @@ pub fn train(
         let elbo_samples = if iwae { 1 } else { samples.max(1) };
         let eval_settings = Settings::evaluation(elbo_samples, false, n);
         let chunk = (eval_rows(model).min(1000) / elbo_samples).max(1);
-        let test_elbo = split_means(model, &data.test, &eval_settings, chunk, &mut eval_rng)?.bound;
+        // A `meta` family: its training members' test splits, their first
+        // META_METRIC_EXAMPLES each.
+        let test = Examples::test_of(data, Some(META_METRIC_EXAMPLES));
+        let test_elbo = means(model, &test, &eval_settings, chunk, &mut eval_rng)?.bound;
         let test_log_px = split_log_px(model, &data.test, 1000, &mut eval_rng)?;
         let denom = run.seen.max(1) as f64;
         Ok(MetricsRow {
@@ -720,7 +875,18 @@ pub fn train(
             let mut rows = 0;
             for part in &parts {
                 let idx = &part.indices;
-                let mut b = make_batch(&model.program, &data.train, idx, &device, &mut state.rng)?;
+                let mut b = match part.member {
+                    Some(k) => member_batch(
+                        &model.program,
+                        data,
+                        Which::Train,
+                        k,
+                        idx,
+                        &device,
+                        &mut state.rng,
+                    )?,
+                    None => make_batch(&model.program, &data.train, idx, &device, &mut state.rng)?,
+                };
                 let weights = if part.weighted {
                     let w = (part.share / idx.len().max(1) as f64) as f32;
                     let w = Tensor::from_vec(vec![w; idx.len()], idx.len(), &device)?;

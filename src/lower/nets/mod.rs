@@ -217,7 +217,7 @@ pub fn copy_keys(
         match members {
             Some(m) => m.iter().map(|&m| Some(m)).collect(),
             None => candle_core::bail!(
-                "the members of `@per_member` network `{}` are known only from the data",
+                "the members of `@per_member` network `{}` are known only from the data: list the training members (`train = [0, 1, 2]`) in `meta`",
                 program.nets[id].name
             ),
         }
