@@ -57,22 +57,45 @@ fn main() {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(100);
+        // The trainer's own batching: every part of a step (a `meta` family's members,
+        // the labelled and unlabelled pools of `partial` data), its losses added.
+        let mut batcher = vic::train::batches::for_data(&data, batch);
+        let mut examples = 0usize;
         for i in 0..steps + 10 {
-            let idx: Vec<usize> = ((i * batch)..(i * batch + batch))
-                .map(|j| j % data.train.n)
-                .collect();
+            let parts = match batcher.next_step(&mut rng) {
+                Some(p) => p,
+                None => {
+                    batcher.start_epoch(&mut rng);
+                    batcher.next_step(&mut rng).unwrap()
+                }
+            };
             let t0 = Instant::now();
-            let b =
-                vic::train::make_batch(&model.program, &data.train, &idx, &dev, &mut rng).unwrap();
+            let batches: Vec<_> = parts
+                .iter()
+                .map(|p| vic::train::part_batch(&model.program, &data, p, &dev, &mut rng).unwrap())
+                .collect();
             let t1 = Instant::now();
-            let out = model.objective(&b, &s, &mut rng).unwrap();
-            let _ = out.loss.to_scalar::<f32>().unwrap();
+            let mut loss: Option<candle_core::Tensor> = None;
+            for b in &batches {
+                let out = model.objective(b, &s, &mut rng).unwrap();
+                loss = Some(match loss {
+                    Some(l) => (l + out.loss).unwrap(),
+                    None => out.loss,
+                });
+            }
+            let loss = loss.unwrap();
+            let _ = loss.to_scalar::<f32>().unwrap();
             let t2 = Instant::now();
-            let g = out.loss.backward().unwrap();
+            let g = loss.backward().unwrap();
             let t3 = Instant::now();
             opt.step(&g, None).unwrap();
             let t4 = Instant::now();
             if i >= 10 {
+                examples += parts
+                    .iter()
+                    .filter(|p| p.counted)
+                    .map(|p| p.indices.len())
+                    .sum::<usize>();
                 tb += (t1 - t0).as_secs_f64();
                 tf += (t2 - t1).as_secs_f64();
                 tbw += (t3 - t2).as_secs_f64();
@@ -93,7 +116,7 @@ fn main() {
             ms(tbw),
             ms(to),
             ms(tb + tf + tbw + to),
-            (batch * steps) as f64 / (tb + tf + tbw + to)
+            examples as f64 / (tb + tf + tbw + to)
         );
         let med = per_step.map(|mut v| {
             v.sort_by(f64::total_cmp);
@@ -107,7 +130,7 @@ fn main() {
             med[2] * 1e3,
             med[3] * 1e3,
             total * 1e3,
-            batch as f64 / total
+            examples as f64 / steps as f64 / total
         );
     };
     // As `vic` runs its commands (`vic::io::run_on_pool`); NO_POOL=1 runs on the main

@@ -770,9 +770,14 @@ pub fn eval(
                 return OK;
             }
             println!("ELBO               {:.4} nats", r.elbo);
+            println!("IWAE bound (K={})  {:.4} nats", r.iwae_samples, r.iwae);
+            println!(
+                "reconstruction     {:.4} nats (E_q log p(x | z))",
+                r.reconstruction
+            );
             for m in &r.members {
                 println!(
-                    "  member {:>3} {:<16} ELBO {:.4}  IWAE {:.4}{}",
+                    "member {:>3} {:<16} ELBO {:.4}  IWAE {:.4}{}",
                     m.member,
                     m.name,
                     m.elbo,
@@ -780,11 +785,6 @@ pub fn eval(
                     if m.held_out { "  (held out)" } else { "" }
                 );
             }
-            println!("IWAE bound (K={})  {:.4} nats", r.iwae_samples, r.iwae);
-            println!(
-                "reconstruction     {:.4} nats (E_q log p(x | z))",
-                r.reconstruction
-            );
             accuracy();
             for a in &r.accuracy {
                 println!(

@@ -476,6 +476,27 @@ pub fn member_batch(
     Ok(batch)
 }
 
+/// The minibatch of one part of a training step: its examples (a member's, with its
+/// transform and context sets), each weighted `share / len` when the part is weighted.
+pub fn part_batch(
+    program: &Program,
+    data: &DataSet,
+    part: &batches::Part,
+    device: &Device,
+    rng: &mut Rng,
+) -> Result<Batch, TrainError> {
+    let idx = &part.indices;
+    let mut b = match part.member {
+        Some(k) => member_batch(program, data, Which::Train, k, idx, device, rng)?,
+        None => make_batch(program, &data.train, idx, device, rng)?,
+    };
+    if part.weighted {
+        let w = (part.share / idx.len().max(1) as f64) as f32;
+        b.weights = Some(Tensor::from_vec(vec![w; idx.len()], idx.len(), device)?);
+    }
+    Ok(b)
+}
+
 /// The bound and the log-likelihood, averaged over a whole split (evaluation mode).
 pub fn split_means(
     model: &LoweredModel,
@@ -874,31 +895,11 @@ pub fn train(
             let mut steps = Vec::with_capacity(parts.len());
             let mut rows = 0;
             for part in &parts {
-                let idx = &part.indices;
-                let mut b = match part.member {
-                    Some(k) => member_batch(
-                        &model.program,
-                        data,
-                        Which::Train,
-                        k,
-                        idx,
-                        &device,
-                        &mut state.rng,
-                    )?,
-                    None => make_batch(&model.program, &data.train, idx, &device, &mut state.rng)?,
-                };
-                let weights = if part.weighted {
-                    let w = (part.share / idx.len().max(1) as f64) as f32;
-                    let w = Tensor::from_vec(vec![w; idx.len()], idx.len(), &device)?;
-                    b.weights = Some(w.clone());
-                    Some(w)
-                } else {
-                    None
-                };
+                let b = part_batch(&model.program, data, part, &device, &mut state.rng)?;
                 let out = model.objective(&b, &settings, &mut state.rng)?;
-                steps.push(Step::of(out, weights.as_ref(), part.share)?);
+                steps.push(Step::of(out, b.weights.as_ref(), part.share)?);
                 if part.counted {
-                    rows += idx.len();
+                    rows += part.indices.len();
                 }
             }
             let out = Step::combine(steps)?;
