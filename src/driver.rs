@@ -61,12 +61,25 @@ pub fn front_end(src: &str, opts: &CheckOptions) -> FrontEnd {
 }
 
 fn front_end_here(src: &str, opts: &CheckOptions) -> FrontEnd {
+    if !opts.train.is_empty() {
+        return with_train_overrides(src, opts);
+    }
     match syntax::parse(src) {
-        Err(e) => FrontEnd {
-            ast: None,
-            program: None,
-            diagnostics: vec![Diagnostic::from(e)],
-        },
+        Err(e) => {
+            // Every item's syntax error, not only the first.
+            let mut all: Vec<Diagnostic> = syntax::parse_errors(src)
+                .into_iter()
+                .map(Diagnostic::from)
+                .collect();
+            if all.is_empty() {
+                all.push(Diagnostic::from(e));
+            }
+            FrontEnd {
+                ast: None,
+                program: None,
+                diagnostics: all,
+            }
+        }
         Ok(file) => {
             let checked = check::check(&file, opts);
             FrontEnd {
@@ -75,6 +88,117 @@ fn front_end_here(src: &str, opts: &CheckOptions) -> FrontEnd {
                 diagnostics: checked.diagnostics,
             }
         }
+    }
+}
+
+/// `--set train.KEY=VALUE`: the settings are written after the source as a `train` block
+/// of their own, parsed with it, and merged into the spec's `train` block (each replacing
+/// the entry of the same key), so the checker validates them by the spec's own rules and
+/// codes. A diagnostic about one of them loses its span (it is not in the file) and names
+/// the option instead.
+fn with_train_overrides(src: &str, opts: &CheckOptions) -> FrontEnd {
+    let cut = src.len();
+    let mut text = format!("{src}\ntrain {{\n");
+    let mut ranges = Vec::new();
+    for (key, value) in &opts.train {
+        let start = text.len();
+        // `train.lr` is a shorthand for the optimizer's learning rate.
+        let entry = if key == "lr" {
+            format!("optimizer = {}", optimizer_with_lr(src, value))
+        } else {
+            format!("{key} = {value}")
+        };
+        text.push_str(&entry);
+        text.push('\n');
+        ranges.push((start, text.len(), format!("--set train.{key}={value}")));
+    }
+    text.push('}');
+    let relabel = |mut d: Diagnostic| -> Diagnostic {
+        if let Some(r) = d.span.range() {
+            if r.start >= cut {
+                let which = ranges
+                    .iter()
+                    .find(|(s, e, _)| r.start >= *s && r.start < *e)
+                    .map(|(_, _, o)| o.clone())
+                    .unwrap_or_else(|| "--set train.*".into());
+                d.message = format!("in `{which}`: {}", d.message);
+                d.span = crate::span::Span::Artificial;
+                d.label.clear();
+            }
+        }
+        d.secondary
+            .retain(|l| l.span.range().is_none_or(|r| r.start < cut));
+        d
+    };
+    let mut file = match syntax::parse(&text) {
+        Err(e) => {
+            return FrontEnd {
+                ast: None,
+                program: None,
+                diagnostics: vec![relabel(Diagnostic::from(e))],
+            }
+        }
+        Ok(f) => f,
+    };
+    // Merge the appended block into the spec's first `train` block, if it has one.
+    let is_train = |i: &ast::Item| matches!(i.kind, ast::ItemKind::Train(_));
+    let first = file.items.iter().position(is_train);
+    let last = file.items.iter().rposition(is_train);
+    if let (Some(f), Some(l)) = (first, last) {
+        if f != l {
+            let added = file.items.remove(l);
+            if let (ast::ItemKind::Train(new), ast::ItemKind::Train(old)) =
+                (added.kind, &mut file.items[f].kind)
+            {
+                for e in new {
+                    old.retain(|o| o.key.name != e.key.name);
+                    old.push(e);
+                }
+            }
+        }
+    }
+    let checked = check::check(
+        &file,
+        &CheckOptions {
+            overrides: opts.overrides.clone(),
+            train: Vec::new(),
+        },
+    );
+    FrontEnd {
+        ast: Some(file),
+        program: checked.program,
+        diagnostics: checked.diagnostics.into_iter().map(relabel).collect(),
+    }
+}
+
+/// The spec's optimizer (or the default `adam`) with its learning rate replaced by `lr`,
+/// as source text: `adam(lr = 5e-4, betas = [0.5, 0.999])`.
+fn optimizer_with_lr(src: &str, lr: &str) -> String {
+    let text_of = |sp: crate::span::Span| sp.range().and_then(|r| src.get(r)).unwrap_or("");
+    let call = syntax::parse(src).ok().and_then(|file| {
+        file.items.into_iter().find_map(|item| match item.kind {
+            ast::ItemKind::Train(entries) => entries
+                .into_iter()
+                .find_map(|e| (e.key.name == "optimizer").then_some(e.value)),
+            _ => None,
+        })
+    });
+    match call.map(|e| e.kind) {
+        Some(ast::ExprKind::Call(c)) => {
+            let mut args = vec![format!("lr = {lr}")];
+            for (i, a) in c.args.iter().enumerate() {
+                match &a.name {
+                    Some(n) if n.name == "lr" => {}
+                    Some(n) => args.push(format!("{} = {}", n.name, text_of(a.value.span))),
+                    // The first positional argument is the learning rate.
+                    None if i == 0 => {}
+                    None => args.push(text_of(a.value.span).to_string()),
+                }
+            }
+            format!("{}({})", c.callee.name, args.join(", "))
+        }
+        Some(ast::ExprKind::Name(n)) => format!("{}(lr = {lr})", n.name),
+        _ => format!("adam(lr = {lr})"),
     }
 }
 

@@ -3,6 +3,12 @@
 
 use crate::diag::Code;
 
+/// The one-line title of a code (`syntax error`), the first line of its explanation.
+pub fn title(code: Code) -> &'static str {
+    let first = text(code).lines().next().unwrap_or("");
+    first.split_once(": ").map_or(first, |(_, t)| t)
+}
+
 pub fn text(code: Code) -> &'static str {
     match code {
         Code::E001 => E001,

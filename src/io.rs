@@ -47,14 +47,39 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), String> {
 /// or `checkpoint.old/` complete, and `load_checkpoint` takes whichever is.
 pub struct RunDir {
     pub path: std::path::PathBuf,
+    /// `RUN/.lock`, held locked while a `vic train` writes the run (see
+    /// [`RunDir::create`]); released when the process ends, however it ends.
+    _lock: Option<std::fs::File>,
 }
 
 impl RunDir {
+    /// The run directory `path` for writing, created if need be and locked: a second
+    /// `vic train` into the same directory is refused while this one runs.
     pub fn create(path: &Path) -> Result<RunDir, String> {
         std::fs::create_dir_all(path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let lock_path = path.join(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "another `vic train` is writing to {}: wait for it to end, or pass --out DIR for a run of its own",
+                    path.display()
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("cannot lock {}: {e}", lock_path.display()))
+            }
+        }
         Ok(RunDir {
             path: path.to_path_buf(),
+            _lock: Some(lock),
         })
     }
 
@@ -68,6 +93,7 @@ impl RunDir {
         }
         Ok(RunDir {
             path: path.to_path_buf(),
+            _lock: None,
         })
     }
 
@@ -149,6 +175,16 @@ impl crate::train::RunStore for RunDir {
     fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
         write_atomic(&self.path.join(name), bytes)
     }
+}
+
+/// Write named tensors as a .npz archive (uncompressed), atomically.
+pub fn write_npz(path: &Path, arrays: &[(String, candle_core::Tensor)]) -> Result<(), String> {
+    let tmp = path.with_extension("vic-tmp.npz");
+    let named: Vec<(&str, &candle_core::Tensor)> =
+        arrays.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    candle_core::Tensor::write_npz(&named, &tmp)
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Write a tensor as a .npy file.

@@ -137,11 +137,12 @@ pub fn json(file_name: &str, src: &str, diags: &[Diagnostic]) -> String {
     out
 }
 
-/// GitHub Actions workflow commands: `::error file=F,line=L,col=C,title=CODE::message`.
+/// GitHub Actions workflow commands:
+/// `::error file=F,line=L,col=C,endLine=EL,endColumn=EC,title=CODE::message`.
 pub fn github(file_name: &str, src: &str, diags: &[Diagnostic]) -> String {
     let mut out = String::new();
     for d in diags {
-        let (line, column, _, _) = position(src, d.span);
+        let (line, column, end_line, end_column) = position(src, d.span);
         let mut message = d.message.clone();
         if let Some(h) = &d.hint {
             message.push_str(" (hint: ");
@@ -149,7 +150,7 @@ pub fn github(file_name: &str, src: &str, diags: &[Diagnostic]) -> String {
             message.push(')');
         }
         out.push_str(&format!(
-            "::{} file={},line={line},col={column},title={}::{}\n",
+            "::{} file={},line={line},col={column},endLine={end_line},endColumn={end_column},title={}::{}\n",
             severity_word(d.severity),
             escape_property(file_name),
             d.code,
@@ -157,6 +158,69 @@ pub fn github(file_name: &str, src: &str, diags: &[Diagnostic]) -> String {
         ));
     }
     out
+}
+
+/// One SARIF 2.1.0 log (what GitHub code scanning and other CI dashboards read) for the
+/// diagnostics of several files: one run of the tool `vic`, its rules the codes that
+/// occur (each with `vic explain`'s title), one result per diagnostic with its region
+/// (1-based lines and columns, the end column just past the span) and its hint.
+pub fn sarif(files: &[(String, String, Vec<Diagnostic>)]) -> String {
+    let mut codes: Vec<crate::diag::Code> = files
+        .iter()
+        .flat_map(|(_, _, ds)| ds.iter().map(|d| d.code))
+        .collect();
+    codes.sort_by_key(|c| c.as_str());
+    codes.dedup();
+    let rules: Vec<serde_json::Value> = codes
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "id": c.as_str(),
+                "shortDescription": { "text": crate::explain::title(*c) },
+                "fullDescription": { "text": crate::explain::text(*c) },
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for (name, src, diags) in files {
+        for d in diags {
+            let (line, column, end_line, end_column) = position(src, d.span);
+            let mut text = d.message.clone();
+            if let Some(h) = &d.hint {
+                text.push_str(&format!(" (hint: {h})"));
+            }
+            results.push(serde_json::json!({
+                "ruleId": d.code.as_str(),
+                "ruleIndex": codes.iter().position(|c| *c == d.code).unwrap_or(0),
+                "level": severity_word(d.severity),
+                "message": { "text": text },
+                "locations": [{
+                    "physicalLocation": {
+                        "artifactLocation": { "uri": name.replace('\\', "/") },
+                        "region": {
+                            "startLine": line,
+                            "startColumn": column,
+                            "endLine": end_line,
+                            "endColumn": end_column,
+                        }
+                    }
+                }],
+            }));
+        }
+    }
+    let log = serde_json::json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": { "driver": {
+                "name": "vic",
+                "version": env!("CARGO_PKG_VERSION"),
+                "rules": rules,
+            }},
+            "results": results,
+        }],
+    });
+    format!("{log}\n")
 }
 
 fn escape_data(s: &str) -> String {
@@ -223,7 +287,7 @@ mod tests {
         let out = github("dir,a:b.vi", src, &[d]);
         assert_eq!(
             out,
-            "::error file=dir%2Ca%3Ab.vi,line=1,col=9,title=E004::50%25 bad%0Areally (hint: pass a value of shape [4])\n"
+            "::error file=dir%2Ca%3Ab.vi,line=1,col=9,endLine=1,endColumn=12,title=E004::50%25 bad%0Areally (hint: pass a value of shape [4])\n"
         );
     }
 

@@ -30,12 +30,19 @@ struct RunInfo {
 
 const BUILTINS: [&str; 3] = ["digits", "fashion-mnist", "mnist"];
 
+/// A `--dataset` value: a built-in name, or a path, relative to the current directory
+/// (as `--out` is; the spec's own `train.dataset` is relative to the spec's folder).
 fn dataset_arg(s: &str) -> Dataset {
     if BUILTINS.contains(&s) {
-        Dataset::Builtin(s.to_string())
-    } else {
-        Dataset::Path(s.to_string())
+        return Dataset::Builtin(s.to_string());
     }
+    let path = Path::new(s);
+    if path.is_relative() {
+        if let Ok(cwd) = std::env::current_dir() {
+            return Dataset::Path(cwd.join(path).display().to_string());
+        }
+    }
+    Dataset::Path(s.to_string())
 }
 
 fn parse_device(s: &str) -> Result<Device, String> {
@@ -64,80 +71,34 @@ fn ir_device(d: ir::Device) -> Result<Device, String> {
     }
 }
 
-/// `--set` values: const overrides, and `train.KEY=VALUE` settings.
-type Overrides = (Vec<(String, i64)>, Vec<(String, f64)>);
-
-/// Split `--set` values into const overrides and `train.KEY=VALUE` settings.
-fn split_overrides(sets: &[String]) -> Result<Overrides, String> {
-    let (mut consts, mut train) = (Vec::new(), Vec::new());
-    for s in sets {
-        let (k, v) = s
-            .split_once('=')
-            .ok_or_else(|| format!("expected NAME=VALUE in `--set {s}`"))?;
-        let k = k.trim();
-        match k.strip_prefix("train.") {
-            Some(key) => {
-                let v: f64 = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("`{v}` is not a number (in `--set {s}`)"))?;
-                train.push((key.to_string(), v));
-            }
-            None => {
-                let v: i64 = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("`{v}` is not an integer (in `--set {s}`)"))?;
-                consts.push((k.to_string(), v));
-            }
-        }
-    }
-    Ok((consts, train))
-}
-
-/// Apply `--set train.KEY=VALUE` to the resolved configuration.
-fn apply_train_overrides(cfg: &mut ir::TrainConfig, sets: &[(String, f64)]) -> Result<(), String> {
-    let whole = |k: &str, v: f64| -> Result<usize, String> {
-        if v >= 0.0 && v.fract() == 0.0 {
-            Ok(v as usize)
-        } else {
-            Err(format!("`train.{k}` needs a whole number, found {v}"))
-        }
-    };
-    for (k, v) in sets {
-        let v = *v;
-        match k.as_str() {
-            "epochs" => cfg.epochs = whole(k, v)?.max(1),
-            "batch" => cfg.batch = whole(k, v)?.max(1),
-            "seed" => cfg.seed = whole(k, v)? as u64,
-            "labels" => cfg.labels = Some(whole(k, v)?),
-            "beta" => cfg.beta = v,
-            "free_bits" => cfg.free_bits = v,
-            "split" if v > 0.0 && v < 1.0 => cfg.split = v,
-            "clip" if v > 0.0 => cfg.clip = Some(v),
-            "supervised_weight" => cfg.supervised_weight = v,
-            "lr" => match &mut cfg.optimizer {
-                ir::Optimizer::Adam { lr, .. }
-                | ir::Optimizer::Adamax { lr, .. }
-                | ir::Optimizer::Sgd { lr, .. } => *lr = v,
-            },
-            _ => {
-                return Err(format!(
-                    "`--set train.{k}` is not a numeric train setting that can be overridden \
-                     (epochs, batch, seed, labels, beta, free_bits, split, clip, lr, supervised_weight)"
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
 fn load_data(program: &Program, dataset: &Dataset, spec_dir: &Path) -> Result<DataSet, String> {
     let env = DataEnv {
         spec_dir: spec_dir.to_path_buf(),
         vic_data: std::env::var_os("VIC_DATA").map(PathBuf::from),
     };
-    data::load(program, dataset, &env, &io::RealFs, program.train.seed).map_err(|e| e.report())
+    data::load(program, dataset, &env, &io::RealFs, program.train.seed).map_err(|e| {
+        let mut report = e.report();
+        // A path that is no file but looks like a built-in name: say which.
+        if let (Dataset::Path(p), data::DataError::UnsupportedExtension { .. }) = (dataset, &e) {
+            let stem = Path::new(p)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .replace('_', "-")
+                .to_ascii_lowercase();
+            let close = if BUILTINS.contains(&stem.as_str()) {
+                Some(stem)
+            } else {
+                vic::check::consts::suggest(&stem, BUILTINS)
+            };
+            if let Some(b) = close {
+                report.push_str(&format!(
+                    "\n  hint: did you mean the built-in dataset \"{b}\"?"
+                ));
+            }
+        }
+        report
+    })
 }
 
 fn dataset_name(d: &Dataset) -> String {
@@ -226,14 +187,14 @@ pub fn train(
             return USAGE;
         }
     };
-    let (consts, train_sets) = match split_overrides(sets) {
+    let opts = match CheckOptions::from_sets(sets) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("vic: {e}");
             return USAGE;
         }
     };
-    let front = vic::driver::front_end(&src, &CheckOptions { overrides: consts });
+    let front = vic::driver::front_end(&src, &opts);
     if !front.diagnostics.is_empty() {
         report(file, &src, &front.diagnostics, Format::Human);
     }
@@ -243,10 +204,6 @@ pub fn train(
     if let Some(why) = vic::lower::refusal(&program) {
         eprintln!("vic: {why}");
         return FAILED;
-    }
-    if let Err(e) = apply_train_overrides(&mut program.train, &train_sets) {
-        eprintln!("vic: {e}");
-        return USAGE;
     }
     if let Some(d) = &dataset {
         program.train.dataset = dataset_arg(d);
@@ -266,6 +223,15 @@ pub fn train(
         let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
         PathBuf::from("runs").join(stem)
     });
+    // A run directory this command made is removed again if it fails before training.
+    let existed = out.exists();
+    let discard = |run: RunDir| {
+        let path = run.path.clone();
+        drop(run);
+        if !existed {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    };
     let mut run = match RunDir::create(&out) {
         Ok(r) => r,
         Err(e) => {
@@ -284,6 +250,11 @@ pub fn train(
     if resume {
         if let Err(e) = train::can_resume(&program, &run) {
             eprintln!("vic: {e}");
+            if e.to_string().contains("different spec") {
+                if let Some(why) = resume_difference(&run, &program) {
+                    eprintln!("vic: {why}");
+                }
+            }
             return FAILED;
         }
     }
@@ -304,6 +275,14 @@ pub fn train(
         spec: file.to_path_buf(),
         overrides: sets.to_vec(),
         dataset: dataset_name(&program.train.dataset),
+    };
+    let data = match load_data(&program, &program.train.dataset, &spec_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("vic: {e}");
+            discard(run);
+            return FAILED;
+        }
     };
     let pretty = ron::ser::PrettyConfig::new().struct_names(true);
     let files: Vec<(&str, Vec<u8>)> = vec![
@@ -331,13 +310,6 @@ pub fn train(
             return USAGE;
         }
     }
-    let data = match load_data(&program, &program.train.dataset, &spec_dir) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("vic: {e}");
-            return FAILED;
-        }
-    };
     eprintln!(
         "vic: training {} on {} ({} train / {} test examples) into {}",
         file.display(),
@@ -347,6 +319,17 @@ pub fn train(
         out.display()
     );
     vic::train::fpu::flush_denormals_everywhere();
+    // Interrupted (Ctrl-C, SIGTERM): the checkpoints are written whole or not at all, so
+    // say how to go on from the last one.
+    let again = format!(
+        "vic: interrupted; continue from the last checkpoint with `vic train {} --out {} --resume`",
+        file.display(),
+        out.display()
+    );
+    let _ = ctrlc::set_handler(move || {
+        eprintln!("\n{again}");
+        std::process::exit(130);
+    });
     let clock_start = Instant::now();
     let opts = TrainOptions {
         device: device.clone(),
@@ -368,8 +351,16 @@ pub fn train(
         }
     };
     if let Some(last) = trained.metrics.last() {
+        let over = if data.meta.is_some() {
+            format!(
+                " (over the first {} test examples of each training member; `vic eval` takes them all)",
+                train::META_METRIC_EXAMPLES
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "vic: done: test ELBO {:.4} after {} epochs; run directory {}",
+            "vic: done: test ELBO {:.4}{over} after {} epochs; run directory {}",
             last.test_elbo,
             last.epoch,
             out.display()
@@ -387,6 +378,47 @@ pub fn train(
         Err(e) => eprintln!("vic: warning: no samples.png: {e}"),
     }
     OK
+}
+
+/// Why a run cannot be resumed under `program`, in words: the `train` settings that
+/// differ from the run's (`ir.ron`), or that the model itself does.
+fn resume_difference(run: &RunDir, program: &Program) -> Option<String> {
+    let text = String::from_utf8(run.read("ir.ron").ok()?).ok()?;
+    let old = vic::driver::read_ir(&text).ok()?;
+    let (a, b) = (
+        serde_json::to_value(&old.train).ok()?,
+        serde_json::to_value(&program.train).ok()?,
+    );
+    let (Some(mut a), Some(mut b)) = (a.as_object().cloned(), b.as_object().cloned()) else {
+        return None;
+    };
+    // The learning rate may change: compare the optimizers without it.
+    for m in [&mut a, &mut b] {
+        if let Some(o) = m.get_mut("optimizer").and_then(|o| o.as_object_mut()) {
+            for inner in o.values_mut() {
+                if let Some(inner) = inner.as_object_mut() {
+                    inner.remove("lr");
+                }
+            }
+        }
+    }
+    // Epochs and the learning rate may change on resume (see `train::ir_hash`).
+    let diffs: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| *k != "epochs" && *k != "span" && b.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            let now = b.get(k).map(|x| x.to_string()).unwrap_or_default();
+            format!("`{k}` was {v}, now {now}")
+        })
+        .collect();
+    Some(if diffs.is_empty() {
+        "the spec's model (its data, latents, networks or blocks) differs from the one the run was trained from; train it into a new --out directory".into()
+    } else {
+        format!(
+            "train settings differ from the run's: {}; only `epochs` and the learning rate may change on --resume",
+            diffs.join("; ")
+        )
+    })
 }
 
 /// Open a run directory: its IR, the model, and the data it was trained on.
@@ -589,7 +621,7 @@ pub fn eval(
     let k = samples.unwrap_or(match model.program.train.eval {
         Objective::Iwae { samples } | Objective::Elbo { samples } => samples,
     });
-    let mut rng = Rng::seed(model.program.train.seed ^ 0xe7a1);
+    let mut rng = Rng::seed(train::eval_seed(&model.program));
     let n = data.train.n.max(1);
     let result = (|| -> Result<EvalReport, train::TrainError> {
         // ELBO and reconstruction in one pass, then the IWAE bound, in chunks of as many
@@ -1265,7 +1297,8 @@ pub fn sample(dir: &Path, n: usize, output: Option<PathBuf>, from: &SampleFrom) 
             }
         };
         if let Some((png, name)) = images {
-            let path = output.unwrap_or_else(|| dir.join("samples.png"));
+            // Not samples.png, which training wrote.
+            let path = output.unwrap_or_else(|| dir.join("sample.png"));
             return match io::write_atomic(&path, &png) {
                 Ok(()) => {
                     eprintln!("vic: wrote samples of `{name}` to {}", path.display());
@@ -1298,7 +1331,7 @@ pub fn sample(dir: &Path, n: usize, output: Option<PathBuf>, from: &SampleFrom) 
         eprintln!("vic: the model draws no data to sample");
         return FAILED;
     };
-    let path = output.unwrap_or_else(|| dir.join("samples.npy"));
+    let path = output.unwrap_or_else(|| dir.join("sample.npy"));
     match io::write_npy(&path, &t) {
         Ok(()) => {
             eprintln!(
@@ -1316,7 +1349,15 @@ pub fn sample(dir: &Path, n: usize, output: Option<PathBuf>, from: &SampleFrom) 
 }
 
 pub fn encode(dir: &Path, dataset: Option<String>, output: &Path) -> u8 {
-    let (_, model, data) = match open_run(dir, dataset) {
+    let ext = output.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext != "npy" && ext != "npz" {
+        eprintln!(
+            "vic: -o {}: `vic encode` writes a .npy of the means or a .npz with their indices, splits and labels",
+            output.display()
+        );
+        return USAGE;
+    }
+    let (_, mut model, data) = match open_run(dir, dataset) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("vic: {e}");
@@ -1329,10 +1370,13 @@ pub fn encode(dir: &Path, dataset: Option<String>, output: &Path) -> u8 {
         );
         return USAGE;
     }
+    // The data as given: no binarization draws, so the same run encodes the same way.
+    model.program.train.binarize = ir::Binarize::None;
     let mut rng = Rng::seed(model.program.train.seed ^ 0xe2c0);
-    let result = (|| -> Result<Tensor, train::TrainError> {
+    let result = (|| -> Result<Vec<(String, Tensor)>, train::TrainError> {
         let mut rows: Vec<Tensor> = Vec::new();
-        for split in [&data.train, &data.test] {
+        let (mut index, mut split_of, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        for (s, split) in [&data.train, &data.test].into_iter().enumerate() {
             let idx: Vec<usize> = (0..split.n).collect();
             for chunk in idx.chunks(500) {
                 let b = train::make_batch(&model.program, split, chunk, model.device(), &mut rng)?;
@@ -1348,17 +1392,35 @@ pub fn encode(dir: &Path, dataset: Option<String>, output: &Path) -> u8 {
                 }
                 rows.push(Tensor::cat(&flat, 1)?);
             }
+            index.extend(idx.iter().map(|&i| i as u32));
+            split_of.extend(std::iter::repeat_n(s as u32, split.n));
+            if let Some(l) = &split.labels {
+                labels.extend(l.iter().copied());
+            }
         }
-        Ok(Tensor::cat(&rows, 0)?)
+        let dev = candle_core::Device::Cpu;
+        let n = index.len();
+        let mut out = vec![("means".to_string(), Tensor::cat(&rows, 0)?)];
+        out.push(("index".into(), Tensor::from_vec(index, n, &dev)?));
+        out.push(("split".into(), Tensor::from_vec(split_of, n, &dev)?));
+        if labels.len() == n {
+            out.push(("labels".into(), Tensor::from_vec(labels, n, &dev)?));
+        }
+        Ok(out)
     })();
-    match result
-        .map_err(|e| e.to_string())
-        .and_then(|t| io::write_npy(output, &t).map(|_| t))
-    {
-        Ok(t) => {
+    let written = result.map_err(|e| e.to_string()).and_then(|arrays| {
+        let dims = arrays[0].1.dims().to_vec();
+        if ext == "npy" {
+            io::write_npy(output, &arrays[0].1)?;
+        } else {
+            io::write_npz(output, &arrays)?;
+        }
+        Ok(dims)
+    });
+    match written {
+        Ok(dims) => {
             eprintln!(
-                "vic: wrote posterior means {:?} to {}",
-                t.dims(),
+                "vic: wrote posterior means {dims:?} (training split, then test split) to {}",
                 output.display()
             );
             OK

@@ -328,6 +328,7 @@ fn specs_take_const_overrides() {
     let src = std::fs::read_to_string(format!("{SPECS_DIR}/vae.vi")).unwrap();
     let opts = CheckOptions {
         overrides: vec![("Z".to_string(), 16)],
+        ..Default::default()
     };
     let front = driver::front_end(&src, &opts);
     assert!(front.diagnostics.is_empty(), "{:?}", front.diagnostics);
@@ -342,6 +343,7 @@ fn specs_take_const_overrides() {
 
     let bad = CheckOptions {
         overrides: vec![("Z".to_string(), 0)],
+        ..Default::default()
     };
     let front = driver::front_end(&src, &bad);
     assert!(

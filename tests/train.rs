@@ -287,7 +287,7 @@ fn a_non_finite_loss_stops_training_and_keeps_the_checkpoint() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("epoch 2, step 27"), "{err}");
     assert!(
-        err.contains("log p(x)") && err.contains("not finite"),
+        err.contains("log p(x | z)") && err.contains("not finite"),
         "{err}"
     );
     assert!(err.contains("after epoch 1"), "{err}");
@@ -449,7 +449,9 @@ fn constructs_not_lowered_yet_are_refused_plainly_before_training() {
     );
 }
 
-/// A small GMVAE (an enumerated `Cat(10)` cluster, a Normal `z` given it) on the digits.
+/// A small GMVAE (an enumerated `Cat(10)` cluster, a Normal `z` given it) on the digits,
+/// 20 epochs: after 10 its clustering still depends on the seed (0.19 to 0.31 over seeds
+/// 0-3), after 20 it is 0.34 to 0.44 over seeds 0-4.
 const GMVAE: &str = r#"
 const D = 64
 const K = 10
@@ -476,7 +478,7 @@ guide {
 train {
   dataset = "digits"
   batch = 64
-  epochs = 10
+  epochs = 20
   eval = iwae(samples = 10)
 }
 "#;

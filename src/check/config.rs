@@ -168,6 +168,23 @@ fn quote_list(names: &[&str]) -> String {
         .join(", ")
 }
 
+/// Keys of other tools, too far from ours for an edit-distance suggestion.
+const KEY_ALIASES: &[(&str, &str)] = &[
+    ("batch_size", "batch"),
+    ("minibatch", "batch"),
+    ("n_epochs", "epochs"),
+    ("num_epochs", "epochs"),
+    ("max_epochs", "epochs"),
+    ("optim", "optimizer"),
+    ("grad_clip", "clip"),
+    ("clip_norm", "clip"),
+    ("max_grad_norm", "clip"),
+    ("random_seed", "seed"),
+    ("data", "dataset"),
+    ("loss", "objective"),
+    ("kl_weight", "beta"),
+];
+
 impl From<ConfigError> for Diagnostic {
     fn from(e: ConfigError) -> Diagnostic {
         match e {
@@ -181,9 +198,16 @@ impl From<ConfigError> for Diagnostic {
                     ConfigBlock::Train => quote_list(TRAIN_KEYS),
                     ConfigBlock::Meta => quote_list(META_KEYS),
                 };
-                let hint = match suggestion {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None => format!("`{}` takes the keys {known}", block.name()),
+                let hint = match (block, key.as_str(), suggestion) {
+                    (ConfigBlock::Train, "lr" | "learning_rate", _) => {
+                        "the learning rate belongs to the optimizer: `optimizer = adam(lr = 1e-3)`"
+                            .to_string()
+                    }
+                    (_, _, Some(s)) => format!("did you mean `{s}`?"),
+                    (_, k, None) => match KEY_ALIASES.iter().find(|(a, _)| *a == k) {
+                        Some((_, s)) => format!("did you mean `{s}`?"),
+                        None => format!("`{}` takes the keys {known}", block.name()),
+                    },
                 };
                 Diagnostic::new(
                     block.code(),
@@ -841,10 +865,10 @@ impl<'a> Reader<'a> {
                     call,
                     &[opt("lr"), opt("betas"), opt("eps"), opt("weight_decay")],
                 )?;
-                let lr = self.float_arg(key, a[0], 1e-3, pos, |v| v > 0.0);
-                let betas = self.betas(key, a[1]);
-                let eps = self.float_arg(key, a[2], 1e-8, pos, |v| v > 0.0);
-                let weight_decay = self.float_arg(key, a[3], 0.0, nonneg, |v| v >= 0.0);
+                let lr = self.float_arg("lr", a[0], 1e-3, pos, |v| v > 0.0);
+                let betas = self.betas("betas", a[1]);
+                let eps = self.float_arg("eps", a[2], 1e-8, pos, |v| v > 0.0);
+                let weight_decay = self.float_arg("weight_decay", a[3], 0.0, nonneg, |v| v >= 0.0);
                 Some(Optimizer::Adam {
                     lr: lr?,
                     betas: betas?,
@@ -854,9 +878,9 @@ impl<'a> Reader<'a> {
             }
             "adamax" => {
                 let a = self.args(key, call, &[opt("lr"), opt("betas"), opt("eps")])?;
-                let lr = self.float_arg(key, a[0], 2e-3, pos, |v| v > 0.0);
-                let betas = self.betas(key, a[1]);
-                let eps = self.float_arg(key, a[2], 1e-8, pos, |v| v > 0.0);
+                let lr = self.float_arg("lr", a[0], 2e-3, pos, |v| v > 0.0);
+                let betas = self.betas("betas", a[1]);
+                let eps = self.float_arg("eps", a[2], 1e-8, pos, |v| v > 0.0);
                 Some(Optimizer::Adamax {
                     lr: lr?,
                     betas: betas?,
@@ -865,8 +889,8 @@ impl<'a> Reader<'a> {
             }
             _ => {
                 let a = self.args(key, call, &[req("lr"), opt("momentum")])?;
-                let lr = self.float_arg(key, a[0], 1e-2, pos, |v| v > 0.0);
-                let momentum = self.float_arg(key, a[1], 0.0, "a number in [0, 1)", |v| {
+                let lr = self.float_arg("lr", a[0], 1e-2, pos, |v| v > 0.0);
+                let momentum = self.float_arg("momentum", a[1], 0.0, "a number in [0, 1)", |v| {
                     (0.0..1.0).contains(&v)
                 });
                 Some(Optimizer::Sgd {

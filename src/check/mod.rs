@@ -27,6 +27,37 @@ use crate::syntax::ast;
 pub struct CheckOptions {
     /// `--set NAME=VALUE` const overrides, in command-line order.
     pub overrides: Vec<(String, i64)>,
+    /// `--set train.KEY=VALUE` settings, the value as it would be written in the spec's
+    /// `train` block: checked by the same rules, replacing the block's own entry
+    /// (`driver::front_end`).
+    pub train: Vec<(String, String)>,
+}
+
+impl CheckOptions {
+    /// Options from `--set` values: `NAME=INT` overrides a const, `train.KEY=VALUE` a
+    /// `train` setting (VALUE written as in the spec: `--set train.lr=5e-4`,
+    /// `--set 'train.dataset="digits"'`). A value that is not `NAME=VALUE`, or a const
+    /// value that is not an integer, is an error message.
+    pub fn from_sets(sets: &[String]) -> Result<CheckOptions, String> {
+        let mut opts = CheckOptions::default();
+        for s in sets {
+            let (k, v) = s
+                .split_once('=')
+                .ok_or_else(|| format!("expected NAME=VALUE or train.KEY=VALUE, found `{s}`"))?;
+            let k = k.trim();
+            match k.strip_prefix("train.") {
+                Some(key) => opts.train.push((key.to_string(), v.trim().to_string())),
+                None => {
+                    let v: i64 = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("`{v}` is not an integer (in `--set {s}`)"))?;
+                    opts.overrides.push((k.to_string(), v));
+                }
+            }
+        }
+        Ok(opts)
+    }
 }
 
 /// The outcome of checking one file.

@@ -56,6 +56,8 @@ pub enum RuleError {
     /// E008: a latent sampled in `model` but not in the amortized `guide`.
     LatentMissingFromGuide {
         latent: String,
+        /// A guide statement for the latent's domain, for the hint.
+        example: String,
         span: Span,
         guide: Span,
     },
@@ -263,6 +265,7 @@ impl From<RuleError> for Diagnostic {
             )),
             LatentMissingFromGuide {
                 latent,
+                example,
                 span,
                 guide,
             } => Diagnostic::new(
@@ -272,9 +275,7 @@ impl From<RuleError> for Diagnostic {
             )
             .with_label("sampled here in model")
             .with_secondary(guide, "the guide")
-            .with_hint(format!(
-                "sample it in `guide`, e.g. `{latent} ~ Normal(loc, scale)` with `loc` and `scale` from an encoder"
-            )),
+            .with_hint(format!("sample it in `guide`, e.g. {example}")),
             GuideObservesData {
                 data,
                 span,
@@ -549,6 +550,27 @@ impl From<RuleError> for Diagnostic {
             .with_label("never used")
             .with_hint("remove the head from the network's outputs, or use it"),
         }
+    }
+}
+
+/// A guide statement that fits a latent's domain, for hints: a `Categorical` for a class,
+/// a `Bernoulli` for a binary value, a `LogNormal` for a positive one, a `Normal` else.
+fn guide_example(name: &str, ty: &crate::ir::Type) -> String {
+    use crate::ir::Domain;
+    match ty.domain {
+        Domain::Cat(_) => format!(
+            "`{name} ~ Categorical(logits = classify(x))` with `classify` a network of the data"
+        ),
+        Domain::Binary => {
+            format!("`{name} ~ Bernoulli(logits = enc(x))` with `enc` a network of the data")
+        }
+        Domain::Positive => {
+            format!("`{name} ~ LogNormal(loc, scale)` with `loc` and `scale` from an encoder")
+        }
+        Domain::Simplex => {
+            format!("`{name} ~ Dirichlet(conc) @reinforce` with `conc` from an encoder")
+        }
+        _ => format!("`{name} ~ Normal(loc, scale)` with `loc` and `scale` from an encoder"),
     }
 }
 
@@ -896,8 +918,10 @@ fn guide_rules(program: &Program, names: &Names, errors: &mut Vec<RuleError>) {
                 SiteVar::Latent(_) => {
                     // A latent the model does not sample either is E007 already.
                     if let Some(m) = first_model_site(var) {
+                        let example = guide_example(&name, &m.ty);
                         errors.push(RuleError::LatentMissingFromGuide {
                             latent: name,
+                            example,
                             span: m.span,
                             guide: guide.span,
                         });
@@ -1579,7 +1603,8 @@ fn unused_rules(program: &Program, file: &ast::File, errors: &mut Vec<RuleError>
             }
         });
         for (id, local) in body.locals.iter().enumerate() {
-            let read = locals_read.contains(&id);
+            // `_` (or a name starting with `_`) says the value is not wanted.
+            let read = locals_read.contains(&id) || local.name.starts_with('_');
             match tuple_local.get(&id) {
                 Some(&(net, h)) => {
                     if read {

@@ -311,6 +311,21 @@ impl LoweredModel {
         // -log q(value | ...) per variable, and how many labelled examples there were.
         let mut supervised: Vec<(String, Tensor, f64)> = Vec::new();
 
+        // An observation's term is the reconstruction term E_q log p(x | latents), not the
+        // marginal log p(x): its name says what it is conditioned on.
+        let given: Vec<&str> = self
+            .program
+            .latents
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        let loglik_name = |name: &str| {
+            if given.is_empty() {
+                format!("log p({name})")
+            } else {
+                format!("log p({name} | {})", given.join(", "))
+            }
+        };
         for rec in &score.records {
             match rec.var {
                 SiteVar::Data(id) => {
@@ -318,11 +333,7 @@ impl LoweredModel {
                     let name = &self.program.data[id].name;
                     let Some(q) = guide_record(rec.var, rec.step) else {
                         loglik = (loglik + &lp)?;
-                        accumulate(
-                            &mut terms,
-                            format!("log p({name})"),
-                            per_example(&lp)?.mean_all()?,
-                        )?;
+                        accumulate(&mut terms, loglik_name(name), per_example(&lp)?.mean_all()?)?;
                         continue;
                     };
                     // A `partial` variable: data where observed (mask 1), a latent drawn
@@ -336,7 +347,7 @@ impl LoweredModel {
                     loglik = (loglik + &lp_seen)?;
                     accumulate(
                         &mut terms,
-                        format!("log p({name})"),
+                        loglik_name(name),
                         per_example(&lp_seen)?.mean_all()?,
                     )?;
                     // Hidden rows: log p(y) - log q(y) in the bound, as for a latent.

@@ -117,6 +117,76 @@ fn parse_scanned(src: &str, scanned: &scan::Scan) -> Result<ast::File, ParseErro
     }
 }
 
+/// Every syntax error of a file, not only the first: after each error the item it falls
+/// in (from the start of the line of its item keyword to the next such line) is blanked
+/// out, offsets kept, and the rest parsed again. Empty when the file parses. At most
+/// [`MAX_SYNTAX_ERRORS`].
+pub fn parse_errors(src: &str) -> Vec<ParseError> {
+    let starts = item_starts(src);
+    let mut text = src.to_string();
+    let mut errors: Vec<ParseError> = Vec::new();
+    while errors.len() < MAX_SYNTAX_ERRORS {
+        let Err(e) = parse(&text) else { break };
+        let pos = e.span().range().map_or(0, |r| r.start);
+        // An error at the keyword of the next item is the previous item's fault.
+        let from = starts
+            .iter()
+            .rev()
+            .copied()
+            .find(|&s| s < pos.max(1))
+            .unwrap_or(0);
+        let to = starts
+            .iter()
+            .copied()
+            .find(|&s| s > from && s >= pos)
+            .unwrap_or(text.len());
+        let stop = matches!(
+            e,
+            ParseError::TooDeep { .. }
+                | ParseError::TooManyOperators { .. }
+                | ParseError::TooComplex { .. }
+        );
+        errors.push(e);
+        if stop || to <= from {
+            break;
+        }
+        // Blank the broken item, keeping every offset (and line) where it was.
+        let blank: String = text[from..to]
+            .chars()
+            .map(|c| {
+                if c == '\n' {
+                    "\n".to_string()
+                } else {
+                    " ".repeat(c.len_utf8())
+                }
+            })
+            .collect();
+        text.replace_range(from..to, &blank);
+    }
+    errors
+}
+
+/// The most syntax errors [`parse_errors`] reports in one file.
+pub const MAX_SYNTAX_ERRORS: usize = 20;
+
+/// Byte offsets of the lines that start an item: an item keyword, `@` or `global` at the
+/// start of the line.
+fn item_starts(src: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for line in src.split_inclusive('\n') {
+        let word: String = line
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '@')
+            .collect();
+        if is_item_keyword(&word) || word.starts_with('@') {
+            out.push(at);
+        }
+        at += line.len();
+    }
+    out
+}
+
 /// All comments of a file, in order.
 pub fn comments(src: &str) -> Vec<Comment> {
     scan::scan(src).comments
@@ -233,14 +303,20 @@ fn translate(src: &str, scanned: &scan::Scan, err: pest::error::Error<Rule>) -> 
         .rev()
         .find(|(at, _)| *at < pos)
         .map(|&(at, c)| (Span::new(at, at + 1), c));
-    // An item keyword inside a block that never closed: the `}` is missing, not a name.
-    if is_item_keyword(found_text) && unclosed.is_some() {
+    // An item keyword inside a bracket that never closed: the closing bracket is missing,
+    // not a name (the innermost one: `)` for an unclosed call, `}` for a block).
+    if let (true, Some((_, open))) = (is_item_keyword(found_text), unclosed) {
+        let (close, what) = match open {
+            '(' => (')', "the call"),
+            '[' => (']', "the list"),
+            _ => ('}', "the block"),
+        };
         return ParseError::Unexpected {
             span: found_span,
             found,
-            expected: vec!["`}`".to_string()],
+            expected: vec![format!("`{close}`")],
             unclosed,
-            hint: Some(format!("close the block with `}}` before `{found_text}`")),
+            hint: Some(format!("close {what} with `{close}` before `{found_text}`")),
         };
     }
     // A reserved word where a name was wanted.

@@ -116,12 +116,24 @@ impl std::fmt::Display for TrainError {
                 epoch,
                 step,
                 what,
+                kept_epoch: 0,
+            } => write!(
+                f,
+                "training stopped at epoch {epoch}, step {step}: {what} is not finite, before any \
+                 checkpoint was written; lower the learning rate (`--set train.lr=...`) or add \
+                 `clip = 10` to `train`, and train again"
+            ),
+            TrainError::NonFinite {
+                epoch,
+                step,
+                what,
                 kept_epoch,
             } => write!(
                 f,
                 "training stopped at epoch {epoch}, step {step}: {what} is not finite; the last \
-                 good checkpoint (after epoch {kept_epoch}) is kept; lower the learning rate or \
-                 add `clip = 10` to `train`, then continue with `--resume`"
+                 good checkpoint (after epoch {kept_epoch}) is kept; lower the learning rate \
+                 (`--set train.lr=...`) and continue with `--resume`, or add `clip = 10` to \
+                 `train` and train again"
             ),
             TrainError::Resume(m) => write!(f, "cannot resume: {m}"),
             TrainError::Store(m) => write!(f, "cannot write the run directory: {m}"),
@@ -140,6 +152,12 @@ impl From<candle_core::Error> for TrainError {
     fn from(e: candle_core::Error) -> TrainError {
         TrainError::Compute(e.to_string())
     }
+}
+
+/// The seed of an evaluation's noise (dynamic binarization, draws): the same for the
+/// metrics of every epoch and for `vic eval`.
+pub fn eval_seed(program: &Program) -> u64 {
+    program.train.seed ^ 0xe7a1
 }
 
 /// Examples of each training member's test split that the metrics' test ELBO averages
@@ -166,13 +184,47 @@ pub struct Trained {
 /// A fingerprint of everything that determines the trajectory of a run except the
 /// number of epochs (so a finished run can be continued for more).
 fn ir_hash(program: &Program) -> u64 {
-    // FNV-1a over the IR's RON text: stable across runs and platforms.
+    // FNV-1a over the IR's RON text: stable across runs and platforms. The learning
+    // rate may change too (the advice after a NaN is to lower it and resume), and spans
+    // (where things are written) do not change what trains.
     let mut program = program.clone();
     program.train.epochs = 0;
+    match &mut program.train.optimizer {
+        crate::ir::Optimizer::Adam { lr, .. }
+        | crate::ir::Optimizer::Adamax { lr, .. }
+        | crate::ir::Optimizer::Sgd { lr, .. } => *lr = 0.0,
+    }
     let text = ron::to_string(&program).unwrap_or_default();
-    text.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
+    without_spans(&text)
+        .bytes()
+        .fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        })
+}
+
+/// RON text with every `Src(start, end)` span written `Src`.
+fn without_spans(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("Src(") {
+        out.push_str(&rest[..i + 3]);
+        let after = &rest[i + 4..];
+        match after.find(')') {
+            Some(j)
+                if after[..j]
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == ',' || c == ' ') =>
+            {
+                rest = &after[j + 1..];
+            }
+            _ => {
+                out.push('(');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn tensors_to_bytes(tensors: Vec<(String, Tensor)>) -> Result<Vec<u8>, TrainError> {
@@ -741,6 +793,23 @@ pub fn can_resume(program: &Program, store: &dyn RunStore) -> Result<bool, Train
             "the checkpoint was trained from a different spec or --set values".into(),
         ));
     }
+    // Every file must read back, and the parameters fit the spec, before anything in the
+    // run directory is rewritten.
+    let get = |name: &str| {
+        files
+            .get(name)
+            .ok_or_else(|| TrainError::Resume(format!("the checkpoint lacks {name}")))
+    };
+    let within = |file: &'static str| {
+        move |e: TrainError| match e {
+            TrainError::Resume(m) => TrainError::Resume(format!("{file}: {m}")),
+            other => TrainError::Resume(format!("{file}: {other}")),
+        }
+    };
+    load_model(program.clone(), get("model.safetensors")?, &Device::Cpu)
+        .map_err(within("model.safetensors"))?;
+    bytes_to_tensors(get("optimizer.safetensors")?, &Device::Cpu)
+        .map_err(within("optimizer.safetensors"))?;
     Ok(true)
 }
 
@@ -781,6 +850,10 @@ pub fn train(
             }
             let model = load_model(program, get("model.safetensors")?, &device)?;
             let optim = bytes_to_tensors(get("optimizer.safetensors")?, &device)?;
+            observer.note(&format!(
+                "resuming after epoch {} (step {}) of {}",
+                state.epoch, state.step, cfg.epochs
+            ));
             (model, state, Some(optim))
         }
         None => {
@@ -835,7 +908,9 @@ pub fn train(
                   phase: Option<String>|
      -> Result<MetricsRow, TrainError> {
         let seconds = (opts.clock)() - run.started;
-        let mut eval_rng = state.rng.fork();
+        // The evaluation's own noise, seeded as `vic eval` seeds it: the last row's test
+        // ELBO is the one `vic eval` reports for the run.
+        let mut eval_rng = Rng::seed(eval_seed(&model.program));
         // The ELBO with the training objective's sample count (an IWAE objective: one).
         let elbo_samples = if iwae { 1 } else { samples.max(1) };
         let eval_settings = Settings::evaluation(elbo_samples, false, n);

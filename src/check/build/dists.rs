@@ -155,6 +155,24 @@ fn spec(name: &str) -> Option<Spec> {
     })
 }
 
+/// Names other tools give our distributions (too far for an edit-distance suggestion).
+const DIST_ALIASES: &[(&str, &str)] = &[
+    ("Gaussian", "Normal"),
+    ("Gauss", "Normal"),
+    ("MultivariateNormal", "Normal"),
+    ("MvNormal", "Normal"),
+    ("Bern", "Bernoulli"),
+    ("Binomial", "Bernoulli"),
+    ("Cat", "Categorical"),
+    ("OneHotCategorical", "Categorical"),
+    ("Multinomial", "Categorical"),
+    ("RelaxedOneHotCategorical", "Categorical"),
+    ("RelaxedBernoulli", "Bernoulli"),
+    ("Student", "StudentT"),
+    ("Lognormal", "LogNormal"),
+    ("Exp", "Exponential"),
+];
+
 impl Builder<'_> {
     /// A distribution for a variable (one step) of type `var`. Unknown distributions and
     /// broken arguments still give a `Dist` (with an Unknown support) so the site stays in
@@ -176,7 +194,11 @@ impl Builder<'_> {
                 what: "distribution",
                 name: name.into(),
                 span: call.callee.span,
-                suggestion: suggest(name, DISTS),
+                suggestion: DIST_ALIASES
+                    .iter()
+                    .find(|(a, _)| *a == name)
+                    .map(|(_, d)| d.to_string())
+                    .or_else(|| suggest(name, DISTS)),
             });
             for a in &call.args {
                 self.expr(&a.value, cx);
@@ -248,13 +270,23 @@ impl Builder<'_> {
                     || x.ty.shape == expected
                     || var.domain == Domain::Unknown && sp.kind != DistKind::Categorical;
                 if !shape_ok {
+                    let head = match &x.kind {
+                        ir::ExprKind::Ref(ir::Ref::Local(l)) => cx.origin.get(l).copied(),
+                        ir::ExprKind::NetCall {
+                            net, head: Some(h), ..
+                        } => Some((*net, *h)),
+                        _ => None,
+                    }
+                    .and_then(|(n, h)| self.prog.nets.get(n)?.heads.get(h))
+                    .map(|h| (h.span, h.name.clone()));
                     self.errors.push(BuildError::DistArgShape {
                         dist: name.into(),
                         param: pname.into(),
-                        expected,
-                        found: x.ty.shape.clone(),
+                        expected: self.shape_named(&expected),
+                        found: self.shape_named(&x.ty.shape),
                         scalar_ok,
                         span: e.span,
+                        head,
                     });
                 } else if !literal_fits(&x, need.domain())
                     .unwrap_or_else(|| fits(x.ty.domain, need.domain()))
@@ -335,10 +367,11 @@ impl Builder<'_> {
                 self.errors.push(BuildError::DistArgShape {
                     dist: "Mixture".into(),
                     param: "logits".into(),
-                    expected: vec![wx.ty.shape.first().copied().unwrap_or(1)],
-                    found: wx.ty.shape.clone(),
+                    expected: self.shape_named(&[wx.ty.shape.first().copied().unwrap_or(1)]),
+                    found: self.shape_named(&wx.ty.shape),
                     scalar_ok: false,
                     span: w.span,
+                    head: None,
                 });
             } else {
                 k = Some(wx.ty.shape[0]);

@@ -236,11 +236,14 @@ pub enum BuildError {
     DistArgShape {
         dist: String,
         param: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
+        /// The shapes as the spec writes them (`[Z]` where a const `Z` has the value).
+        expected: String,
+        found: String,
         /// Whether a scalar would have been accepted (it broadcasts).
         scalar_ok: bool,
         span: Span,
+        /// The network head the argument comes from: its declaration's span and name.
+        head: Option<(Span, String)>,
     },
     /// A distribution argument outside the parameter's domain (E005).
     DistArgDomain {
@@ -792,17 +795,26 @@ impl From<BuildError> for Diagnostic {
                 found,
                 scalar_ok,
                 span,
-            } => Diagnostic::new(
-                Code::E004,
-                span,
-                format!(
-                    "`{param}` of `{dist}` must {}have shape {}, but this has {}",
-                    if scalar_ok { "be a scalar or " } else { "" },
-                    shape_text(&expected),
-                    shape_text(&found)
-                ),
-            )
-            .with_label("wrong shape"),
+                head,
+            } => {
+                let d = Diagnostic::new(
+                    Code::E004,
+                    span,
+                    format!(
+                        "`{param}` of `{dist}` must {}have shape {expected}, but this has {found}",
+                        if scalar_ok { "be a scalar or " } else { "" },
+                    ),
+                )
+                .with_label("wrong shape");
+                match head {
+                    Some((at, name)) => d
+                        .with_secondary(at, format!("`{name}` is declared {found} here"))
+                        .with_hint(format!(
+                            "declare the head `{name}` with shape {expected}, or give the distribution an argument of that shape"
+                        )),
+                    None => d,
+                }
+            }
             B::DistArgDomain {
                 dist,
                 param,

@@ -74,6 +74,31 @@ struct Builder<'a> {
 
 /// Build the IR. Always returns a program (with `ExprKind::Invalid` where typing
 /// failed) so later rules can run; `train`/`meta` are filled in by `config`.
+impl Builder<'_> {
+    /// A shape as the spec writes it: each dimension by the name of the one const with
+    /// that value (`[Z]`), by its number otherwise (`[16]`; also when several consts
+    /// share the value).
+    pub(super) fn shape_named(&self, shape: &[usize]) -> String {
+        let dims: Vec<String> = shape
+            .iter()
+            .map(|&d| {
+                let names: Vec<&String> = self
+                    .consts
+                    .values
+                    .iter()
+                    .filter(|(_, v)| **v == d)
+                    .map(|(k, _)| k)
+                    .collect();
+                match names.as_slice() {
+                    [one] => one.to_string(),
+                    _ => d.to_string(),
+                }
+            })
+            .collect();
+        format!("[{}]", dims.join(", "))
+    }
+}
+
 pub fn build(file: &ast::File, consts: &Consts) -> (Program, Vec<BuildError>) {
     let mut b = Builder {
         consts,

@@ -60,6 +60,9 @@ pub(super) struct Cx<'a> {
     pub reported: HashSet<String>,
     /// Loops whose bounds failed to resolve: no coverage or step checks on them.
     pub bad_loops: HashSet<LoopId>,
+    /// The network head each tuple-bound local comes from, for diagnostics that point
+    /// at the head's declaration.
+    pub origin: HashMap<LocalId, (ir::NetId, usize)>,
 }
 
 impl Cx<'_> {
@@ -213,6 +216,7 @@ impl Builder<'_> {
             ended: HashSet::new(),
             reported: HashSet::new(),
             bad_loops: HashSet::new(),
+            origin: HashMap::new(),
         };
         let_names(block, &mut cx.lets);
         let mut stmts = self.stmts(&block.stmts, &mut cx);
@@ -479,8 +483,15 @@ impl Builder<'_> {
             vec![(v.ty.clone(), None)]
         };
         let mut out = Vec::new();
+        let called = match &v.kind {
+            ir::ExprKind::NetCall { net, .. } => Some(*net),
+            _ => None,
+        };
         for (t, (ty, head)) in targets.iter().zip(tys) {
             let (local, step) = self.let_target(t, ty, cx);
+            if let (Some(net), Some(h)) = (called, head) {
+                cx.origin.insert(local, (net, h));
+            }
             out.push(ir::LetTarget {
                 local,
                 step,
@@ -538,6 +549,21 @@ impl Builder<'_> {
             return (id, None);
         }
         let Some(ix) = &t.index else {
+            // `_` binds nothing: a value (a network head) the spec does not want. It can
+            // be written any number of times and never read.
+            if name == "_" {
+                let id = self.new_local(
+                    cx,
+                    name,
+                    ty,
+                    t.span,
+                    Seq {
+                        whole: true,
+                        ..Seq::default()
+                    },
+                );
+                return (id, None);
+            }
             if let Some(&prev) = cx.scope.get(name) {
                 self.errors.push(BuildError::Duplicate {
                     what: "local",
