@@ -237,16 +237,127 @@ fn bytes_to_tensors(bytes: &[u8], device: &Device) -> Result<HashMap<String, Ten
         .map_err(|e| TrainError::Resume(format!("a checkpoint file is unreadable: {e}")))
 }
 
-/// The model's parameters as safetensors bytes (the run directory's model.safetensors).
+/// The prefix of a constrained `param`'s unconstrained tensor in model.safetensors.
+pub const RAW_PREFIX: &str = "@raw.";
+
+/// The model's parameters as safetensors bytes (the run directory's model.safetensors,
+/// and the checkpoint's), readable without vic:
+/// - a `param` in its declared space under its name (a `Positive` noise of 0.5 is 0.5),
+///   and, for a constrained one, the unconstrained tensor vic trains as `@raw.NAME`;
+/// - networks' tensors under the spec's names (`enc.layer0.weight`, `[out, in]` as
+///   `torch.nn.Linear`);
+/// - the metadata (`__metadata__`) says how to run them: per network (`net.NAME`) a JSON
+///   object with its architecture, activation, inputs (flattened and concatenated in
+///   order, their widths), layers, and the rows of the fused output each head takes with
+///   the head's activation; per constrained param (`param.NAME`), its domain and map.
 pub fn model_bytes(model: &LoweredModel) -> Result<Vec<u8>, TrainError> {
-    tensors_to_bytes(
-        model
-            .store
-            .named()
-            .into_iter()
-            .map(|(k, v)| (k, v.as_tensor().clone()))
-            .collect(),
-    )
+    let mut tensors: HashMap<String, Tensor> = model
+        .store
+        .named()
+        .into_iter()
+        .map(|(k, v)| (k, v.as_tensor().clone()))
+        .collect();
+    let mut meta: HashMap<String, String> = HashMap::new();
+    meta.insert(
+        "format".into(),
+        format!("vic {}", env!("CARGO_PKG_VERSION")),
+    );
+    meta.insert(
+        "convention".into(),
+        "dense layers as torch.nn.Linear (y = x @ weight.T + bias); a network's inputs flattened and concatenated in order, a Cat(K) input one-hot; its output split into heads by the rows of net.NAME".into(),
+    );
+    for (id, def) in model.program.params.iter().enumerate() {
+        let map = match def.ty.domain {
+            crate::ir::Domain::Positive => "softplus",
+            crate::ir::Domain::Unit => "sigmoid",
+            crate::ir::Domain::Simplex => "softmax over the last axis",
+            _ => continue,
+        };
+        if let Some(raw) = tensors.remove(&def.name) {
+            tensors.insert(format!("{RAW_PREFIX}{}", def.name), raw);
+            tensors.insert(def.name.clone(), model.param_value(id)?);
+            meta.insert(
+                format!("param.{}", def.name),
+                format!(
+                    "{}: stored in its domain; {RAW_PREFIX}{} is the unconstrained tensor, {} = {map}({RAW_PREFIX}{})",
+                    def.ty.display(),
+                    def.name,
+                    def.name,
+                    def.name
+                ),
+            );
+        }
+    }
+    let names: Vec<String> = tensors.keys().cloned().collect();
+    for def in &model.program.nets {
+        meta.insert(
+            format!("net.{}", def.name),
+            net_layout(def, &names).to_string(),
+        );
+    }
+    safetensors::tensor::serialize(&tensors, Some(meta))
+        .map_err(|e| TrainError::Store(e.to_string()))
+}
+
+/// A network's layout for model.safetensors' metadata (see [`model_bytes`]).
+fn net_layout(def: &crate::ir::NetDef, tensors: &[String]) -> serde_json::Value {
+    use crate::ir::{Arch, HeadActivation};
+    let act = match &def.arch {
+        Arch::Mlp { act, .. }
+        | Arch::Conv { act, .. }
+        | Arch::Deconv { act, .. }
+        | Arch::Made { act, .. }
+        | Arch::DeepSets { act, .. } => Some(format!("{act:?}").to_lowercase()),
+        _ => None,
+    };
+    let prefix = format!("{}.", def.name);
+    let mut layers: Vec<String> = tensors
+        .iter()
+        .filter(|t| t.starts_with(&prefix))
+        .filter_map(|t| t.rsplit_once('.').map(|(l, _)| l.to_string()))
+        .collect();
+    layers.sort_by_key(|l| {
+        // layer0, layer1, ..., layer10 in numeric order.
+        let digits: String = l.chars().filter(|c| c.is_ascii_digit()).collect();
+        (digits.parse::<usize>().unwrap_or(0), l.clone())
+    });
+    layers.dedup();
+    let mut start = 0;
+    let heads: Vec<serde_json::Value> = def
+        .heads
+        .iter()
+        .map(|h| {
+            let n = h.ty.numel();
+            let activation = match h.activation {
+                HeadActivation::None => "identity".to_string(),
+                HeadActivation::Softplus => format!(
+                    "softplus(x) + {}",
+                    crate::lower::nets::layers::POSITIVE_FLOOR
+                ),
+                HeadActivation::Sigmoid => "sigmoid".into(),
+                HeadActivation::Softmax => "softmax over the last axis".into(),
+            };
+            let v = serde_json::json!({
+                "name": h.name, "rows": [start, start + n], "shape": h.ty.shape,
+                "activation": activation,
+            });
+            start += n;
+            v
+        })
+        .collect();
+    let inputs: Vec<serde_json::Value> = def
+        .inputs
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "name": i.name, "type": i.ty.display(), "width": i.ty.dense_width(), "set": i.set,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "arch": def.arch.name(), "activation": act, "inputs": inputs, "layers": layers,
+        "heads": heads,
+    })
 }
 
 /// Load a trained model from model.safetensors bytes.
@@ -255,7 +366,18 @@ pub fn load_model(
     bytes: &[u8],
     device: &Device,
 ) -> Result<LoweredModel, TrainError> {
-    let tensors = bytes_to_tensors(bytes, device)?;
+    let mut tensors = bytes_to_tensors(bytes, device)?;
+    // A constrained param trains unconstrained: its `@raw.` tensor is the one to load.
+    let raws: Vec<String> = tensors
+        .keys()
+        .filter(|k| k.starts_with(RAW_PREFIX))
+        .cloned()
+        .collect();
+    for raw in raws {
+        if let Some(t) = tensors.remove(&raw) {
+            tensors.insert(raw[RAW_PREFIX.len()..].to_string(), t);
+        }
+    }
     let store = ParamStore::loaded(tensors, device);
     let model = LoweredModel::new(program, store)?;
     let unused = model.store.unused_loaded();
