@@ -35,7 +35,7 @@ path, data, means = sys.argv[1], sys.argv[2], sys.argv[3]
 raw = open(path, "rb").read()
 n = struct.unpack("<Q", raw[:8])[0]
 header = json.loads(raw[8:8 + n])
-meta = header.pop("__metadata__")
+meta = json.loads(header.pop("__metadata__")["vic"])
 body = raw[8 + n:]
 def tensor(name):
     h = header[name]
@@ -45,7 +45,8 @@ def tensor(name):
 # A constrained param in its declared space, its raw tensor beside it.
 noise = tensor("noise").item()
 assert abs(noise - torch.nn.functional.softplus(tensor("@raw.noise")).item()) < 1e-6, noise
-enc = json.loads(meta["net.enc"])
+enc = meta["nets"]["enc"]
+assert meta["params"]["noise"]["map"] == "softplus"
 acts = {"tanh": torch.tanh, "relu": torch.relu}
 x = torch.from_numpy(np.load(data)["x_test"]).float()
 h = x.reshape(x.shape[0], -1)

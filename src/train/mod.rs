@@ -246,10 +246,11 @@ pub const RAW_PREFIX: &str = "@raw.";
 ///   and, for a constrained one, the unconstrained tensor vic trains as `@raw.NAME`;
 /// - networks' tensors under the spec's names (`enc.layer0.weight`, `[out, in]` as
 ///   `torch.nn.Linear`);
-/// - the metadata (`__metadata__`) says how to run them: per network (`net.NAME`) a JSON
-///   object with its architecture, activation, inputs (flattened and concatenated in
-///   order, their widths), layers, and the rows of the fused output each head takes with
-///   the head's activation; per constrained param (`param.NAME`), its domain and map.
+/// - the metadata (`__metadata__`, one entry `vic`, a JSON object) says how to run them:
+///   per network (`nets.NAME`) its architecture, activation, inputs (flattened and
+///   concatenated in order, their widths), layers, and the rows of the fused output each
+///   head takes with the head's activation; per constrained param (`params.NAME`), its
+///   domain, raw tensor and map.
 pub fn model_bytes(model: &LoweredModel) -> Result<Vec<u8>, TrainError> {
     let mut tensors: HashMap<String, Tensor> = model
         .store
@@ -257,15 +258,9 @@ pub fn model_bytes(model: &LoweredModel) -> Result<Vec<u8>, TrainError> {
         .into_iter()
         .map(|(k, v)| (k, v.as_tensor().clone()))
         .collect();
-    let mut meta: HashMap<String, String> = HashMap::new();
-    meta.insert(
-        "format".into(),
-        format!("vic {}", env!("CARGO_PKG_VERSION")),
-    );
-    meta.insert(
-        "convention".into(),
-        "dense layers as torch.nn.Linear (y = x @ weight.T + bias); a network's inputs flattened and concatenated in order, a Cat(K) input one-hot; its output split into heads by the rows of net.NAME".into(),
-    );
+    // One metadata entry, a JSON object with sorted keys: safetensors writes its
+    // metadata map in hash order, and the file must be the same bytes every time.
+    let mut params = serde_json::Map::new();
     for (id, def) in model.program.params.iter().enumerate() {
         let map = match def.ty.domain {
             crate::ir::Domain::Positive => "softplus",
@@ -276,25 +271,30 @@ pub fn model_bytes(model: &LoweredModel) -> Result<Vec<u8>, TrainError> {
         if let Some(raw) = tensors.remove(&def.name) {
             tensors.insert(format!("{RAW_PREFIX}{}", def.name), raw);
             tensors.insert(def.name.clone(), model.param_value(id)?);
-            meta.insert(
-                format!("param.{}", def.name),
-                format!(
-                    "{}: stored in its domain; {RAW_PREFIX}{} is the unconstrained tensor, {} = {map}({RAW_PREFIX}{})",
-                    def.ty.display(),
-                    def.name,
-                    def.name,
-                    def.name
-                ),
+            params.insert(
+                def.name.clone(),
+                serde_json::json!({
+                    "domain": def.ty.display(),
+                    "raw": format!("{RAW_PREFIX}{}", def.name),
+                    "map": map,
+                }),
             );
         }
     }
     let names: Vec<String> = tensors.keys().cloned().collect();
-    for def in &model.program.nets {
-        meta.insert(
-            format!("net.{}", def.name),
-            net_layout(def, &names).to_string(),
-        );
-    }
+    let nets: serde_json::Map<String, serde_json::Value> = model
+        .program
+        .nets
+        .iter()
+        .map(|def| (def.name.clone(), net_layout(def, &names)))
+        .collect();
+    let layout = serde_json::json!({
+        "format": format!("vic {}", env!("CARGO_PKG_VERSION")),
+        "convention": "dense layers as torch.nn.Linear (y = x @ weight.T + bias); a network's inputs flattened and concatenated in order, a Cat(K) input one-hot; its output split into heads by their rows",
+        "nets": nets,
+        "params": params,
+    });
+    let meta: HashMap<String, String> = [("vic".to_string(), layout.to_string())].into();
     safetensors::tensor::serialize(&tensors, Some(meta))
         .map_err(|e| TrainError::Store(e.to_string()))
 }
