@@ -13,6 +13,7 @@ pub mod dot;
 pub mod driver;
 pub mod explain;
 pub mod fmt;
+pub mod ide;
 pub mod image;
 pub mod io;
 pub mod ir;

@@ -11,6 +11,7 @@ use vic::diag::{Code, Diagnostic, Severity};
 use vic::driver::{self, Emit};
 use vic::{io, render};
 
+mod lsp;
 mod run;
 
 #[derive(Parser)]
@@ -188,6 +189,9 @@ enum Command {
     },
     /// Print vic's manual page (roff): `vic man > vic.1`.
     Man,
+    /// A language server over standard input and output: diagnostics as you type,
+    /// hover, go to definition, formatting and completion (docs/editors.md).
+    Lsp,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -294,6 +298,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "vic", &mut std::io::stdout());
             OK
         }
+        Command::Lsp => lsp::serve(),
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();

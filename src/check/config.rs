@@ -406,7 +406,7 @@ impl From<ConfigError> for Diagnostic {
     }
 }
 
-const TRAIN_KEYS: &[&str] = &[
+pub(crate) const TRAIN_KEYS: &[&str] = &[
     "dataset",
     "binarize",
     "objective",
@@ -428,7 +428,7 @@ const TRAIN_KEYS: &[&str] = &[
     "split",
 ];
 
-const META_KEYS: &[&str] = &["family", "train", "test"];
+pub(crate) const META_KEYS: &[&str] = &["family", "train", "test"];
 
 const BUILTIN_DATASETS: &[&str] = &["digits", "fashion-mnist", "mnist"];
 

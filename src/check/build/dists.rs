@@ -7,7 +7,7 @@ use crate::check::consts::suggest;
 use crate::ir::{self, Dist, DistKind, DistParam, Domain, Kernel, Strategy, Type};
 use crate::syntax::ast;
 
-const DISTS: [&str; 14] = [
+pub(crate) const DISTS: [&str; 14] = [
     "Normal",
     "LogNormal",
     "Laplace",
@@ -29,7 +29,7 @@ pub(super) fn is_distribution(name: &str) -> bool {
     DISTS.contains(&name)
 }
 
-const STRATEGIES: [&str; 6] = [
+pub(crate) const STRATEGIES: [&str; 6] = [
     "enumerate",
     "relax",
     "reinforce",
@@ -64,6 +64,28 @@ struct Spec {
     /// `Bernoulli`, `Categorical`: exactly one of `probs` / `logits`, by keyword.
     one_of: bool,
     support: Domain,
+}
+
+/// A distribution's signature as the language reference writes it:
+/// `Normal(loc: Real, scale: Positive) -> Real`.
+pub(crate) fn signature(name: &str) -> Option<String> {
+    if name == "Mixture" {
+        return Some(
+            "Mixture(logits: Real[K], component: Dist(...)) -> the component's support".into(),
+        );
+    }
+    let sp = spec(name)?;
+    let params: Vec<String> = sp
+        .params
+        .iter()
+        .map(|(_, n, need)| format!("{n}: {}", need.domain().name()))
+        .collect();
+    let sep = if sp.one_of { " | " } else { ", " };
+    Some(format!(
+        "{name}({}) -> {}",
+        params.join(sep),
+        sp.support.name()
+    ))
 }
 
 fn spec(name: &str) -> Option<Spec> {

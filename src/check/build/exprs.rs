@@ -8,7 +8,7 @@ use crate::ir::{self, Domain, Expr, ExprKind, Ref, Step, Type};
 use crate::span::Span;
 use crate::syntax::ast;
 
-const BUILTINS: [&str; 14] = [
+pub(crate) const BUILTINS: [&str; 14] = [
     "exp", "log", "sqrt", "abs", "softplus", "sigmoid", "tanh", "relu", "sum", "mean", "concat",
     "zeros", "ones", "true",
 ];

@@ -24,10 +24,10 @@
 //! - `@reparameterized` may be written explicitly; it is the default for continuous sites.
 //! - `zeros` / `ones` take dimensions (`zeros(1, 28, 28)`) or one list of them.
 
-mod dists;
+pub(crate) mod dists;
 mod errors;
-mod exprs;
-mod nets;
+pub(crate) mod exprs;
+pub(crate) mod nets;
 mod stmts;
 #[cfg(test)]
 mod tests;

@@ -28,7 +28,7 @@ use crate::span::Span;
 use crate::syntax::ast;
 use std::collections::HashMap;
 
-pub(super) const ARCHS: [&str; 10] = [
+pub(crate) const ARCHS: [&str; 10] = [
     "linear",
     "mlp",
     "conv",
