@@ -3,6 +3,35 @@
 
 use crate::diag::Code;
 
+/// The sections of the language reference (docs/language.md) a code's rule lives in.
+pub fn sections(code: Code) -> &'static str {
+    match code {
+        Code::E001 => "section 2, \"Lexical rules\", and section 3, \"Items\"",
+        Code::E002 | Code::E003 => "section 3, \"Items\"",
+        Code::E004 | Code::E005 => {
+            "section 4, \"Types and domains\", and section 7, \"Expressions and built-ins\""
+        }
+        Code::E006 => "section 8, \"Distributions\", and section 5, \"Networks\"",
+        Code::E007 | Code::E009 | Code::E010 => "section 6, \"Statements\"",
+        Code::E008 | Code::E011 | Code::E014 | Code::E016 => "section 9, \"Inference\"",
+        Code::E012 => "section 11, \"The `train` block\"",
+        Code::E013 => "section 10, \"`meta` families and context sets\"",
+        Code::E015 => "section 3, \"Items\" (`const`)",
+        Code::E017 | Code::W001 | Code::W002 => {
+            "section 12, \"Diagnostics: error and warning codes\""
+        }
+    }
+}
+
+/// `vic explain CODE`: the explanation, then where the reference says more.
+pub fn full(code: Code) -> String {
+    format!(
+        "{}\nReference: docs/language.md, {}; every code is listed in section 12.\n",
+        text(code),
+        sections(code)
+    )
+}
+
 /// The one-line title of a code (`syntax error`), the first line of its explanation.
 pub fn title(code: Code) -> &'static str {
     let first = text(code).lines().next().unwrap_or("");

@@ -540,7 +540,7 @@ fn cmd_compile(file: &Path, emit: EmitArg, output: Option<&Path>, overrides: Vec
 fn cmd_explain(code: &str) -> u8 {
     match Code::parse(code) {
         Some(c) => {
-            print!("{}", c.explain());
+            print!("{}", vic::explain::full(c));
             OK
         }
         None => {

@@ -84,10 +84,12 @@ fn to_codespan(d: &Diagnostic, src: &str) -> cs::Diagnostic<()> {
         }
     }
     out = out.with_labels(labels);
+    let mut notes = Vec::new();
     if let Some(h) = &d.hint {
-        out = out.with_notes(vec![format!("hint: {h}")]);
+        notes.push(format!("hint: {h}"));
     }
-    out
+    notes.push(format!("see `vic explain {}`", d.code));
+    out.with_notes(notes)
 }
 
 /// 1-based line and column (in characters) of a byte offset.

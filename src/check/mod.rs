@@ -90,7 +90,18 @@ pub fn check(file: &ast::File, opts: &CheckOptions) -> Checked {
     let errs = rules::check(&mut program, file, front_errors);
     diagnostics.extend(errs.into_iter().map(Diagnostic::from));
     if !front_errors {
-        diagnostics.extend(crate::arch::check_costs(&program));
+        // A cost estimate of a statement already in error would repeat that error in
+        // other words (E017 on an E008's site): only the others are reported.
+        let errors: Vec<std::ops::Range<usize>> = diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .filter_map(|d| d.span.range())
+            .collect();
+        diagnostics.extend(crate::arch::check_costs(&program).into_iter().filter(|d| {
+            d.span
+                .range()
+                .is_none_or(|r| !errors.iter().any(|e| e.start < r.end && r.start < e.end))
+        }));
     }
 
     diag::sort_and_dedup(&mut diagnostics);
