@@ -45,7 +45,9 @@ def filter_of(p):
     N(A 0 + b, A S0 A^T + Q)."""
     a, b = p["trans.layer0.weight"], p["trans.layer0.bias"]
     c, d = p["emit.layer0.weight"], p["emit.layer0.bias"]
-    s0, q, r = softplus(p["s0"]), softplus(p["q"]), softplus(p["r"])
+    # model.safetensors stores a Positive param as its value (`@raw.NAME` is softplus⁻¹).
+    s0, q, r = p["s0"], p["q"], p["r"]
+    assert np.allclose(q, softplus(p["@raw.q"]), rtol=1e-5)
     q2 = np.diag(q**2)
     return KalmanFilter(
         transition_matrices=a,
