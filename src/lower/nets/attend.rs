@@ -155,7 +155,7 @@ impl Network for AttendRead {
         let r = x.dim(0)?;
         let x = x.reshape((r, c, h, w))?; // [R, C, H, W]
         let s = state_or_nothing(inputs, &self.state, r, x.device())?; // [R, state]
-        let p = self.params.forward(&s, ctx)?; // [R, 5]
+        let p = self.params.forward_act(&s, None, ctx)?; // [R, 5]
         let glimpse = read(&x, &banks(&p, self.chw, n)?)?; // [R, C, N, N]
         let mut shape = vec![r];
         shape.extend_from_slice(&self.head.ty.shape);
@@ -213,8 +213,11 @@ impl Network for AttendWrite {
         let n = self.grid;
         let s = gather(inputs, &self.state)?; // [R, state]
         let r = s.dim(0)?;
-        let p = self.params.forward(&s, ctx)?; // [R, 5]
-        let patch = self.patch.forward(&s, ctx)?.reshape((r, c, n, n))?; // [R, C, N, N]
+        let p = self.params.forward_act(&s, None, ctx)?; // [R, 5]
+        let patch = self
+            .patch
+            .forward_act(&s, None, ctx)?
+            .reshape((r, c, n, n))?; // [R, C, N, N]
         let painted = write(&patch, &banks(&p, self.chw, n)?)?; // [R, C, H, W]
         let mut shape = vec![r];
         shape.extend_from_slice(&self.head.ty.shape);

@@ -75,7 +75,12 @@ impl Cell {
         } else {
             Tensor::zeros((h.dim(0)?, 0), h.dtype(), h.device())?
         };
-        Ok((self.ih.forward(&x, ctx)?, self.hh.forward(h, ctx)?))
+        // One fused op each (the bias gradient summed inside it, not by a broadcast's
+        // backward, which was 15% of a VRNN step).
+        Ok((
+            self.ih.forward_act(&x, None, ctx)?,
+            self.hh.forward_act(h, None, ctx)?,
+        ))
     }
 
     fn state(&self, inputs: &[Tensor], i: usize) -> Result<Tensor> {

@@ -108,7 +108,7 @@ impl Network for DeepSets {
             x = Tensor::cat(&[x, gather(inputs, &self.rest)?], 1)?;
         }
         let x = self.rho.forward(&x, ctx)?;
-        let out = self.out.forward(&x, ctx)?; // [R, Σ head numel]
+        let out = self.out.forward_act(&x, None, ctx)?; // [R, Σ head numel]
         split_heads(&out, &self.heads)
     }
 
