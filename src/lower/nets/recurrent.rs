@@ -123,14 +123,10 @@ impl Gru {
 
 impl Network for Gru {
     fn forward(&self, inputs: &[Tensor], ctx: &mut NetCtx) -> Result<Vec<Tensor>> {
-        let hsz = self.cell.hidden;
         let h = self.cell.state(inputs, 0)?; // [R, H]
         let (gi, gh) = self.cell.gates(inputs, &h, ctx)?; // [R, 3H] each
-        let r = sigmoid(&(gi.narrow(1, 0, hsz)? + gh.narrow(1, 0, hsz)?)?)?;
-        let z = sigmoid(&(gi.narrow(1, hsz, hsz)? + gh.narrow(1, hsz, hsz)?)?)?;
-        let n = (gi.narrow(1, 2 * hsz, hsz)? + r.mul(&gh.narrow(1, 2 * hsz, hsz)?)?)?.tanh()?;
-        // h' = (1 − z) n + z h
-        let next = (&n + z.mul(&(h - &n)?)?)?; // [R, H]
+                                                          // r, z, n and h' = (1 − z) n + z h in one op (`fused_gru`).
+        let next = super::fused_gru::gru_step(&gi, &gh, &h)?; // [R, H]
         Ok(vec![shaped(&next, self.heads.first())?])
     }
 
