@@ -14,8 +14,8 @@ use lsp_types::{
     Diagnostic, DiagnosticRelatedInformation, DiagnosticSeverity, DocumentFormattingParams,
     GotoDefinitionParams, GotoDefinitionResponse, Hover, HoverContents, HoverParams,
     HoverProviderCapability, Location, MarkupContent, MarkupKind, NumberOrString, OneOf, Position,
-    PublishDiagnosticsParams, Range, ServerCapabilities, TextDocumentSyncCapability,
-    TextDocumentSyncKind, TextEdit, Uri,
+    PublishDiagnosticsParams, Range, ServerCapabilities, TextDocumentPositionParams,
+    TextDocumentSyncCapability, TextDocumentSyncKind, TextEdit, Uri,
 };
 use std::collections::HashMap;
 use vic::ide::{self, LineIndex};
@@ -187,16 +187,21 @@ impl Server<'_> {
         self.docs.get(&uri.to_string())
     }
 
+    /// The open document at a request's position: its text, line index and byte offset.
+    fn at(&self, tp: &TextDocumentPositionParams) -> Option<(&String, LineIndex, usize)> {
+        let src = self.doc(&tp.text_document.uri)?;
+        let index = LineIndex::new(src);
+        let at = index.offset(src, tp.position.line, tp.position.character);
+        Some((src, index, at))
+    }
+
     fn request(&self, req: Request) -> Response {
         let id = req.id.clone();
         let result = match req.method.as_str() {
             HoverRequest::METHOD => serde_json::from_value::<HoverParams>(req.params)
                 .ok()
                 .and_then(|p| {
-                    let tp = p.text_document_position_params;
-                    let src = self.doc(&tp.text_document.uri)?;
-                    let index = LineIndex::new(src);
-                    let at = index.offset(src, tp.position.line, tp.position.character);
+                    let (src, index, at) = self.at(&p.text_document_position_params)?;
                     let h = ide::hover(src, at)?;
                     Some(Hover {
                         contents: HoverContents::Markup(MarkupContent {
@@ -210,10 +215,8 @@ impl Server<'_> {
             GotoDefinition::METHOD => serde_json::from_value::<GotoDefinitionParams>(req.params)
                 .ok()
                 .and_then(|p| {
-                    let tp = p.text_document_position_params;
-                    let src = self.doc(&tp.text_document.uri)?;
-                    let index = LineIndex::new(src);
-                    let at = index.offset(src, tp.position.line, tp.position.character);
+                    let tp = &p.text_document_position_params;
+                    let (src, index, at) = self.at(tp)?;
                     let span = ide::definition(src, at)?;
                     Some(GotoDefinitionResponse::Scalar(Location::new(
                         tp.text_document.uri.clone(),
@@ -234,10 +237,7 @@ impl Server<'_> {
             Completion::METHOD => serde_json::from_value::<CompletionParams>(req.params)
                 .ok()
                 .and_then(|p| {
-                    let tp = p.text_document_position;
-                    let src = self.doc(&tp.text_document.uri)?;
-                    let index = LineIndex::new(src);
-                    let at = index.offset(src, tp.position.line, tp.position.character);
+                    let (src, _, at) = self.at(&p.text_document_position)?;
                     let items: Vec<CompletionItem> = ide::completions(src, at)
                         .into_iter()
                         .map(|c| CompletionItem {

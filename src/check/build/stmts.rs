@@ -551,51 +551,26 @@ impl Builder<'_> {
         let Some(ix) = &t.index else {
             // `_` binds nothing: a value (a network head) the spec does not want. It can
             // be written any number of times and never read.
-            if name == "_" {
-                let id = self.new_local(
-                    cx,
-                    name,
-                    ty,
-                    t.span,
-                    Seq {
-                        whole: true,
-                        ..Seq::default()
-                    },
-                );
-                return (id, None);
-            }
-            if let Some(&prev) = cx.scope.get(name) {
+            let unnamed = name == "_";
+            let prev = (!unnamed).then(|| cx.scope.get(name).copied()).flatten();
+            if let Some(prev) = prev {
                 self.errors.push(BuildError::Duplicate {
                     what: "local",
                     name: name.clone(),
                     span: t.name.span,
                     first: cx.locals[prev].span,
                 });
-                let id = self.new_local(
-                    cx,
-                    name,
-                    ty,
-                    t.span,
-                    Seq {
-                        whole: true,
-                        ..Seq::default()
-                    },
-                );
-                return (id, None);
             }
-            let id = self.new_local(
-                cx,
-                name,
-                ty,
-                t.span,
-                Seq {
-                    whole: true,
-                    ..Seq::default()
-                },
-            );
-            cx.scope.insert(name.clone(), id);
-            if let Some(f) = cx.stack.last_mut() {
-                f.scoped.push(name.clone());
+            let whole = Seq {
+                whole: true,
+                ..Seq::default()
+            };
+            let id = self.new_local(cx, name, ty, t.span, whole);
+            if !unnamed && prev.is_none() {
+                cx.scope.insert(name.clone(), id);
+                if let Some(f) = cx.stack.last_mut() {
+                    f.scoped.push(name.clone());
+                }
             }
             return (id, None);
         };
