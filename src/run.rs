@@ -1045,6 +1045,17 @@ fn exemplars(
         .collect()
 }
 
+/// One exemplar's sets (`[1, N, ...]` each) repeated for `rows` draws.
+fn repeated(sets: &[Tensor], rows: usize) -> candle_core::Result<Vec<Option<Tensor>>> {
+    sets.iter()
+        .map(|t| {
+            let mut dims = t.dims().to_vec();
+            dims[0] = rows;
+            t.broadcast_as(dims).and_then(|b| b.contiguous()).map(Some)
+        })
+        .collect()
+}
+
 /// One row per exemplar: the exemplar (the first member of the first set), then `per`
 /// draws of the model conditioned on it, as a PNG grid of the first image-shaped data
 /// variable.
@@ -1061,15 +1072,7 @@ fn exemplar_grid(
     let mut layout = None;
     for ex in &sets {
         let mut cond = draw_conditions(model, per, data, member);
-        cond.sets = ex
-            .iter()
-            .map(|t| {
-                let mut dims = t.dims().to_vec();
-                dims[0] = per;
-                t.broadcast_as(dims).and_then(|b| b.contiguous()).map(Some)
-            })
-            .collect::<candle_core::Result<_>>()
-            .map_err(|e| e.to_string())?;
+        cond.sets = repeated(ex, per).map_err(|e| e.to_string())?;
         let drawn = model
             .sample_prior(&cond, &mut rng)
             .map_err(|e| format!("drawing from the model failed: {e}"))?;
@@ -1199,17 +1202,13 @@ pub fn sample_steps(dir: &Path, n: usize, output: Option<PathBuf>, from: &Sample
         // Every row conditioned on the first exemplar.
         match exemplars(&model, data.as_ref(), member, from.given.as_deref()) {
             Ok(ex) => match ex.first() {
-                Some(first) => {
-                    cond.sets = first
-                        .iter()
-                        .map(|t| {
-                            let mut dims = t.dims().to_vec();
-                            dims[0] = n;
-                            t.broadcast_as(dims).and_then(|b| b.contiguous()).map(Some)
-                        })
-                        .collect::<candle_core::Result<_>>()
-                        .unwrap_or_default()
-                }
+                Some(first) => match repeated(first, n) {
+                    Ok(sets) => cond.sets = sets,
+                    Err(e) => {
+                        eprintln!("vic: {e}");
+                        return FAILED;
+                    }
+                },
                 None => {
                     eprintln!("vic: no exemplar to condition on");
                     return FAILED;

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{run_ok, scratch, vic};
+use common::{json_of, run_ok, scratch, vic};
 use vic::data::meta::{transform_image, Transform, Which};
 use vic::train::batches::{Batcher, Members};
 
@@ -258,17 +258,7 @@ fn a_metavae_trains_evaluates_probes_and_samples() {
     let run = dir.join("run");
     run_ok(vic().arg("train").arg(&spec).arg("--out").arg(&run));
     assert!(run.join("samples.png").exists());
-    let out = vic()
-        .args(["eval", "--samples", "2", "--json"])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(vic().args(["eval", "--samples", "2", "--json"]).arg(&run));
     let members = v["members"].as_array().unwrap();
     let names: Vec<&str> = members
         .iter()
@@ -276,17 +266,11 @@ fn a_metavae_trains_evaluates_probes_and_samples() {
         .collect();
     assert_eq!(names, ["rotate(0)", "rotate(180)"]);
     assert!(members.iter().all(|m| m["elbo"].as_f64().unwrap() < 0.0));
-    let out = vic()
-        .args(["probe", "--examples", "300", "--json"])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let p = json_of(
+        vic()
+            .args(["probe", "--examples", "300", "--json"])
+            .arg(&run),
     );
-    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let probed: Vec<u64> = p["members"]
         .as_array()
         .unwrap()

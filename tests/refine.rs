@@ -12,7 +12,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{lower, run_ok, scratch, to_f64, vic};
+use common::{json_of, lower, run_ok, scratch, to_f64, vic};
 use vic::lower::objective::{Batch, Settings};
 use vic::lower::LoweredModel;
 use vic::rng::Rng;
@@ -176,17 +176,11 @@ train { dataset = "digits"; epochs = 3; batch = 64 }
     std::fs::write(&spec, src).unwrap();
     let run = dir.join("run");
     run_ok(vic().arg("train").arg(&spec).arg("--out").arg(&run));
-    let out = vic()
-        .args(["eval", "--samples", "2", "--refine", "20", "--json"])
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = json_of(
+        vic()
+            .args(["eval", "--samples", "2", "--refine", "20", "--json"])
+            .arg(&run),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let r = &v["refinement"];
     let (b0, bk) = (
         r["elbo_start"].as_f64().unwrap(),

@@ -89,22 +89,12 @@ impl LoweredModel {
 
         let mut terms = Vec::new();
         let mut loglik = Tensor::zeros(b, candle_core::DType::F32, self.device())?;
-        let given: Vec<&str> = self
-            .program
-            .latents
-            .iter()
-            .map(|l| l.name.as_str())
-            .collect();
         for (id, lp) in &joint.data {
             let pe = weighted_sum_per_example(lp, &post, b)?;
             loglik = (loglik + &pe)?;
             terms.push(Term {
                 // E_posterior log p(x | latents): the reconstruction term.
-                name: format!(
-                    "log p({} | {})",
-                    self.program.data[*id].name,
-                    given.join(", ")
-                ),
+                name: self.loglik_term(&self.program.data[*id].name),
                 value: pe.mean_all()?,
             });
         }

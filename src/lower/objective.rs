@@ -118,6 +118,23 @@ pub struct Outcome {
 }
 
 impl LoweredModel {
+    /// The name of an observation's term in metrics: the reconstruction term
+    /// E_q log p(x | latents), not the marginal log p(x), so it says what it is
+    /// conditioned on (`log p(x | z)`; `log p(y)` in a model without latents).
+    pub fn loglik_term(&self, name: &str) -> String {
+        let given: Vec<&str> = self
+            .program
+            .latents
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        if given.is_empty() {
+            format!("log p({name})")
+        } else {
+            format!("log p({name} | {})", given.join(", "))
+        }
+    }
+
     pub(crate) fn guide_pass<'a>(
         &'a self,
         batch: &'a Batch,
@@ -311,21 +328,7 @@ impl LoweredModel {
         // -log q(value | ...) per variable, and how many labelled examples there were.
         let mut supervised: Vec<(String, Tensor, f64)> = Vec::new();
 
-        // An observation's term is the reconstruction term E_q log p(x | latents), not the
-        // marginal log p(x): its name says what it is conditioned on.
-        let given: Vec<&str> = self
-            .program
-            .latents
-            .iter()
-            .map(|l| l.name.as_str())
-            .collect();
-        let loglik_name = |name: &str| {
-            if given.is_empty() {
-                format!("log p({name})")
-            } else {
-                format!("log p({name} | {})", given.join(", "))
-            }
-        };
+        let loglik_name = |name: &str| self.loglik_term(name);
         for rec in &score.records {
             match rec.var {
                 SiteVar::Data(id) => {

@@ -85,3 +85,14 @@ pub fn run_ok(cmd: &mut Command) -> String {
     assert!(out.status.success(), "command failed: {text}");
     text
 }
+
+/// Runs `cmd` (a `--json` command), asserts it succeeded, and parses its standard output.
+pub fn json_of(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
