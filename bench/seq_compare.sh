@@ -15,9 +15,9 @@ for spec in vrnn draw draw_dense; do
   if [ ! -f "$OUT/$spec/model.safetensors" ]; then
     ./target/release/vic train specs/$spec.vi --out "$OUT/$spec" --set train.epochs="$EPOCHS"
   fi
-  ./target/release/vic eval "$OUT/$spec" --samples 500 --examples 2000 --json > "$OUT/$spec-eval.json"
+  [ -f "$OUT/$spec-eval.json" ] || ./target/release/vic eval "$OUT/$spec" --samples 500 --examples 2000 --json > "$OUT/$spec-eval.json"
 done
-./target/release/vic sample "$OUT/draw" -n 8 --steps
+[ -f "$OUT/draw/steps.png" ] || ./target/release/vic sample "$OUT/draw" -n 8 --steps
 for m in vrnn draw draw_dense; do
   [ -f "$OUT/torch-$m.json" ] || THREADS=2 python3 bench/seq_torch.py train $m --epochs "$EPOCHS" --iwae 500 --test 2000 --json "$OUT/torch-$m.json"
 done
