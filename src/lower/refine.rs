@@ -78,6 +78,32 @@ fn max_abs(ts: &[(Tensor, Tensor)]) -> Result<f64> {
     Ok(m)
 }
 
+/// One momentum step from the gradient `g` at λ_k: the clipped gradient and
+/// `p_k = μ p_{k−1} − clip(g)` (`−clip(g)` at the first step).
+fn momentum_step(g: &Lambda, p: Option<&Lambda>, cfg: RefineConfig) -> Result<(Lambda, Lambda)> {
+    let gc: Lambda = g
+        .iter()
+        .map(|(a, b)| Ok((clipped(a, cfg.clip)?, clipped(b, cfg.clip)?)))
+        .collect::<Result<_>>()?;
+    let step = match p {
+        None => gc
+            .iter()
+            .map(|(a, b)| Ok((a.neg()?, b.neg()?)))
+            .collect::<Result<Lambda>>()?,
+        Some(p) => p
+            .iter()
+            .zip(&gc)
+            .map(|((p0, p1), (g0, g1))| {
+                Ok((
+                    (p0.affine(cfg.momentum, 0.0)? - g0)?,
+                    (p1.affine(cfg.momentum, 0.0)? - g1)?,
+                ))
+            })
+            .collect::<Result<Lambda>>()?,
+    };
+    Ok((gc, step))
+}
+
 /// `a + c · b`, entrywise over a λ.
 fn axpy(a: &Lambda, c: f64, b: &Lambda) -> Result<Lambda> {
     a.iter()
@@ -286,26 +312,7 @@ impl LoweredModel {
             if k == 0 {
                 traj.first_loss = loss;
             }
-            let gc: Lambda = g
-                .iter()
-                .map(|(a, b)| Ok((clipped(a, cfg.clip)?, clipped(b, cfg.clip)?)))
-                .collect::<Result<_>>()?;
-            let step = match &p {
-                None => gc
-                    .iter()
-                    .map(|(a, b)| Ok((a.neg()?, b.neg()?)))
-                    .collect::<Result<Lambda>>()?,
-                Some(p) => p
-                    .iter()
-                    .zip(&gc)
-                    .map(|((p0, p1), (g0, g1))| {
-                        Ok((
-                            (p0.affine(cfg.momentum, 0.0)? - g0)?,
-                            (p1.affine(cfg.momentum, 0.0)? - g1)?,
-                        ))
-                    })
-                    .collect::<Result<Lambda>>()?,
-            };
+            let (gc, step) = momentum_step(&g, p.as_ref(), cfg)?;
             traj.starts.push(x.clone());
             traj.noises.push(noise);
             traj.grads.push(gc);
@@ -453,26 +460,7 @@ impl LoweredModel {
         let mut eta = Tensor::full(cfg.lr as f32, rows, x[0].0.device())?;
         let mut p: Option<Lambda> = None;
         for _ in 0..cfg.steps {
-            let gc: Lambda = g
-                .iter()
-                .map(|(a, b)| Ok((clipped(a, cfg.clip)?, clipped(b, cfg.clip)?)))
-                .collect::<Result<_>>()?;
-            let step: Lambda = match &p {
-                None => gc
-                    .iter()
-                    .map(|(a, b)| Ok((a.neg()?, b.neg()?)))
-                    .collect::<Result<_>>()?,
-                Some(p) => p
-                    .iter()
-                    .zip(&gc)
-                    .map(|((p0, p1), (g0, g1))| {
-                        Ok((
-                            (p0.affine(cfg.momentum, 0.0)? - g0)?,
-                            (p1.affine(cfg.momentum, 0.0)? - g1)?,
-                        ))
-                    })
-                    .collect::<Result<_>>()?,
-            };
+            let (_, step) = momentum_step(&g, p.as_ref(), cfg)?;
             let next: Lambda = x
                 .iter()
                 .zip(&step)
