@@ -147,22 +147,14 @@ impl Index {
                         .and_then(|p| p.consts.iter().find(|c| c.name == name.name))
                         .map(|c| format!(" (= {})", c.value))
                         .unwrap_or_default();
-                    out.decl(
-                        name,
-                        format!("{}{value}", code(text)),
-                        CompletionKind::Constant,
-                    );
+                    out.decl(name, text, &value, CompletionKind::Constant);
                 }
                 ast::ItemKind::Data { name, .. } => {
                     let ty = p
                         .and_then(|p| p.data.iter().find(|d| d.name == name.name))
                         .map(|d| format!("\n\n{}, one value per example", type_words(&d.ty)))
                         .unwrap_or_default();
-                    out.decl(
-                        name,
-                        format!("{}{ty}", code(text)),
-                        CompletionKind::Variable,
-                    );
+                    out.decl(name, text, &ty, CompletionKind::Variable);
                 }
                 ast::ItemKind::Latent { name, .. } => {
                     let ty = p
@@ -179,30 +171,20 @@ impl Index {
                             )
                         })
                         .unwrap_or_default();
-                    out.decl(
-                        name,
-                        format!("{}{ty}", code(text)),
-                        CompletionKind::Variable,
-                    );
+                    out.decl(name, text, &ty, CompletionKind::Variable);
                 }
                 ast::ItemKind::Param { name, .. } => {
                     let ty = p
                         .and_then(|p| p.params.iter().find(|d| d.name == name.name))
                         .map(|d| format!("\n\n{}, a learned point estimate", type_words(&d.ty)))
                         .unwrap_or_default();
-                    out.decl(
-                        name,
-                        format!("{}{ty}", code(text)),
-                        CompletionKind::Variable,
-                    );
+                    out.decl(name, text, &ty, CompletionKind::Variable);
                 }
                 ast::ItemKind::Set { name, .. } => {
                     out.decl(
                         name,
-                        format!(
-                            "{}\n\na context set of further examples of the same member",
-                            code(text)
-                        ),
+                        text,
+                        "\n\na context set of further examples of the same member",
                         CompletionKind::Variable,
                     );
                 }
@@ -211,11 +193,7 @@ impl Index {
                         .and_then(|p| p.nets.iter().find(|d| d.name == n.name.name))
                         .map(net_words)
                         .unwrap_or_default();
-                    out.decl(
-                        &n.name,
-                        format!("{}{about}", code(text)),
-                        CompletionKind::Network,
-                    );
+                    out.decl(&n.name, text, &about, CompletionKind::Network);
                 }
                 ast::ItemKind::Model(b) => out.block(b.span, p.map(|p| &p.model)),
                 ast::ItemKind::Guide(ast::GuideBody::Block(b)) => out.block(
@@ -233,11 +211,12 @@ impl Index {
         out
     }
 
-    fn decl(&mut self, name: &ast::Ident, markdown: String, kind: CompletionKind) {
+    /// A declared name: its declaration's text as code, then what the checker knows of it.
+    fn decl(&mut self, name: &ast::Ident, text: &str, about: &str, kind: CompletionKind) {
         self.decls.push(Decl {
             name: name.name.clone(),
             span: name.span,
-            markdown,
+            markdown: format!("{}{about}", code(text)),
             kind,
         });
     }
