@@ -719,7 +719,7 @@ pub fn eval(
                 };
                 let (mut start, mut refined) = (Vec::new(), Vec::new());
                 let idx: Vec<usize> = (0..data.test.n).collect();
-                // The refinement's step is on the batch's mean: refine in training batches.
+                // Training-sized chunks (the refinement steps as training does in any chunk).
                 for chunk in idx.chunks(model.program.train.batch.max(1)) {
                     let b = train::make_batch(
                         &model.program,

@@ -5,9 +5,11 @@
 //! reference implementation does (harvardnlp/sa-vae, `optim_n2n.py`):
 //! `p_k = μ p_{k−1} − clip(∇_λ L(λ_k))`, `λ_{k+1} = λ_k + η p_k`, where L is the loss the
 //! trainer minimizes (the negative bound, KL weighted): the batch's mean, as in the
-//! reference, so each example's step is `η / batch` times its own ELBO's gradient (and
-//! evaluation refines in batches of the training size, so it refines as training did). Every step is one call of the
-//! composable objective with the site's parameters substituted
+//! reference, so each example's step is `η / batch` times its own ELBO's gradient. The
+//! batch is the training batch whatever the batch at hand (an evaluation chunk takes its
+//! examples' training steps, each training-sized block clipped on its own:
+//! [`as_in_training`]), so a refined bound does not depend on how it is chunked. Every step
+//! is one call of the composable objective with the site's parameters substituted
 //! ([`LoweredModel::bound_with`]), each with its own noise, kept for the way back.
 //!
 //! The model's parameters are trained on the loss at `λ_K`. The encoder:
@@ -78,13 +80,69 @@ fn max_abs(ts: &[(Tensor, Tensor)]) -> Result<f64> {
     Ok(m)
 }
 
-/// One momentum step from the gradient `g` at λ_k: the clipped gradient and
+/// The gradient `g` of a batch's mean loss as the step of a training batch sees it: each
+/// example's gradient over `block` (the training batch, whatever the batch at hand), and
+/// each parameter's gradient clipped to norm `clip` per `block` consecutive examples. A
+/// batch of the training size is unchanged; any other batch (evaluation's, the last one of
+/// an epoch) takes the steps its examples would take in a training batch, so the
+/// refinement does not depend on how evaluation chunks a split.
+fn as_in_training(g: &Lambda, clip: f64, block: usize) -> Result<Lambda> {
+    g.iter()
+        .map(|(a, b)| Ok((per_block(a, clip, block)?, per_block(b, clip, block)?)))
+        .collect()
+}
+
+/// `t` `[B, ...]`, the gradient of a mean over B rows, rescaled to a mean over `block` rows
+/// and clipped to norm `max` per `block` rows.
+fn per_block(t: &Tensor, max: f64, block: usize) -> Result<Tensor> {
+    let rows = t.dim(0)?;
+    let block = block.max(1);
+    let t = if rows == block {
+        t.clone()
+    } else {
+        t.affine(rows as f64 / block as f64, 0.0)?
+    };
+    if rows <= block {
+        return clipped(&t, max);
+    }
+    // Each row's squared norm, summed per block on the host (a handful of numbers).
+    let sq: Vec<f32> = t
+        .sqr()?
+        .reshape((rows, ()))?
+        .sum(1)?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1()?;
+    let factor: Vec<f32> = sq
+        .chunks(block)
+        .map(|c| {
+            let n = c.iter().map(|&v| v as f64).sum::<f64>().sqrt();
+            // As `clipped`: scaled to `max / (n + 1e-6)` when over it; a non-finite norm
+            // left alone.
+            if n > max && n.is_finite() {
+                (max / (n + 1e-6)) as f32
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let per_row: Vec<f32> = (0..rows).map(|i| factor[i / block]).collect();
+    let mut shape = vec![rows];
+    shape.resize(t.rank(), 1);
+    Tensor::from_vec(per_row, shape, t.device())?
+        .to_dtype(t.dtype())?
+        .broadcast_mul(&t)
+}
+
+/// One momentum step from the gradient `g` at λ_k (of the batch's mean loss): the clipped
+/// gradient, as a training batch of `block` examples has it ([`as_in_training`]), and
 /// `p_k = μ p_{k−1} − clip(g)` (`−clip(g)` at the first step).
-fn momentum_step(g: &Lambda, p: Option<&Lambda>, cfg: RefineConfig) -> Result<(Lambda, Lambda)> {
-    let gc: Lambda = g
-        .iter()
-        .map(|(a, b)| Ok((clipped(a, cfg.clip)?, clipped(b, cfg.clip)?)))
-        .collect::<Result<_>>()?;
+fn momentum_step(
+    g: &Lambda,
+    p: Option<&Lambda>,
+    cfg: RefineConfig,
+    block: usize,
+) -> Result<(Lambda, Lambda)> {
+    let gc = as_in_training(g, cfg.clip, block)?;
     let step = match p {
         None => gc
             .iter()
@@ -113,6 +171,11 @@ fn axpy(a: &Lambda, c: f64, b: &Lambda) -> Result<Lambda> {
 }
 
 impl LoweredModel {
+    /// The batch whose mean loss the refinement's steps follow: the training batch.
+    pub fn refine_block(&self) -> usize {
+        self.program.train.batch.max(1)
+    }
+
     /// The refined sites of the plan and their configuration (`@refine`).
     pub fn refined_sites(&self) -> Vec<(SiteVar, RefineConfig)> {
         self.plan
@@ -312,7 +375,7 @@ impl LoweredModel {
             if k == 0 {
                 traj.first_loss = loss;
             }
-            let (gc, step) = momentum_step(&g, p.as_ref(), cfg)?;
+            let (gc, step) = momentum_step(&g, p.as_ref(), cfg, self.refine_block())?;
             traj.starts.push(x.clone());
             traj.noises.push(noise);
             traj.grads.push(gc);
@@ -365,10 +428,7 @@ impl LoweredModel {
             let moved = axpy(&traj.starts[k], r, &pbar)?;
             let (out_r, g_r) =
                 self.loss_and_grad(batch, s, overrides, vars, &moved, &traj.noises[k])?;
-            let g_r: Lambda = g_r
-                .iter()
-                .map(|(a, b)| Ok((clipped(a, cfg.clip)?, clipped(b, cfg.clip)?)))
-                .collect::<Result<_>>()?;
+            let g_r = as_in_training(&g_r, cfg.clip, self.refine_block())?;
             // H_λλ p̄ ≈ (g(λ + r p̄) − g(λ)) / r; λ̄_k = λ̄_{k+1} − H p̄ (p_k = μ p − g).
             let hv = axpy(&g_r, -1.0, &traj.grads[k])?;
             bar = axpy(&bar, -1.0 / r, &hv)?;
@@ -376,8 +436,10 @@ impl LoweredModel {
                 .iter()
                 .map(|(a, b)| Ok((clipped(a, cfg.clip)?, clipped(b, cfg.clip)?)))
                 .collect::<Result<_>>()?;
-            // θ̄ += −H_θλ p̄ ≈ −(∇_θ L(λ + r p̄) − ∇_θ L(λ)) / r.
-            theta_terms.push(((&traj.losses[k] - &out_r.loss)? / r)?);
+            // θ̄ += −H_θλ p̄ ≈ −(∇_θ L(λ + r p̄) − ∇_θ L(λ)) / r, with the step's gradient
+            // as a training batch has it (rescaled by rows / block: [`as_in_training`]).
+            let c = batch.rows as f64 / self.refine_block() as f64;
+            theta_terms.push(((&traj.losses[k] - &out_r.loss)? * (c / r))?);
             pbar = pbar
                 .iter()
                 .map(|(a, b)| Ok((a.affine(cfg.momentum, 0.0)?, b.affine(cfg.momentum, 0.0)?)))
@@ -460,7 +522,7 @@ impl LoweredModel {
         let mut eta = Tensor::full(cfg.lr as f32, rows, x[0].0.device())?;
         let mut p: Option<Lambda> = None;
         for _ in 0..cfg.steps {
-            let (_, step) = momentum_step(&g, p.as_ref(), cfg)?;
+            let (_, step) = momentum_step(&g, p.as_ref(), cfg, self.refine_block())?;
             let next: Lambda = x
                 .iter()
                 .zip(&step)
@@ -554,5 +616,52 @@ fn surrogate(start: &Lambda, g: &Lambda) -> Result<Tensor> {
     match acc {
         Some(a) => &a - a.detach(),
         None => bail!("internal error: nothing refined"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use candle_core::Device;
+
+    fn rows(t: &Tensor) -> Vec<Vec<f32>> {
+        t.to_vec2().unwrap()
+    }
+
+    /// A batch of two training batches steps as the two would, each on its own: each
+    /// half's rows of the 6-row mean's gradient are half its own batch's, and each half is
+    /// clipped on its own norm.
+    #[test]
+    fn a_larger_batch_steps_as_its_training_sized_blocks_would() {
+        let v: Vec<f32> = Rng::seed(3).normal_vec(6 * 4);
+        // Rows 0-2 large (clipped), rows 3-5 small (not).
+        let v: Vec<f32> = v
+            .iter()
+            .enumerate()
+            .map(|(i, x)| if i < 12 { 10.0 * x } else { 0.01 * x })
+            .collect();
+        let g6 = Tensor::from_vec(v, (6, 4), &Device::Cpu).unwrap();
+        // The 3-row batches' own mean gradients: twice the 6-row mean's rows.
+        let half = |i: usize| (g6.narrow(0, 3 * i, 3).unwrap() * 2.0).unwrap();
+        let whole = rows(&per_block(&g6, 5.0, 3).unwrap());
+        let apart = [
+            rows(&clipped(&half(0), 5.0).unwrap()),
+            rows(&clipped(&half(1), 5.0).unwrap()),
+        ]
+        .concat();
+        for (a, b) in whole.iter().flatten().zip(apart.iter().flatten()) {
+            assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        // The first block was clipped to norm 5, the second left as it was.
+        assert!(
+            (norm(&Tensor::new(apart[..3].concat(), &Device::Cpu).unwrap()).unwrap() - 5.0).abs()
+                < 1e-3
+        );
+        // A smaller batch takes its examples' steps of the training batch: rescaled only.
+        let small = g6.narrow(0, 3, 2).unwrap();
+        let got = rows(&per_block(&small, 5.0, 3).unwrap());
+        let want = rows(&(small * (2.0 / 3.0)).unwrap());
+        assert_eq!(got, want);
     }
 }
