@@ -216,30 +216,61 @@ impl RandomFunction {
         Tensor::cat(&parts, 1)
     }
 
-    /// The marginals of the GP error at inputs `u` `[R, |u|]`.
-    pub fn predictive(&self, u: &Tensor) -> Result<Predictive> {
-        let m = self.inducing.dim(0)?;
+    /// `a = Lc⁻¹ c(U, u)` `[M, R]` at inputs `u` `[R, |u|]` (the whitened cross-covariance
+    /// per σ, `Lc Lcᵀ = c(U, U)`) and σ² `[1]`.
+    fn whitened(&self, u: &Tensor) -> Result<(Tensor, Tensor)> {
         let cuu = (self.correlation(&self.inducing, &self.inducing)? + (&self.eye * JITTER)?)?;
         let lc = linalg::cholesky(&cuu)?; // [M, M]
         let cux = self.correlation(&self.inducing, u)?; // [M, R]
         let a = linalg::solve_lower(&lc, &cux)?; // [M, R], Lu⁻¹ k(U, u) / σ
-        let sigma2 = self.log_variance.exp()?; // [1]
-        let sigma = sigma2.sqrt()?;
-        let mean = self.mean.matmul(&a)?.broadcast_mul(&sigma)?; // [O, R]
-        let l = self.posterior_factor()?; // [O, M, M]
-        let outputs = l.dim(0)?;
-        let rows = a.dim(1)?;
-        let lta = l
-            .transpose(1, 2)?
-            .contiguous()?
-            .broadcast_matmul(&a.unsqueeze(0)?.broadcast_as((outputs, m, rows))?)?; // [O, M, R]
-        let explained = a.sqr()?.sum_keepdim(0)?; // [1, R]
-        let posterior = lta.sqr()?.sum(1)?; // [O, R]
-        let variance = posterior
+        Ok((a, self.log_variance.exp()?))
+    }
+
+    /// The first `outputs` posterior factors side by side, `[M, outputs · M]` (column
+    /// block o is `L_o`): one GEMM then serves every output.
+    fn factors_side_by_side(&self, outputs: usize) -> Result<Tensor> {
+        let l = self.posterior_factor()?.narrow(0, 0, outputs)?; // [k, M, M]
+        let m = l.dim(1)?;
+        l.transpose(0, 1)?.contiguous()?.reshape((m, outputs * m))
+    }
+
+    /// The first `outputs` outputs' predictive variances `[outputs, R]`,
+    /// `σ² (1 − aᵀa + aᵀ S_o a)`, `aᵀ S_o a = ‖aᵀ L_o‖²`: one GEMM of `aᵀ` with the factors
+    /// side by side, each row's squares summed along its last (contiguous) axis.
+    fn variances(&self, a: &Tensor, sigma2: &Tensor, outputs: usize) -> Result<Tensor> {
+        let (m, rows) = a.dims2()?;
+        let at_l = a.t()?.matmul(&self.factors_side_by_side(outputs)?)?; // [R, k·M]
+        let posterior = at_l.reshape((rows, outputs, m))?.sqr()?.sum(D::Minus1)?; // [R, k]
+        let explained = a.sqr()?.sum_keepdim(0)?.t()?; // [R, 1]
+        posterior
             .broadcast_sub(&explained)?
             .affine(1.0, 1.0)?
-            .broadcast_mul(&sigma2)?
-            .maximum(1e-10)?;
+            .broadcast_mul(sigma2)?
+            .maximum(1e-10)?
+            .t()?
+            .contiguous()
+    }
+
+    /// The outputs' mean predictive variance `[R]`, `σ² (1 − aᵀa + aᵀ S̄ a)` with
+    /// `S̄ = mean_o L_o L_oᵀ` (one GEMM of the factors side by side with themselves): `M²`
+    /// per row instead of `O · M²`.
+    fn mean_variance(&self, a: &Tensor, sigma2: &Tensor) -> Result<Tensor> {
+        let outputs = self.mean.dim(0)?;
+        let l = self.factors_side_by_side(outputs)?; // [M, O·M]
+        let s_bar = (l.matmul(&l.t()?)? / outputs as f64)?; // [M, M]
+        let quad = (s_bar.matmul(a)? * a)?.sum(0)?; // [R]
+        let explained = a.sqr()?.sum(0)?;
+        (quad - explained)?
+            .affine(1.0, 1.0)?
+            .broadcast_mul(sigma2)?
+            .maximum(1e-10)
+    }
+
+    /// The marginals of the GP error at inputs `u` `[R, |u|]`.
+    pub fn predictive(&self, u: &Tensor) -> Result<Predictive> {
+        let (a, sigma2) = self.whitened(u)?;
+        let mean = self.mean.matmul(&a)?.broadcast_mul(&sigma2.sqrt()?)?; // [O, R]
+        let variance = self.variances(&a, &sigma2, self.mean.dim(0)?)?;
         Ok(Predictive { mean, variance })
     }
 
@@ -282,17 +313,35 @@ impl SiteEstimator for RandomFunction {
         };
         let rows = loc.dim(0)?;
         let u = self.input(frame, rows, rng)?;
-        let p = self.predictive(&u)?;
-        let (loc, scale) = if frame.train {
+        let (loc, scale, uncertainty) = if frame.train {
+            let p = self.predictive(&u)?;
             let noise = rng.normal(p.mean.dims(), p.mean.device())?;
             let f = (&p.mean + (p.variance.sqrt()? * noise)?)?;
             let (f_loc, f_scale) = self.split(&f)?;
-            ((loc + f_loc)?, (scale * f_scale.exp()?)?)
+            (
+                (loc + f_loc)?,
+                (scale * f_scale.exp()?)?,
+                p.variance.mean(0)?,
+            )
         } else {
-            let (m_loc, m_scale) = self.split(&p.mean)?;
-            let (v_loc, _) = self.split(&p.variance)?;
+            // One pass: the means, the loc outputs' variances (the log-scale's are not
+            // needed) and the outputs' mean variance through `S̄`.
+            let (a, sigma2) = self.whitened(&u)?;
+            let mean = self.mean.matmul(&a)?.broadcast_mul(&sigma2.sqrt()?)?; // [O, R]
+            let (m_loc, m_scale) = self.split(&mean)?;
+            let mut shape = vec![rows];
+            shape.extend_from_slice(&self.event);
+            let v_loc = self
+                .variances(&a, &sigma2, self.size)?
+                .t()?
+                .contiguous()?
+                .reshape(shape.as_slice())?;
             let s = (scale * m_scale.exp()?)?;
-            ((loc + m_loc)?, (s.sqr()? + v_loc)?.sqrt()?)
+            (
+                (loc + m_loc)?,
+                (s.sqr()? + v_loc)?.sqrt()?,
+                self.mean_variance(&a, &sigma2)?,
+            )
         };
         let dist = DistValue::new(
             DistKind::Normal,
@@ -304,7 +353,7 @@ impl SiteEstimator for RandomFunction {
         Ok(Draw::Replaced {
             value,
             dist,
-            uncertainty: p.variance.mean(0)?,
+            uncertainty,
         })
     }
 
@@ -437,13 +486,35 @@ mod tests {
                 );
             }
         }
+        // Evaluation's one pass: the first outputs' variances alone, and the outputs' mean
+        // variance through the mean posterior covariance, against the same exact GP.
+        let (a, sigma2) = est.whitened(&tensor(&xs)).unwrap();
+        let first = est
+            .variances(&a, &sigma2, 1)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let mean_var = est
+            .mean_variance(&a, &sigma2)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let exact_var = (&ksu * &inv * ksu.transpose()).map(|v| -v).add_scalar(kss);
+        assert_eq!(first.len(), 1);
+        for j in 0..xs.nrows() {
+            let ev = exact_var[(j, j)];
+            for v in [first[0][j] as f64, mean_var[j] as f64] {
+                assert!((v - ev).abs() < 2e-3 * (1.0 + ev), "variance {j}: {v} {ev}");
+            }
+        }
     }
 
     /// The whitened KL equals KL(q(f(U)) ‖ p(f(U))) computed in the unwhitened space from
     /// the closed form of two Gaussians, with `q(f(U)) = N(Lu m, Lu S Luᵀ)` and
-    /// `p = N(0, k(U, U))`: whitening does not change a KL.
+    /// `p = N(0, k(U, U))`: whitening does not change a KL. Each output's predictive
+    /// variance at new inputs, and their mean, against the same unwhitened forms.
     #[test]
-    fn the_kl_equals_the_closed_form_of_the_unwhitened_gaussians() {
+    fn the_kl_and_the_variances_equal_the_closed_forms_of_the_unwhitened_gaussians() {
         let (m, outputs) = (5, 2);
         let dev = Device::Cpu;
         let u = DMatrix::from_fn(m, 3, |i, j| ((i * 3 + j) as f64 * 0.37).sin());
@@ -476,6 +547,48 @@ mod tests {
         let means = mean.to_vec2::<f32>().unwrap();
         let raws = raw.to_vec3::<f32>().unwrap();
         let mut want = 0.0;
+        // The predictive variances of q(f(U)) at new inputs, unwhitened, per output and
+        // their mean: k(x,x) − k_xU K⁻¹ k_Ux + k_xU K⁻¹ Σ_o K⁻¹ k_Ux.
+        let xs = DMatrix::from_fn(4, 3, |i, j| ((i + 2 * j) as f64 * 0.53).cos());
+        let kxu = rbf(&xs, &u, L, S2);
+        let (a, sigma2) = est.whitened(&tensor(&xs)).unwrap();
+        let per_output = est
+            .variances(&a, &sigma2, outputs)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let mean_var = est
+            .mean_variance(&a, &sigma2)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut want_mean = vec![0.0; xs.nrows()];
+        for o in 0..outputs {
+            let ls = DMatrix::from_fn(m, m, |i, j| match i.cmp(&j) {
+                std::cmp::Ordering::Greater => raws[o][i][j] as f64,
+                std::cmp::Ordering::Equal => (raws[o][i][i] as f64).exp(),
+                std::cmp::Ordering::Less => 0.0,
+            });
+            let sigma = &lu * &ls * ls.transpose() * lu.transpose();
+            let v = (&kxu * &kinv * (&sigma - &kuu) * &kinv * kxu.transpose()).add_scalar(S2);
+            for j in 0..xs.nrows() {
+                let got = per_output[o][j] as f64;
+                assert!(
+                    (got - v[(j, j)]).abs() < 2e-3 * (1.0 + v[(j, j)]),
+                    "{got} {}",
+                    v[(j, j)]
+                );
+                want_mean[j] += v[(j, j)] / outputs as f64;
+            }
+        }
+        for j in 0..xs.nrows() {
+            let got = mean_var[j] as f64;
+            assert!(
+                (got - want_mean[j]).abs() < 2e-3 * (1.0 + want_mean[j]),
+                "{got} {}",
+                want_mean[j]
+            );
+        }
         for o in 0..outputs {
             let ls = DMatrix::from_fn(m, m, |i, j| match i.cmp(&j) {
                 std::cmp::Ordering::Greater => raws[o][i][j] as f64,
