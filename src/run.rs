@@ -335,6 +335,9 @@ pub fn train(
         device: device.clone(),
         resume,
         clock: Box::new(move || clock_start.elapsed().as_secs_f64()),
+        hold_after_epoch: std::env::var("VIC_HOLD_AFTER_EPOCH")
+            .ok()
+            .and_then(|v| v.trim().parse().ok()),
     };
     let mut progress = Progress {
         bar: progress_bar(),

@@ -80,6 +80,7 @@ fn the_mean_field_guide_of_a_global_weight_finds_the_exact_posterior() {
         device: Device::Cpu,
         resume: false,
         clock: Box::new(|| 0.0),
+        hold_after_epoch: None,
     };
     let trained = train::train(program, &data, opts, &mut Memory::default(), &mut Quiet).unwrap();
     let model = &trained.model;

@@ -173,7 +173,14 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Seconds since some fixed point (the caller's clock).
     pub clock: Box<dyn Fn() -> f64>,
+    /// After this epoch, write a checkpoint and wait [`HOLD_SECONDS`] before going on
+    /// (`VIC_HOLD_AFTER_EPOCH`): a kill at a known point, whatever the machine's speed,
+    /// for testing `--resume`.
+    pub hold_after_epoch: Option<usize>,
 }
+
+/// How long `hold_after_epoch` waits.
+pub const HOLD_SECONDS: u64 = 600;
 
 /// The result of a finished run.
 pub struct Trained {
@@ -1179,10 +1186,14 @@ pub fn train(
         state.metrics.push(row.clone());
         // Epochs of a few milliseconds (a small dataset) would spend their time writing
         // checkpoints: keep one every CHECKPOINT_SECONDS at most, and the last epoch's.
-        if epoch == cfg.epochs || (opts.clock)() - saved_at >= CHECKPOINT_SECONDS {
+        let hold = opts.hold_after_epoch == Some(epoch);
+        if epoch == cfg.epochs || hold || (opts.clock)() - saved_at >= CHECKPOINT_SECONDS {
             save_checkpoint(&model, &optimizer, &state, store)?;
             saved_at = (opts.clock)();
             kept_epoch = epoch;
+        }
+        if hold {
+            std::thread::sleep(std::time::Duration::from_secs(HOLD_SECONDS));
         }
         observer.epoch(&row);
     }
