@@ -388,6 +388,19 @@ mod tests {
         })
     }
 
+    /// Evaluation's one pass at inputs `xs`: the first `outputs` outputs' predictive
+    /// variances `[outputs][rows]` and the outputs' mean variance `[rows]`.
+    fn one_pass(
+        est: &RandomFunction,
+        xs: &DMatrix<f64>,
+        outputs: usize,
+    ) -> (Vec<Vec<f32>>, Vec<f32>) {
+        let (a, sigma2) = est.whitened(&tensor(xs)).unwrap();
+        let v = est.variances(&a, &sigma2, outputs).unwrap();
+        let mean = est.mean_variance(&a, &sigma2).unwrap();
+        (v.to_vec2().unwrap(), mean.to_vec1().unwrap())
+    }
+
     fn tensor(m: &DMatrix<f64>) -> Tensor {
         let v: Vec<f32> = (0..m.nrows())
             .flat_map(|i| (0..m.ncols()).map(move |j| m[(i, j)] as f32))
@@ -488,17 +501,7 @@ mod tests {
         }
         // Evaluation's one pass: the first outputs' variances alone, and the outputs' mean
         // variance through the mean posterior covariance, against the same exact GP.
-        let (a, sigma2) = est.whitened(&tensor(&xs)).unwrap();
-        let first = est
-            .variances(&a, &sigma2, 1)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let mean_var = est
-            .mean_variance(&a, &sigma2)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let (first, mean_var) = one_pass(&est, &xs, 1);
         let exact_var = (&ksu * &inv * ksu.transpose()).map(|v| -v).add_scalar(kss);
         assert_eq!(first.len(), 1);
         for j in 0..xs.nrows() {
@@ -551,17 +554,7 @@ mod tests {
         // their mean: k(x,x) − k_xU K⁻¹ k_Ux + k_xU K⁻¹ Σ_o K⁻¹ k_Ux.
         let xs = DMatrix::from_fn(4, 3, |i, j| ((i + 2 * j) as f64 * 0.53).cos());
         let kxu = rbf(&xs, &u, L, S2);
-        let (a, sigma2) = est.whitened(&tensor(&xs)).unwrap();
-        let per_output = est
-            .variances(&a, &sigma2, outputs)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let mean_var = est
-            .mean_variance(&a, &sigma2)
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let (per_output, mean_var) = one_pass(&est, &xs, outputs);
         let mut want_mean = vec![0.0; xs.nrows()];
         for o in 0..outputs {
             let ls = DMatrix::from_fn(m, m, |i, j| match i.cmp(&j) {
