@@ -238,8 +238,21 @@ impl RandomFunction {
     /// `σ² (1 − aᵀa + aᵀ S_o a)`, `aᵀ S_o a = ‖aᵀ L_o‖²`: one GEMM of `aᵀ` with the factors
     /// side by side, each row's squares summed along its last (contiguous) axis.
     fn variances(&self, a: &Tensor, sigma2: &Tensor, outputs: usize) -> Result<Tensor> {
+        self.variances_with(a, sigma2, &self.factors_side_by_side(outputs)?, outputs)
+    }
+
+    /// [`RandomFunction::variances`] with the factors side by side given (at least the
+    /// first `outputs`).
+    fn variances_with(
+        &self,
+        a: &Tensor,
+        sigma2: &Tensor,
+        side: &Tensor,
+        outputs: usize,
+    ) -> Result<Tensor> {
         let (m, rows) = a.dims2()?;
-        let at_l = a.t()?.matmul(&self.factors_side_by_side(outputs)?)?; // [R, k·M]
+        let side = side.narrow(1, 0, outputs * m)?.contiguous()?;
+        let at_l = a.t()?.matmul(&side)?; // [R, k·M]
         let posterior = at_l.reshape((rows, outputs, m))?.sqr()?.sum(D::Minus1)?; // [R, k]
         let explained = a.sqr()?.sum_keepdim(0)?.t()?; // [R, 1]
         posterior
@@ -254,9 +267,15 @@ impl RandomFunction {
     /// The outputs' mean predictive variance `[R]`, `σ² (1 − aᵀa + aᵀ S̄ a)` with
     /// `S̄ = mean_o L_o L_oᵀ` (one GEMM of the factors side by side with themselves): `M²`
     /// per row instead of `O · M²`.
+    #[cfg(test)]
     fn mean_variance(&self, a: &Tensor, sigma2: &Tensor) -> Result<Tensor> {
         let outputs = self.mean.dim(0)?;
-        let l = self.factors_side_by_side(outputs)?; // [M, O·M]
+        self.mean_variance_with(a, sigma2, &self.factors_side_by_side(outputs)?)
+    }
+
+    /// [`RandomFunction::mean_variance`] with every output's factor side by side given.
+    fn mean_variance_with(&self, a: &Tensor, sigma2: &Tensor, l: &Tensor) -> Result<Tensor> {
+        let outputs = self.mean.dim(0)?;
         let s_bar = (l.matmul(&l.t()?)? / outputs as f64)?; // [M, M]
         let quad = (s_bar.matmul(a)? * a)?.sum(0)?; // [R]
         let explained = a.sqr()?.sum(0)?;
@@ -331,8 +350,10 @@ impl SiteEstimator for RandomFunction {
             let (m_loc, m_scale) = self.split(&mean)?;
             let mut shape = vec![rows];
             shape.extend_from_slice(&self.event);
+            // Every output's factor, side by side, built once for both.
+            let side = self.factors_side_by_side(mean.dim(0)?)?;
             let v_loc = self
-                .variances(&a, &sigma2, self.size)?
+                .variances_with(&a, &sigma2, &side, self.size)?
                 .t()?
                 .contiguous()?
                 .reshape(shape.as_slice())?;
@@ -340,7 +361,7 @@ impl SiteEstimator for RandomFunction {
             (
                 (loc + m_loc)?,
                 (s.sqr()? + v_loc)?.sqrt()?,
-                self.mean_variance(&a, &sigma2)?,
+                self.mean_variance_with(&a, &sigma2, &side)?,
             )
         };
         let dist = DistValue::new(
