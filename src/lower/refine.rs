@@ -92,19 +92,19 @@ fn as_in_training(g: &Lambda, clip: f64, block: usize) -> Result<Lambda> {
         .collect()
 }
 
+/// The factor that turns the gradient of a mean over `rows` examples into the gradient of
+/// a mean over `block` (the training batch): each example's share of a training batch.
+fn training_scale(rows: usize, block: usize) -> f64 {
+    rows as f64 / block.max(1) as f64
+}
+
 /// `t` `[B, ...]`, the gradient of a mean over B rows, rescaled to a mean over `block` rows
-/// and clipped to norm `max` per `block` rows.
+/// and clipped to norm `max` per `block` consecutive rows (a batch of at most `block` rows
+/// is one block, clipped as a whole).
 fn per_block(t: &Tensor, max: f64, block: usize) -> Result<Tensor> {
     let rows = t.dim(0)?;
     let block = block.max(1);
-    let t = if rows == block {
-        t.clone()
-    } else {
-        t.affine(rows as f64 / block as f64, 0.0)?
-    };
-    if rows <= block {
-        return clipped(&t, max);
-    }
+    let t = t.affine(training_scale(rows, block), 0.0)?;
     // Each row's squared norm, summed per block on the host (a handful of numbers).
     let sq: Vec<f32> = t
         .sqr()?
@@ -438,7 +438,7 @@ impl LoweredModel {
                 .collect::<Result<_>>()?;
             // θ̄ += −H_θλ p̄ ≈ −(∇_θ L(λ + r p̄) − ∇_θ L(λ)) / r, with the step's gradient
             // as a training batch has it (rescaled by rows / block: [`as_in_training`]).
-            let c = batch.rows as f64 / self.refine_block() as f64;
+            let c = training_scale(batch.rows, self.refine_block());
             theta_terms.push(((&traj.losses[k] - &out_r.loss)? * (c / r))?);
             pbar = pbar
                 .iter()

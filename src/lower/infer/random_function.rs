@@ -285,10 +285,15 @@ impl RandomFunction {
             .maximum(1e-10)
     }
 
+    /// Every output's predictive mean `[O, R]`, `σ mᵀa`.
+    fn means(&self, a: &Tensor, sigma2: &Tensor) -> Result<Tensor> {
+        self.mean.matmul(a)?.broadcast_mul(&sigma2.sqrt()?)
+    }
+
     /// The marginals of the GP error at inputs `u` `[R, |u|]`.
     pub fn predictive(&self, u: &Tensor) -> Result<Predictive> {
         let (a, sigma2) = self.whitened(u)?;
-        let mean = self.mean.matmul(&a)?.broadcast_mul(&sigma2.sqrt()?)?; // [O, R]
+        let mean = self.means(&a, &sigma2)?;
         let variance = self.variances(&a, &sigma2, self.mean.dim(0)?)?;
         Ok(Predictive { mean, variance })
     }
@@ -346,7 +351,7 @@ impl SiteEstimator for RandomFunction {
             // One pass: the means, the loc outputs' variances (the log-scale's are not
             // needed) and the outputs' mean variance through `S̄`.
             let (a, sigma2) = self.whitened(&u)?;
-            let mean = self.mean.matmul(&a)?.broadcast_mul(&sigma2.sqrt()?)?; // [O, R]
+            let mean = self.means(&a, &sigma2)?;
             let (m_loc, m_scale) = self.split(&mean)?;
             let mut shape = vec![rows];
             shape.extend_from_slice(&self.event);
