@@ -2,9 +2,7 @@
 //! (dense inputs to one image head), with the layers of `arch::layers`.
 
 use super::dense::{gather, widths, DenseStack, StackConfig};
-use super::layers::{
-    activate, flat_input, head_activation, split_heads, sum_kl, Linear, LinearSpec, Op,
-};
+use super::layers::{flat_input, head_activation, split_heads, sum_kl, Linear, LinearSpec, Op};
 use super::{NetCtx, Network};
 use crate::arch::{self, image_chw, LayerKind};
 use crate::ir::{Activation, Head, NetDef, Norm};
@@ -115,7 +113,7 @@ impl Network for ConvNet {
         let r = img.dim(0)?;
         let mut x = img.reshape((r, c, h, w))?; // [R, C, H, W]
         for conv in &self.convs {
-            x = activate(&conv.forward(&x, ctx)?, self.act)?; // [R, c_out, h_out, w_out]
+            x = conv.forward_act(&x, Some(self.act), ctx)?; // [R, c_out, h_out, w_out]
         }
         let mut x = x.flatten_from(1)?; // [R, F]
         if !self.rest.is_empty() {
@@ -286,12 +284,11 @@ impl Network for DeconvNet {
         let mut x = x.reshape((r, c0, h0, w0))?; // [R, c0, h0, w0]
         let n = self.deconvs.len();
         for (i, (d, crop)) in self.deconvs.iter().zip(&self.crops).enumerate() {
-            x = d.forward(&x, ctx)?; // [R, c_out, h·s, w·s]
+            // Activated (but the last), then cropped: the two commute.
+            let act = (i + 1 < n).then_some(self.act);
+            x = d.forward_act(&x, act, ctx)?; // [R, c_out, h·s, w·s]
             if let Some([h, w]) = *crop {
                 x = x.narrow(2, 0, h)?.narrow(3, 0, w)?;
-            }
-            if i + 1 < n {
-                x = activate(&x, self.act)?;
             }
         }
         let mut shape = vec![r];

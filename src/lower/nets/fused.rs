@@ -55,7 +55,7 @@ impl FusedAct {
         })
     }
 
-    fn activation(self) -> Option<Activation> {
+    pub(super) fn activation(self) -> Option<Activation> {
         match self {
             FusedAct::Identity => None,
             FusedAct::Relu => Some(Activation::Relu),
@@ -70,7 +70,7 @@ impl FusedAct {
     /// The activation of eight pre-activations `z` (the transcendental ones with `wide`'s
     /// vectorized exponential, logarithm and tanh).
     #[inline(always)]
-    fn apply8(self, z: f32x8) -> f32x8 {
+    pub(super) fn apply8(self, z: f32x8) -> f32x8 {
         let zero = f32x8::ZERO;
         match self {
             FusedAct::Identity => z,
@@ -87,7 +87,7 @@ impl FusedAct {
 
     /// The derivative at the pre-activation whose output is `y`.
     #[inline(always)]
-    fn deriv8(self, y: f32x8) -> f32x8 {
+    pub(super) fn deriv8(self, y: f32x8) -> f32x8 {
         let (zero, one) = (f32x8::ZERO, f32x8::ONE);
         match self {
             FusedAct::Identity => one,
@@ -134,7 +134,7 @@ struct Dense {
 }
 
 /// A rank-2 operand of a gemm call: its values from the start offset, and its strides.
-struct Mat<'a> {
+pub(super) struct Mat<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -144,7 +144,7 @@ struct Mat<'a> {
 
 impl<'a> Mat<'a> {
     /// The matrix a CPU storage holds under a rank-2 layout, checked to lie inside it.
-    fn of(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<Mat<'a>> {
+    pub(super) fn of(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<Mat<'a>> {
         let data = match s {
             CpuStorage::F32(v) => v.as_slice(),
             _ => bail!("fused dense: {what} is not f32"),
@@ -157,7 +157,7 @@ impl<'a> Mat<'a> {
         Mat::new(data, rows, cols, rs, cs, what)
     }
 
-    fn new(
+    pub(super) fn new(
         data: &'a [f32],
         rows: usize,
         cols: usize,
@@ -179,7 +179,7 @@ impl<'a> Mat<'a> {
     }
 
     /// The transpose (a view: strides swapped).
-    fn t(&self) -> Mat<'a> {
+    pub(super) fn t(&self) -> Mat<'a> {
         Mat {
             data: self.data,
             rows: self.cols,
@@ -200,7 +200,7 @@ impl<'a> Mat<'a> {
 /// it and 1.65 ms split by columns here; the weight gradient `gᵀ·x`, whose inner
 /// dimension is the batch, is fastest split by rows (1.30 ms against 1.37 by columns).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Split {
+pub(super) enum Split {
     Cols,
     Rows,
 }
@@ -303,7 +303,7 @@ fn matmul_into(dst: &mut [f32], lhs: &Mat, rhs: &Mat, split: Split) -> Result<()
 }
 
 /// `lhs [m, k] · rhs [k, n]`, row-major, in a fresh buffer.
-fn matmul(lhs: &Mat, rhs: &Mat, split: Split) -> Result<Vec<f32>> {
+pub(super) fn matmul(lhs: &Mat, rhs: &Mat, split: Split) -> Result<Vec<f32>> {
     let len = lhs.rows * rhs.cols;
     if lhs.cols == 0 || len == 0 {
         return Ok(vec![0f32; len]);

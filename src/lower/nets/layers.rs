@@ -2,6 +2,7 @@
 //! maps (dense, convolution, transposed convolution) under `point` / `bayes` / `vdrop`
 //! weights, layer and batch norm, activations, dropout, dense input gathering and heads.
 
+use super::fused::FusedAct;
 use super::NetCtx;
 use crate::ir::{Activation, Head, HeadActivation, Norm, Weights};
 use crate::rng::Rng;
@@ -94,12 +95,21 @@ impl Op {
     fn apply(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         match *self {
             Op::Matmul => x.matmul(&w.t()?),
-            Op::Conv { stride, padding } => x.conv2d(w, padding, stride, 1, 1),
+            Op::Conv { .. } | Op::ConvT { .. } => self.conv(x, w, None, FusedAct::Identity),
+        }
+    }
+
+    /// `act(conv(x, w) + b)` of a convolution (one fused op on the CPU).
+    fn conv(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, act: FusedAct) -> Result<Tensor> {
+        use super::fused_conv::{conv2d, conv_transpose2d};
+        match *self {
+            Op::Matmul => bail!("a dense map is not a convolution"),
+            Op::Conv { stride, padding } => conv2d(x, w, b, act, stride, padding),
             Op::ConvT {
                 stride,
                 padding,
                 output_padding,
-            } => x.conv_transpose2d(w, padding, output_padding, stride, 1),
+            } => conv_transpose2d(x, w, b, act, stride, padding, output_padding),
         }
     }
 
@@ -339,6 +349,10 @@ impl Linear {
     /// Input `[R, in]` (dense) or `[R, C, H, W]` (convolutions) to the op's output.
     pub fn forward(&self, x: &Tensor, ctx: &mut NetCtx) -> Result<Tensor> {
         match &self.params {
+            Params::Point { w: Some(w), b } if self.op != Op::Matmul => {
+                self.op
+                    .conv(x, &self.masked(w)?, b.as_ref(), FusedAct::Identity)
+            }
             Params::Point { w, b } => {
                 let y = self.apply(x, w.as_ref())?;
                 self.with_bias(y, b.as_ref())
@@ -396,27 +410,22 @@ impl Linear {
         }
     }
 
-    /// `act(forward(x))`, one fused op ([`super::fused::dense`]) for a dense map with point
-    /// weights, a bias and no mask under any activation but gelu; else the two steps.
+    /// `act(forward(x))`, one fused op under any activation but gelu for point weights: a
+    /// dense map with a bias and no mask ([`super::fused::dense`]), or a convolution
+    /// ([`super::fused_conv`]); else the two steps.
     pub fn forward_act(
         &self,
         x: &Tensor,
         act: Option<Activation>,
         ctx: &mut NetCtx,
     ) -> Result<Tensor> {
-        use super::fused::{dense, FusedAct};
-        let fused = FusedAct::of(act);
-        if let (
-            Params::Point {
-                w: Some(w),
-                b: Some(b),
-            },
-            None,
-            Op::Matmul,
-            Some(fused),
-        ) = (&self.params, &self.mask, self.op, fused)
-        {
-            return dense(x, w, b, fused);
+        use super::fused::dense;
+        if let (Params::Point { w: Some(w), b }, Some(fused)) = (&self.params, FusedAct::of(act)) {
+            match (self.op, b, &self.mask) {
+                (Op::Matmul, Some(b), None) => return dense(x, w, b, fused),
+                (Op::Matmul, ..) => {}
+                _ => return self.op.conv(x, &self.masked(w)?, b.as_ref(), fused),
+            }
         }
         let y = self.forward(x, ctx)?;
         match act {
