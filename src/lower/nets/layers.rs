@@ -3,6 +3,7 @@
 //! weights, layer and batch norm, activations, dropout, dense input gathering and heads.
 
 use super::fused::FusedAct;
+use super::fused_vdrop::{self, Term};
 use super::NetCtx;
 use crate::ir::{Activation, Head, HeadActivation, Norm, Weights};
 use crate::rng::Rng;
@@ -330,6 +331,26 @@ impl Linear {
         }
     }
 
+    /// `op(x, masked w) + b`: one fused op on the CPU for a dense map without a mask
+    /// ([`super::fused::dense`], a zero bias standing in for none) and for convolutions.
+    fn map(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        match (self.op, &self.mask) {
+            (Op::Matmul, None) => {
+                let zero;
+                let b = match b {
+                    Some(b) => b,
+                    None => {
+                        zero = Tensor::zeros(w.dim(0)?, w.dtype(), w.device())?;
+                        &zero
+                    }
+                };
+                super::fused::dense(x, w, b, FusedAct::Identity)
+            }
+            (Op::Matmul, Some(_)) => self.with_bias(self.op.apply(x, &self.masked(w)?)?, b),
+            _ => self.op.conv(x, &self.masked(w)?, b, FusedAct::Identity),
+        }
+    }
+
     fn with_bias(&self, y: Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         match b {
             Some(b) => self.op.add_bias(&y, b),
@@ -358,18 +379,18 @@ impl Linear {
                 self.with_bias(y, b.as_ref())
             }
             Params::Bayes { w, b, .. } => {
-                let mean = self.apply(x, w.as_ref().map(|(mu, _)| mu))?;
-                let mean = self.with_bias(mean, b.as_ref().map(|(mu, _)| mu))?;
+                let b_mu = b.as_ref().map(|(mu, _)| mu);
+                let mean = match w {
+                    Some((mu, _)) => self.map(x, mu, b_mu)?,
+                    None => self.with_bias(self.apply(x, None)?, b_mu)?,
+                };
                 if !ctx.train {
                     return Ok(mean);
                 }
+                let b_var = b.as_ref().map(|(_, lv)| lv.exp()).transpose()?;
                 let var = match w {
-                    Some((_, lv)) => self.op.apply(&x.sqr()?, &self.masked(&lv.exp()?)?)?,
-                    None => mean.zeros_like()?,
-                };
-                let var = match b {
-                    Some((_, lv)) => self.op.add_bias(&var, &lv.exp()?)?,
-                    None => var,
+                    Some((_, lv)) => self.map(&x.sqr()?, &lv.exp()?, b_var.as_ref())?,
+                    None => self.with_bias(mean.zeros_like()?, b_var.as_ref())?,
                 };
                 Self::sample(mean, var, ctx)
             }
@@ -378,7 +399,6 @@ impl Linear {
                     let mean = self.apply(x, None)?;
                     return self.with_bias(mean, b.as_ref());
                 };
-                let la = vdrop_log_alpha(theta, second, *kl, *additive)?;
                 // Pruned evaluation: θ where log α <= the threshold, else 0; in training the
                 // additive form zeroes the weights past PRUNE_IN_TRAINING in the mean, as
                 // Molchanov et al. train.
@@ -387,24 +407,34 @@ impl Linear {
                     (true, _) if *additive => Some(PRUNE_IN_TRAINING),
                     _ => None,
                 };
+                let fused = |t: Term| match self.mask {
+                    None => fused_vdrop::term(theta, second, *kl, *additive, t),
+                    Some(_) => Ok(None),
+                };
                 let mean_w = match threshold {
-                    Some(th) => theta.broadcast_mul(&la.le(th)?.to_dtype(theta.dtype())?)?,
+                    Some(th) => match fused(Term::Mean(th as f32))? {
+                        Some(m) => m,
+                        None => {
+                            let la = vdrop_log_alpha(theta, second, *kl, *additive)?;
+                            theta.broadcast_mul(&la.le(th)?.to_dtype(theta.dtype())?)?
+                        }
+                    },
                     None => theta.clone(),
                 };
-                let mean = self.apply(x, Some(&mean_w))?;
-                let mean = self.with_bias(mean, b.as_ref())?;
+                let mean = self.map(x, &mean_w, b.as_ref())?;
                 if !ctx.train {
                     return Ok(mean);
                 }
-                // The noise of every weight, pruned or not (as Molchanov et al. compute it).
-                let var = {
-                    {
-                        let alpha = la.exp()?;
-                        // [w_shape]: α θ², α broadcast along the units for kind A.
-                        let wvar = theta.sqr()?.broadcast_mul(&alpha)?;
-                        self.op.apply(&x.sqr()?, &self.masked(&wvar)?)?
+                // The noise of every weight, pruned or not (as Molchanov et al. compute it):
+                // [w_shape] α θ², α broadcast along the units for kind A.
+                let wvar = match fused(Term::Var)? {
+                    Some(v) => v,
+                    None => {
+                        let la = vdrop_log_alpha(theta, second, *kl, *additive)?;
+                        theta.sqr()?.broadcast_mul(&la.exp()?)?
                     }
                 };
+                let var = self.map(&x.sqr()?, &wvar, None)?;
                 Self::sample(mean, var, ctx)
             }
         }
@@ -457,6 +487,12 @@ impl Linear {
                 w, kl, additive, ..
             } => match w {
                 Some((theta, second)) => {
+                    if self.mask.is_none() {
+                        if let Some(k) = fused_vdrop::term(theta, second, *kl, *additive, Term::Kl)?
+                        {
+                            return Ok(Some(k));
+                        }
+                    }
                     let la = vdrop_log_alpha(theta, second, *kl, *additive)?;
                     let k = vdrop_kl(&la, *kl)?.broadcast_as(theta.shape())?;
                     Ok(Some(self.masked(&k)?.sum_all()?))
@@ -514,27 +550,28 @@ pub fn vdrop_kl(log_alpha: &Tensor, form: crate::ir::VdropKl) -> Result<Tensor> 
     let la = clamp_log_alpha(log_alpha, form)?;
     match form {
         crate::ir::VdropKl::Molchanov => {
-            const K1: f64 = 0.63576;
-            const K2: f64 = 1.87320;
-            const K3: f64 = 1.48695;
-            let sig = candle_nn::ops::sigmoid(&la.affine(K3, K2)?)?;
+            let [k1, k2, k3] = MOLCHANOV_K;
+            let sig = candle_nn::ops::sigmoid(&la.affine(k3, k2)?)?;
             // ln(1 + 1/α) = softplus(−ln α)
             let log1p_inv = softplus(&la.neg()?)?;
             // KL = k1 − k1 σ(·) + ½ ln(1 + 1/α)
-            sig.affine(-K1, K1)? + (log1p_inv * 0.5)?
+            sig.affine(-k1, k1)? + (log1p_inv * 0.5)?
         }
         crate::ir::VdropKl::Kingma => {
-            const C1: f64 = 1.16145124;
-            const C2: f64 = -1.50204118;
-            const C3: f64 = 0.58629921;
+            let [c1, c2, c3] = KINGMA_C;
             let a = la.exp()?;
             // Horner: ((c3 a + c2) a + c1) a
-            let poly = ((a.affine(C3, C2)? * &a)?.affine(1.0, C1)? * &a)?;
+            let poly = ((a.affine(c3, c2)? * &a)?.affine(1.0, c1)? * &a)?;
             let neg_kl = ((la * 0.5)? + poly)?.affine(1.0, KINGMA_C0)?;
             neg_kl.neg()
         }
     }
 }
+
+/// Molchanov et al.'s k1, k2, k3 (see [`vdrop_kl`]).
+pub const MOLCHANOV_K: [f64; 3] = [0.63576, 1.87320, 1.48695];
+/// Kingma et al.'s c1, c2, c3 (see [`vdrop_kl`]).
+pub const KINGMA_C: [f64; 3] = [1.16145124, -1.50204118, 0.58629921];
 
 /// The constant of Kingma et al.'s approximation in the convention of [`vdrop_kl`]:
 /// `−(γ + ln 2)/2` plus the midpoint of the cubic's residual range over log α in [−8, 0].

@@ -64,6 +64,7 @@ pub mod dense;
 pub mod fused;
 pub mod fused_conv;
 pub mod fused_gru;
+pub mod fused_vdrop;
 pub mod layers;
 pub mod recurrent;
 pub mod sets;
