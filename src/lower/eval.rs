@@ -481,7 +481,8 @@ impl<'m> Frame<'m> {
                     };
                     shape.insert(0, n);
                 }
-                materialize(v, rows, &shape)
+                // A per-row value keeps its own rows (the network lifts what it needs).
+                materialize(v, v.rows().unwrap_or(rows), &shape)
             })
             .collect::<Result<_>>()?;
         let mut ctx = NetCtx {
@@ -489,7 +490,9 @@ impl<'m> Frame<'m> {
             rng,
             prune: self.prune,
         };
-        self.model.net(net, key)?.forward(&inputs, &mut ctx)
+        self.model
+            .net(net, key)?
+            .forward_rows(&inputs, rows, &mut ctx)
     }
 
     /// Take the values of the plan's shared locals from the guide's pass (`guide`), so

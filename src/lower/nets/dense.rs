@@ -67,6 +67,32 @@ impl DenseStack {
         })
     }
 
+    /// The rest of [`DenseStack::forward`] from the first layer's activated output `[R,
+    /// widths[0]]` (no norm after the first layer).
+    fn forward_from(&self, mut x: Tensor, ctx: &mut NetCtx) -> Result<Tensor> {
+        let n = self.layers.len();
+        if n > 1 {
+            x = dropout(&x, self.dropout, ctx)?;
+        }
+        for (i, (layer, norm)) in self.layers.iter().zip(&self.norms).enumerate().skip(1) {
+            let act = (i + 1 < n || self.act_last).then_some(self.act);
+            match norm {
+                Some(norm) => {
+                    x = layer.forward(&x, ctx)?;
+                    x = norm.forward(&x, ctx)?;
+                    if let Some(act) = act {
+                        x = activate(&x, act)?;
+                    }
+                }
+                None => x = layer.forward_act(&x, act, ctx)?,
+            }
+            if i + 1 < n {
+                x = dropout(&x, self.dropout, ctx)?;
+            }
+        }
+        Ok(x)
+    }
+
     /// `[R, inp]` to `[R, widths.last()]`.
     pub fn forward(&self, x: &Tensor, ctx: &mut NetCtx) -> Result<Tensor> {
         let mut x = x.clone();
@@ -268,6 +294,87 @@ impl Network for DenseNet {
     fn forward(&self, inputs: &[Tensor], ctx: &mut NetCtx) -> Result<Vec<Tensor>> {
         let x = gather(inputs, &self.inputs)?; // [R, Σ input widths]
         let out = self.stack.forward(&x, ctx)?; // [R, Σ head numel]
+        split_heads(&out, &self.heads)
+    }
+
+    /// The first layer's product split by input: `x W_xᵀ` of an input with fewer rows (an
+    /// example's data, under an enumerated latent's K rows per example) is computed at its
+    /// own rows and added to each of the rows it stands for, so the enumeration repeats
+    /// only the product of the inputs that vary along it. Point weights without a norm;
+    /// otherwise (or when every input has all the rows) the inputs are lifted.
+    fn forward_rows(
+        &self,
+        inputs: &[Tensor],
+        rows: usize,
+        ctx: &mut NetCtx,
+    ) -> Result<Vec<Tensor>> {
+        let fewer = |i: usize| {
+            inputs
+                .get(i)
+                .is_some_and(|x| x.dim(0).is_ok_and(|r| r < rows))
+        };
+        let split = self.inputs.iter().any(|&(i, _)| fewer(i))
+            && self.inputs.iter().any(|&(i, _)| !fewer(i));
+        let first = self.stack.layers.first().and_then(Linear::point_dense);
+        let (Some((w, b)), true, Some(None)) = (first, split, self.stack.norms.first()) else {
+            let lifted = inputs
+                .iter()
+                .map(|x| crate::lower::eval::lift(x, rows))
+                .collect::<Result<Vec<_>>>()?;
+            return self.forward(&lifted, ctx);
+        };
+        // The full-row inputs through their columns of W with the bias, at all rows; then
+        // each other input's product added to the rows it stands for.
+        let mut offset = 0;
+        let (mut full, mut part) = (Vec::new(), Vec::new());
+        for &(i, width) in &self.inputs {
+            let cols = w.narrow(1, offset, width)?;
+            offset += width;
+            let Some(x) = inputs.get(i) else {
+                candle_core::bail!(
+                    "network called with {} inputs; its signature has more",
+                    inputs.len()
+                );
+            };
+            let x = super::layers::flat_input(x, width, i)?;
+            if fewer(i) {
+                part.push((x, cols));
+            } else {
+                full.push((x, cols));
+            }
+        }
+        let (xs, ws): (Vec<Tensor>, Vec<Tensor>) = full.into_iter().unzip();
+        let x_full = if xs.len() == 1 {
+            xs[0].clone()
+        } else {
+            Tensor::cat(&xs, 1)?
+        };
+        let w_full = if ws.len() == 1 {
+            ws[0].clone()
+        } else {
+            Tensor::cat(&ws, 1)?
+        };
+        use super::fused::{add_lifted, dense, FusedAct};
+        let mut y = dense(&x_full, &w_full, b, FusedAct::Identity)?;
+        // The first layer's activation with the last addition.
+        let n = self.stack.layers.len();
+        let act = (n > 1 || self.stack.act_last).then_some(self.stack.act);
+        let fused = FusedAct::of(act);
+        let parts = part.len();
+        for (j, (x, cols)) in part.into_iter().enumerate() {
+            let zero = Tensor::zeros(cols.dim(0)?, cols.dtype(), cols.device())?;
+            let p = dense(&x, &cols, &zero, FusedAct::Identity)?; // [its rows, out]
+            let a = match fused {
+                Some(f) if j + 1 == parts => f,
+                _ => FusedAct::Identity,
+            };
+            y = add_lifted(&y, &p, a)?;
+        }
+        let y = match (fused, act) {
+            (None, Some(act)) => activate(&y, act)?,
+            _ => y,
+        };
+        let out = self.stack.forward_from(y, ctx)?; // [R, Σ head numel]
         split_heads(&out, &self.heads)
     }
 

@@ -444,6 +444,127 @@ impl CustomOp3 for Dense {
     }
 }
 
+/// `act(y + lift(p))` for `y [rows, n]` and `p [r, n]` with `r` dividing `rows`: row `i` of
+/// `p` is added to rows `i·f .. (i+1)·f` of `y`, `f = rows / r` (the layout of
+/// `eval::lift`). One pass forward; backward the activation's derivative and, for `p`,
+/// sums of `f` consecutive rows. The CPU `f32` path of [`DenseNet`]'s split first layer
+/// (candle's broadcast add reduces the gradient of `p` along a strided middle axis, one
+/// thread); else candle's ops.
+///
+/// [`DenseNet`]: super::dense::DenseNet
+pub fn add_lifted(y: &Tensor, p: &Tensor, act: FusedAct) -> Result<Tensor> {
+    let (rows, n) = y.dims2()?;
+    let (r, pn) = p.dims2()?;
+    if r == 0 || pn != n || rows % r != 0 {
+        bail!("add_lifted: [{rows}, {n}] and [{r}, {pn}]");
+    }
+    let fusable = y.device().is_cpu() && y.dtype() == DType::F32 && p.dtype() == DType::F32;
+    if !fusable {
+        let z = y
+            .reshape((r, rows / r, n))?
+            .broadcast_add(&p.unsqueeze(1)?)?
+            .reshape((rows, n))?;
+        return match act.activation() {
+            Some(a) => activate(&z, a),
+            None => Ok(z),
+        };
+    }
+    y.contiguous()?
+        .apply_op2(&p.contiguous()?, AddLifted { act })
+}
+
+struct AddLifted {
+    act: FusedAct,
+}
+
+impl candle_core::CustomOp2 for AddLifted {
+    fn name(&self) -> &'static str {
+        "add-lifted"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (Some(y), Some(p)) = (contiguous_f32(s1, l1), contiguous_f32(s2, l2)) else {
+            bail!("add_lifted: operands are not contiguous f32 buffers");
+        };
+        let (rows, n) = (l1.dims()[0], l1.dims()[1]);
+        let f = rows / l2.dims()[0].max(1);
+        let act = self.act;
+        let mut out = vec![0f32; y.len()];
+        use rayon::prelude::*;
+        if n > 0 && f > 0 {
+            out.par_chunks_mut(n * f)
+                .zip(y.par_chunks(n * f))
+                .zip(p.par_chunks(n))
+                .for_each(|((o, y), p)| {
+                    for (o, y) in o.chunks_exact_mut(n).zip(y.chunks_exact(n)) {
+                        match act {
+                            FusedAct::Identity => o
+                                .iter_mut()
+                                .zip(y)
+                                .zip(p)
+                                .for_each(|((o, &y), &p)| *o = y + p),
+                            FusedAct::Relu => o
+                                .iter_mut()
+                                .zip(y)
+                                .zip(p)
+                                .for_each(|((o, &y), &p)| *o = (y + p).max(0.0)),
+                            _ => map3(o, y, p, p, |y, p, _| act.apply8(y + p)),
+                        }
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((rows, n))))
+    }
+
+    fn bwd(
+        &self,
+        _y: &Tensor,
+        p: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (rows, n) = res.dims2()?;
+        let r = p.dim(0)?;
+        let f = rows / r.max(1);
+        let act = self.act;
+        let g = with_f32(grad, |gin| {
+            if act == FusedAct::Identity {
+                return Ok(gin.to_vec());
+            }
+            let (ys, yl) = res.storage_and_layout();
+            let Some(out) = contiguous_f32_cpu(&ys, yl) else {
+                bail!("add_lifted: its output is not a contiguous f32 CPU buffer");
+            };
+            let mut g = vec![0f32; gin.len()];
+            map3(&mut g, gin, out, out, |g, y, _| g * act.deriv8(y));
+            Ok(g)
+        })?;
+        // Each row of p: the sum of the f rows it was added to, in order.
+        let mut dp = vec![0f32; r * n];
+        if n > 0 && f > 0 {
+            use rayon::prelude::*;
+            dp.par_chunks_mut(n)
+                .zip(g.par_chunks(n * f))
+                .for_each(|(d, block)| {
+                    for row in block.chunks_exact(n) {
+                        d.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+                    }
+                });
+        }
+        let dev = res.device();
+        Ok((
+            Some(Tensor::from_vec(g, (rows, n), dev)?),
+            Some(Tensor::from_vec(dp, (r, n), dev)?),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

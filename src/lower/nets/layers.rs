@@ -331,6 +331,22 @@ impl Linear {
         }
     }
 
+    /// The weight `[out, in]` and bias of a dense map with point weights, a bias and no
+    /// mask.
+    pub fn point_dense(&self) -> Option<(&Tensor, &Tensor)> {
+        match (&self.params, &self.mask, self.op) {
+            (
+                Params::Point {
+                    w: Some(w),
+                    b: Some(b),
+                },
+                None,
+                Op::Matmul,
+            ) => Some((w, b)),
+            _ => None,
+        }
+    }
+
     /// `op(x, masked w) + b`: one fused op on the CPU for a dense map without a mask
     /// ([`super::fused::dense`], a zero bias standing in for none) and for convolutions.
     fn map(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {

@@ -94,6 +94,22 @@ pub trait Network: Send + Sync {
     /// Inputs in signature order, each `[R, ...shape]`; one activated tensor per head,
     /// `[R, ...head shape]`.
     fn forward(&self, inputs: &[Tensor], ctx: &mut NetCtx) -> Result<Vec<Tensor>>;
+    /// [`Network::forward`] at `rows` rows, where an input may come with fewer rows (a
+    /// divisor of `rows`: each of its rows stands for `rows / its rows` consecutive rows,
+    /// as `eval::lift` repeats them). By default every input is lifted first; a network
+    /// may instead compute what depends only on such an input at its own rows.
+    fn forward_rows(
+        &self,
+        inputs: &[Tensor],
+        rows: usize,
+        ctx: &mut NetCtx,
+    ) -> Result<Vec<Tensor>> {
+        let lifted = inputs
+            .iter()
+            .map(|x| crate::lower::eval::lift(x, rows))
+            .collect::<Result<Vec<_>>>()?;
+        self.forward(&lifted, ctx)
+    }
     /// The KL of the `bayes` / `vdrop` weight posteriors to their priors (a scalar
     /// tensor), `None` for point weights.
     fn weight_kl(&self) -> Result<Option<Tensor>>;

@@ -1502,3 +1502,87 @@ fn sparse_vdrop_drops_weights_past_log_alpha_three_from_the_mean() {
     );
     assert!((v - var).abs() < 0.05 * var, "{v} vs {var}");
 }
+
+/// A network called at `rows` rows with some inputs at fewer rows (the data under an
+/// enumerated latent) gives what it gives on the lifted inputs, values and every
+/// parameter's gradient: for every fused activation and gelu, with a norm (the lifted
+/// path), for a one-layer `linear`, and with the short inputs first, last and between.
+#[test]
+fn forward_rows_equals_forward_on_lifted_inputs() {
+    use crate::lower::eval::lift;
+    let mut rng = crate::rng::Rng::seed(21);
+    let three = |arch: Arch| {
+        net(
+            "m",
+            &[("x", real(&[6])), ("c", real(&[3])), ("w", real(&[2]))],
+            &[("a", real(&[2])), ("s", ty(Domain::Positive, &[3]))],
+            arch,
+        )
+    };
+    let mut cases = Vec::new();
+    for act in [
+        Activation::Relu,
+        Activation::Softplus,
+        Activation::Tanh,
+        Activation::Gelu,
+    ] {
+        cases.push(three(mlp(&[7, 5], act, Norm::None)));
+    }
+    cases.push(three(mlp(&[7], Activation::Relu, Norm::Layer)));
+    cases.push(three(Arch::Linear { bias: true }));
+    let (b, rows) = (3, 12);
+    for def in &cases {
+        // Which inputs come at b rows (the rest at all rows).
+        for short in [
+            [true, false, false],
+            [false, false, true],
+            [true, false, true],
+        ] {
+            let (vm, n) = built(def);
+            let inputs: Vec<Tensor> = [6, 3, 2]
+                .iter()
+                .zip(short)
+                .map(|(&w, s)| {
+                    rng.normal(&[if s { b } else { rows }, w], &Device::Cpu)
+                        .unwrap()
+                })
+                .collect();
+            let lifted: Vec<Tensor> = inputs.iter().map(|x| lift(x, rows).unwrap()).collect();
+            let weights = rng.normal(&[rows, 5], &Device::Cpu).unwrap();
+            let run = |split: bool| {
+                let mut r = crate::rng::Rng::seed(0);
+                let mut ctx = NetCtx {
+                    train: true,
+                    rng: &mut r,
+                    prune: None,
+                };
+                let out = if split {
+                    n.forward_rows(&inputs, rows, &mut ctx).unwrap()
+                } else {
+                    n.forward(&lifted, &mut ctx).unwrap()
+                };
+                let y = Tensor::cat(&out, 1).unwrap();
+                let g = (&y * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let data = vm.data().lock().unwrap();
+                let grads: BTreeMap<String, Tensor> = data
+                    .iter()
+                    .map(|(k, v)| (k.clone(), g.get(v.as_tensor()).unwrap().clone()))
+                    .collect();
+                (y, grads)
+            };
+            let (y1, g1) = run(true);
+            let (y2, g2) = run(false);
+            let what = format!("{:?} short {short:?}", def.arch);
+            close(&y1, &y2, 1e-5, &format!("{what}: output"));
+            assert_eq!(g1.len(), g2.len());
+            for (k, a) in &g1 {
+                close(a, &g2[k], 1e-4, &format!("{what}: gradient of {k}"));
+            }
+        }
+    }
+}
