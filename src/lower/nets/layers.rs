@@ -347,11 +347,11 @@ impl Linear {
         }
     }
 
-    /// `op(x, masked w) + b`: one fused op on the CPU for a dense map without a mask
+    /// `op(x, masked w) + b`: one fused op on the CPU for a dense map
     /// ([`super::fused::dense`], a zero bias standing in for none) and for convolutions.
     fn map(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-        match (self.op, &self.mask) {
-            (Op::Matmul, None) => {
+        match self.op {
+            Op::Matmul => {
                 let zero;
                 let b = match b {
                     Some(b) => b,
@@ -360,9 +360,8 @@ impl Linear {
                         &zero
                     }
                 };
-                super::fused::dense(x, w, b, FusedAct::Identity)
+                super::fused::dense(x, &self.masked(w)?, b, FusedAct::Identity)
             }
-            (Op::Matmul, Some(_)) => self.with_bias(self.op.apply(x, &self.masked(w)?)?, b),
             _ => self.op.conv(x, &self.masked(w)?, b, FusedAct::Identity),
         }
     }
@@ -457,7 +456,7 @@ impl Linear {
     }
 
     /// `act(forward(x))`, one fused op under any activation but gelu for point weights: a
-    /// dense map with a bias and no mask ([`super::fused::dense`]), or a convolution
+    /// dense map with a bias ([`super::fused::dense`], masked weights for MADE), or a convolution
     /// ([`super::fused_conv`]); else the two steps.
     pub fn forward_act(
         &self,
@@ -467,9 +466,11 @@ impl Linear {
     ) -> Result<Tensor> {
         use super::fused::dense;
         if let (Params::Point { w: Some(w), b }, Some(fused)) = (&self.params, FusedAct::of(act)) {
-            match (self.op, b, &self.mask) {
-                (Op::Matmul, Some(b), None) => return dense(x, w, b, fused),
-                (Op::Matmul, ..) => {}
+            match (self.op, b) {
+                // A mask (MADE) multiplies the weight first: a pass over the weight, not
+                // over the batch's pre-activations.
+                (Op::Matmul, Some(b)) => return dense(x, &self.masked(w)?, b, fused),
+                (Op::Matmul, None) => {}
                 _ => return self.op.conv(x, &self.masked(w)?, b.as_ref(), fused),
             }
         }
