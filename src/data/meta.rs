@@ -271,41 +271,83 @@ impl MetaData {
 /// `img` (`[C, H, W]` values, row-major) under `t`: each output pixel reads the input by
 /// bilinear interpolation at the point the transform maps it from, with zeros outside
 /// the image.
-pub fn transform_image(t: Transform, img: &[f32], [c, h, w]: [usize; 3]) -> Vec<f32> {
-    let (cy, cx) = ((h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0);
-    // The source point of output pixel (y, x).
-    let source = |y: f64, x: f64| -> (f64, f64) {
-        let (dy, dx) = (y - cy, x - cx);
-        match t {
-            Transform::Rotate(deg) => {
-                let (s, co) = deg.to_radians().sin_cos();
-                (cy + s * dx + co * dy, cx + co * dx - s * dy)
+pub fn transform_image(t: Transform, img: &[f32], shape: [usize; 3]) -> Vec<f32> {
+    Resampler::new(t, shape).apply(img)
+}
+
+/// [`transform_image`]'s plan for one transform and image shape: per output pixel, the
+/// fractions of its source point and the input offsets of its four neighbours (`None`
+/// outside the image). Built once per member batch, so that the trigonometry and the
+/// bounds are not redone for every pixel of every image.
+pub struct Resampler {
+    shape: [usize; 3],
+    /// Per output pixel `y · W + x`: `(fy, fx, [top-left, top-right, bottom-left,
+    /// bottom-right] offsets within a channel)`.
+    plan: Vec<(f64, f64, [Option<usize>; 4])>,
+}
+
+impl Resampler {
+    pub fn new(t: Transform, shape: [usize; 3]) -> Resampler {
+        let [_, h, w] = shape;
+        let (cy, cx) = ((h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0);
+        let (s, co) = match t {
+            Transform::Rotate(deg) => deg.to_radians().sin_cos(),
+            _ => (0.0, 1.0),
+        };
+        let shear = match t {
+            Transform::Shear(deg) => deg.to_radians().tan(),
+            _ => 0.0,
+        };
+        // The source point of output pixel (y, x).
+        let source = |y: f64, x: f64| -> (f64, f64) {
+            let (dy, dx) = (y - cy, x - cx);
+            match t {
+                Transform::Rotate(_) => (cy + s * dx + co * dy, cx + co * dx - s * dy),
+                Transform::Scale(f) => (cy + dy * f, cx + dx * f),
+                Transform::Shear(_) => (y, x - shear * dy),
             }
-            Transform::Scale(f) => (cy + dy * f, cx + dx * f),
-            Transform::Shear(deg) => (y, x - deg.to_radians().tan() * dy),
-        }
-    };
-    let mut out = vec![0f32; c * h * w];
-    for y in 0..h {
-        for x in 0..w {
-            let (sy, sx) = source(y as f64, x as f64);
-            let (y0, x0) = (sy.floor(), sx.floor());
-            let (fy, fx) = (sy - y0, sx - x0);
-            let px = |ch: usize, yy: f64, xx: f64| -> f64 {
-                if yy < 0.0 || xx < 0.0 || yy > (h - 1) as f64 || xx > (w - 1) as f64 {
-                    0.0
-                } else {
-                    img[ch * h * w + yy as usize * w + xx as usize] as f64
-                }
-            };
-            for ch in 0..c {
-                let v = (1.0 - fy) * ((1.0 - fx) * px(ch, y0, x0) + fx * px(ch, y0, x0 + 1.0))
-                    + fy * ((1.0 - fx) * px(ch, y0 + 1.0, x0) + fx * px(ch, y0 + 1.0, x0 + 1.0));
-                out[ch * h * w + y * w + x] = v as f32;
+        };
+        let at = |yy: f64, xx: f64| -> Option<usize> {
+            if yy < 0.0 || xx < 0.0 || yy > (h - 1) as f64 || xx > (w - 1) as f64 {
+                None
+            } else {
+                Some(yy as usize * w + xx as usize)
+            }
+        };
+        let mut plan = Vec::with_capacity(h * w);
+        for y in 0..h {
+            for x in 0..w {
+                let (sy, sx) = source(y as f64, x as f64);
+                let (y0, x0) = (sy.floor(), sx.floor());
+                let corners = [
+                    at(y0, x0),
+                    at(y0, x0 + 1.0),
+                    at(y0 + 1.0, x0),
+                    at(y0 + 1.0, x0 + 1.0),
+                ];
+                plan.push((sy - y0, sx - x0, corners));
             }
         }
+        Resampler { shape, plan }
     }
-    out
+
+    /// The transformed image.
+    pub fn apply(&self, img: &[f32]) -> Vec<f32> {
+        let [c, h, w] = self.shape;
+        let mut out = vec![0f32; c * h * w];
+        for ch in 0..c {
+            let plane = &img[ch * h * w..(ch + 1) * h * w];
+            let px = |i: Option<usize>| i.map_or(0.0, |i| plane[i] as f64);
+            for (o, &(fy, fx, [a, b, cc, d])) in
+                out[ch * h * w..(ch + 1) * h * w].iter_mut().zip(&self.plan)
+            {
+                let v = (1.0 - fy) * ((1.0 - fx) * px(a) + fx * px(b))
+                    + fy * ((1.0 - fx) * px(cc) + fx * px(d));
+                *o = v as f32;
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -627,9 +627,16 @@ pub fn member_batch(
         Which::Train => &data.train,
         Which::Test => &data.test,
     };
+    // One resampling plan per image variable of the member.
+    let plans: Vec<Option<data::meta::Resampler>> = (0..program.data.len())
+        .map(|id| match (member.transform, meta.image_of(id)) {
+            (Some(t), Some(shape)) => Some(data::meta::Resampler::new(t, shape)),
+            _ => None,
+        })
+        .collect();
     let transform = |id: DataId, row: &mut Vec<f32>| {
-        if let (Some(t), Some(shape)) = (member.transform, meta.image_of(id)) {
-            *row = data::meta::transform_image(t, row, shape);
+        if let Some(Some(plan)) = plans.get(id) {
+            *row = plan.apply(row);
         }
     };
     let binarize = &program.train.binarize;
