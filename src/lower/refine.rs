@@ -286,7 +286,8 @@ impl LoweredModel {
             .map(|(a, b)| (a.as_tensor().clone(), b.as_tensor().clone()))
             .collect();
         let out = self.at(batch, s, overrides, vars, &at, &mut rng.clone())?;
-        let grads = out.loss.backward()?;
+        // Only λ's gradient: the networks' weight gradients are skipped.
+        let grads = crate::lower::nets::fused::without_weight_gradients(|| out.loss.backward())?;
         let g = live
             .iter()
             .map(|(a, b)| {

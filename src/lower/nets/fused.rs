@@ -103,6 +103,29 @@ impl FusedAct {
     }
 }
 
+thread_local! {
+    /// Set while a backward pass needs only the gradients of inputs (see
+    /// [`without_weight_gradients`]).
+    static INPUT_GRADIENTS_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (a backward pass) with the fused layers' weight and bias gradients skipped:
+/// they return gradients for their inputs only. For a gradient in a point that is not a
+/// parameter (a refinement step's gradient in the guide's λ), where candle's backward
+/// pass would otherwise also compute every weight gradient on the way. candle cannot be
+/// asked for the gradients of some leaves only.
+pub fn without_weight_gradients<R>(f: impl FnOnce() -> R) -> R {
+    let before = INPUT_GRADIENTS_ONLY.with(|c| c.replace(true));
+    let r = f();
+    INPUT_GRADIENTS_ONLY.with(|c| c.set(before));
+    r
+}
+
+/// Whether the fused layers compute weight and bias gradients now.
+pub(super) fn weight_gradients() -> bool {
+    !INPUT_GRADIENTS_ONLY.with(|c| c.get())
+}
+
 /// `act(x · Wᵀ + b)` for `x [R, in]`, `W [out, in]`, `b [out]`: the fused op on the CPU
 /// for `f32`, else the plain candle composition.
 pub fn dense(x: &Tensor, w: &Tensor, b: &Tensor, act: FusedAct) -> Result<Tensor> {
@@ -436,6 +459,9 @@ impl CustomOp3 for Dense {
         } else {
             None
         };
+        if !weight_gradients() {
+            return Ok((dx, None, None));
+        }
         // dW = gᵀ · x.
         let dw = matmul(&gm.t(), &xm, Split::Rows)?;
         let dw = Tensor::from_vec(dw, (out, inp), dev)?;
@@ -658,6 +684,28 @@ mod tests {
                 g2.get(b.as_tensor()).unwrap()
             ) < 1e-4
         );
+    }
+
+    /// Under `without_weight_gradients` the input's gradient is unchanged and no weight or
+    /// bias gradient is computed; afterwards they are again.
+    #[test]
+    fn weight_gradients_can_be_skipped() {
+        let mut rng = crate::rng::Rng::seed(4);
+        let x = Var::from_tensor(&randn(&mut rng, &[6, 9])).unwrap();
+        let w = Var::from_tensor(&randn(&mut rng, &[4, 9])).unwrap();
+        let b = Var::from_tensor(&randn(&mut rng, &[4])).unwrap();
+        let loss = || {
+            dense(x.as_tensor(), w.as_tensor(), b.as_tensor(), FusedAct::Tanh)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        };
+        let only = without_weight_gradients(|| loss().backward().unwrap());
+        let all = loss().backward().unwrap();
+        assert!(only.get(w.as_tensor()).is_none() && only.get(b.as_tensor()).is_none());
+        assert!(all.get(w.as_tensor()).is_some() && all.get(b.as_tensor()).is_some());
+        let gx = |g: &candle_core::backprop::GradStore| g.get(x.as_tensor()).unwrap().clone();
+        assert_eq!(max_diff(&gx(&only), &gx(&all)), 0.0);
     }
 
     /// Off the fused path's conditions (f64) the plain composition runs.

@@ -495,8 +495,8 @@ impl CustomOp3 for Conv {
                 }
             }
         }
-        let db = b
-            .track_op()
+        let want_w = super::fused::weight_gradients();
+        let db = (want_w && b.track_op())
             .then(|| Tensor::from_vec(db, c_out, dev))
             .transpose()?;
         let (dx, dw) = with_f32(x, |xv| {
@@ -505,11 +505,15 @@ impl CustomOp3 for Conv {
                     // gᵀ [R·n, c_out]; dW' = (gᵀ)ᵀ · cols; dx = col2im(gᵀ · W').
                     let gt = swap_last(&gpre, c_out, n);
                     let gm = Mat::new(&gt, r * n, c_out, c_out, 1, "the gradient")?;
-                    let cols = self.kept_or(r * n * g.patch(), || {
-                        im2col(g, &swap_last(xv, g.c, g.h * g.w))
-                    });
-                    let cm = Mat::new(&cols, r * n, g.patch(), g.patch(), 1, "the patches")?;
-                    let dw = matmul(&gm.t(), &cm, split_for(c_out, g.patch()))?;
+                    let dw = if want_w {
+                        let cols = self.kept_or(r * n * g.patch(), || {
+                            im2col(g, &swap_last(xv, g.c, g.h * g.w))
+                        });
+                        let cm = Mat::new(&cols, r * n, g.patch(), g.patch(), 1, "the patches")?;
+                        Some(matmul(&gm.t(), &cm, split_for(c_out, g.patch()))?)
+                    } else {
+                        None
+                    };
                     let dx = if wants_dx {
                         let wm = Mat::new(wv, c_out, g.patch(), g.patch(), 1, "the weight")?;
                         let dcols = matmul(&gm, &wm, split_for(r * n, g.patch()))?;
@@ -523,9 +527,13 @@ impl CustomOp3 for Conv {
                     // dxᵀ = it · W'ᵀ.
                     let gcols = im2col(g, &swap_last(&gpre, g.c, g.h * g.w));
                     let gm = Mat::new(&gcols, r * n, g.patch(), g.patch(), 1, "the gradient")?;
-                    let xt = self.kept_or(r * n * c_x, || swap_last(xv, c_x, n));
-                    let xm = Mat::new(&xt, r * n, c_x, c_x, 1, "the input")?;
-                    let dw = matmul(&xm.t(), &gm, split_for(c_x, g.patch()))?;
+                    let dw = if want_w {
+                        let xt = self.kept_or(r * n * c_x, || swap_last(xv, c_x, n));
+                        let xm = Mat::new(&xt, r * n, c_x, c_x, 1, "the input")?;
+                        Some(matmul(&xm.t(), &gm, split_for(c_x, g.patch()))?)
+                    } else {
+                        None
+                    };
                     let dx = if wants_dx {
                         let wm = Mat::new(wv, c_x, g.patch(), g.patch(), 1, "the weight")?;
                         let dxt = matmul(&gm, &wm.t(), split_for(r * n, c_x))?;
@@ -538,8 +546,8 @@ impl CustomOp3 for Conv {
             })
         })?;
         let dx = dx.map(|v| Tensor::from_vec(v, x.dims(), dev)).transpose()?;
-        let dw = Tensor::from_vec(dw, w.dims(), dev)?;
-        Ok((dx, Some(dw), db))
+        let dw = dw.map(|v| Tensor::from_vec(v, w.dims(), dev)).transpose()?;
+        Ok((dx, dw, db))
     }
 }
 
