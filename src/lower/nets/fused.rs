@@ -708,6 +708,46 @@ mod tests {
         assert_eq!(max_diff(&gx(&only), &gx(&all)), 0.0);
     }
 
+    /// `add_lifted`'s fused op (f32) and its candle composition (f64, the path off the
+    /// CPU) agree on values and on both gradients, for each activation.
+    #[test]
+    fn add_lifted_matches_its_composition() {
+        let mut rng = crate::rng::Rng::seed(9);
+        let y = randn(&mut rng, &[12, 5]);
+        let p = randn(&mut rng, &[3, 5]);
+        let m = randn(&mut rng, &[12, 5]);
+        for act in [
+            FusedAct::Identity,
+            FusedAct::Relu,
+            FusedAct::Softplus,
+            FusedAct::Tanh,
+        ] {
+            let run = |dt: DType| {
+                let (yv, pv) = (
+                    Var::from_tensor(&y.to_dtype(dt).unwrap()).unwrap(),
+                    Var::from_tensor(&p.to_dtype(dt).unwrap()).unwrap(),
+                );
+                let out = add_lifted(yv.as_tensor(), pv.as_tensor(), act).unwrap();
+                let g = (&out * m.to_dtype(dt).unwrap())
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                [
+                    out,
+                    g.get(yv.as_tensor()).unwrap().clone(),
+                    g.get(pv.as_tensor()).unwrap().clone(),
+                ]
+                .map(|t| t.to_dtype(DType::F32).unwrap())
+            };
+            let (a, b) = (run(DType::F32), run(DType::F64));
+            for (x, z) in a.iter().zip(&b) {
+                assert!(max_diff(x, z) < 1e-5, "{act:?}");
+            }
+        }
+    }
+
     /// Off the fused path's conditions (f64) the plain composition runs.
     #[test]
     fn fused_dense_falls_back_for_f64() {
