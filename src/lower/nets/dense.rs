@@ -69,35 +69,24 @@ impl DenseStack {
 
     /// The rest of [`DenseStack::forward`] from the first layer's activated output `[R,
     /// widths[0]]` (no norm after the first layer).
-    fn forward_from(&self, mut x: Tensor, ctx: &mut NetCtx) -> Result<Tensor> {
-        let n = self.layers.len();
-        if n > 1 {
-            x = dropout(&x, self.dropout, ctx)?;
-        }
-        for (i, (layer, norm)) in self.layers.iter().zip(&self.norms).enumerate().skip(1) {
-            let act = (i + 1 < n || self.act_last).then_some(self.act);
-            match norm {
-                Some(norm) => {
-                    x = layer.forward(&x, ctx)?;
-                    x = norm.forward(&x, ctx)?;
-                    if let Some(act) = act {
-                        x = activate(&x, act)?;
-                    }
-                }
-                None => x = layer.forward_act(&x, act, ctx)?,
-            }
-            if i + 1 < n {
-                x = dropout(&x, self.dropout, ctx)?;
-            }
-        }
-        Ok(x)
+    fn forward_from(&self, x: Tensor, ctx: &mut NetCtx) -> Result<Tensor> {
+        let x = if self.layers.len() > 1 {
+            dropout(&x, self.dropout, ctx)?
+        } else {
+            x
+        };
+        self.layers_from(x, 1, ctx)
     }
 
     /// `[R, inp]` to `[R, widths.last()]`.
     pub fn forward(&self, x: &Tensor, ctx: &mut NetCtx) -> Result<Tensor> {
-        let mut x = x.clone();
+        self.layers_from(x.clone(), 0, ctx)
+    }
+
+    /// Layers `from..` on `x`, the input of layer `from`.
+    fn layers_from(&self, mut x: Tensor, from: usize, ctx: &mut NetCtx) -> Result<Tensor> {
         let n = self.layers.len();
-        for (i, (layer, norm)) in self.layers.iter().zip(&self.norms).enumerate() {
+        for (i, (layer, norm)) in self.layers.iter().zip(&self.norms).enumerate().skip(from) {
             let act = (i + 1 < n || self.act_last).then_some(self.act);
             match norm {
                 Some(norm) => {
@@ -317,11 +306,7 @@ impl Network for DenseNet {
             && self.inputs.iter().any(|&(i, _)| !fewer(i));
         let first = self.stack.layers.first().and_then(Linear::point_dense);
         let (Some((w, b)), true, Some(None)) = (first, split, self.stack.norms.first()) else {
-            let lifted = inputs
-                .iter()
-                .map(|x| crate::lower::eval::lift(x, rows))
-                .collect::<Result<Vec<_>>>()?;
-            return self.forward(&lifted, ctx);
+            return self.forward(&super::lift_all(inputs, rows)?, ctx);
         };
         // The full-row inputs through their columns of W with the bias, at all rows; then
         // each other input's product added to the rows it stands for.

@@ -589,6 +589,20 @@ mod tests {
         assert!(d <= 1e-4 * scale.max(1.0), "{what}: {d} (scale {scale})");
     }
 
+    type Op3<'a> = &'a dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>;
+
+    /// Fresh x, W and b of the given shapes through `ours` and `theirs`: the outputs and
+    /// the three gradients agree.
+    fn agree(rng: &mut crate::rng::Rng, shapes: [&[usize]; 3], ours: Op3, theirs: Op3, what: &str) {
+        let [x, w, b] = shapes.map(|s| Var::from_tensor(&randn(rng, s)).unwrap());
+        let mut m = None;
+        let a = run([&x, &w, &b], ours, rng, &mut m);
+        let t = run([&x, &w, &b], theirs, rng, &mut m);
+        for (i, part) in ["forward", "dx", "dW", "db"].iter().enumerate() {
+            close(&a[i], &t[i], &format!("{what} {part}"));
+        }
+    }
+
     const ACTS: [FusedAct; 3] = [FusedAct::Identity, FusedAct::Relu, FusedAct::Softplus];
 
     /// Forward values and the gradients of input, weight and bias agree with candle's
@@ -611,26 +625,13 @@ mod tests {
         ];
         for &(r, ci, h, wd, co, k, s, p) in &cases {
             for act in ACTS {
-                let x = Var::from_tensor(&randn(&mut rng, &[r, ci, h, wd])).unwrap();
-                let w = Var::from_tensor(&randn(&mut rng, &[co, ci, k, k])).unwrap();
-                let b = Var::from_tensor(&randn(&mut rng, &[co])).unwrap();
-                let mut m = None;
-                let ours = run(
-                    [&x, &w, &b],
+                agree(
+                    &mut rng,
+                    [&[r, ci, h, wd], &[co, ci, k, k], &[co]],
                     &|x, w, b| conv2d(x, w, Some(b), act, s, p),
-                    &mut rng,
-                    &mut m,
-                );
-                let theirs = run(
-                    [&x, &w, &b],
                     &|x, w, b| bias_act(x.conv2d(w, p, s, 1, 1)?, Some(b), act),
-                    &mut rng,
-                    &mut m,
+                    &format!("conv2d {r}x{ci}x{h}x{wd} -> {co} k{k} s{s} p{p} {act:?}"),
                 );
-                let what = format!("conv2d {r}x{ci}x{h}x{wd} -> {co} k{k} s{s} p{p} {act:?}");
-                for (i, part) in ["forward", "dx", "dW", "db"].iter().enumerate() {
-                    close(&ours[i], &theirs[i], &format!("{what} {part}"));
-                }
             }
         }
     }
@@ -650,28 +651,15 @@ mod tests {
         ];
         for &(r, ci, h, wd, co, k, s, p, op) in &cases {
             for act in ACTS {
-                let x = Var::from_tensor(&randn(&mut rng, &[r, ci, h, wd])).unwrap();
-                let w = Var::from_tensor(&randn(&mut rng, &[ci, co, k, k])).unwrap();
-                let b = Var::from_tensor(&randn(&mut rng, &[co])).unwrap();
-                let mut m = None;
-                let ours = run(
-                    [&x, &w, &b],
+                agree(
+                    &mut rng,
+                    [&[r, ci, h, wd], &[ci, co, k, k], &[co]],
                     &|x, w, b| conv_transpose2d(x, w, Some(b), act, s, p, op),
-                    &mut rng,
-                    &mut m,
-                );
-                let theirs = run(
-                    [&x, &w, &b],
                     &|x, w, b| bias_act(x.conv_transpose2d(w, p, op, s, 1)?, Some(b), act),
-                    &mut rng,
-                    &mut m,
+                    &format!(
+                        "conv_transpose2d {r}x{ci}x{h}x{wd} -> {co} k{k} s{s} p{p} op{op} {act:?}"
+                    ),
                 );
-                let what = format!(
-                    "conv_transpose2d {r}x{ci}x{h}x{wd} -> {co} k{k} s{s} p{p} op{op} {act:?}"
-                );
-                for (i, part) in ["forward", "dx", "dW", "db"].iter().enumerate() {
-                    close(&ours[i], &theirs[i], &format!("{what} {part}"));
-                }
             }
         }
     }

@@ -104,15 +104,19 @@ pub trait Network: Send + Sync {
         rows: usize,
         ctx: &mut NetCtx,
     ) -> Result<Vec<Tensor>> {
-        let lifted = inputs
-            .iter()
-            .map(|x| crate::lower::eval::lift(x, rows))
-            .collect::<Result<Vec<_>>>()?;
-        self.forward(&lifted, ctx)
+        self.forward(&lift_all(inputs, rows)?, ctx)
     }
     /// The KL of the `bayes` / `vdrop` weight posteriors to their priors (a scalar
     /// tensor), `None` for point weights.
     fn weight_kl(&self) -> Result<Option<Tensor>>;
+}
+
+/// Every input lifted to `rows` rows (`eval::lift`).
+pub fn lift_all(inputs: &[Tensor], rows: usize) -> Result<Vec<Tensor>> {
+    inputs
+        .iter()
+        .map(|x| crate::lower::eval::lift(x, rows))
+        .collect()
 }
 
 /// Builds a network; `vb` is already prefixed with the network's name. Fresh parameters
