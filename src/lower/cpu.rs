@@ -13,6 +13,18 @@ pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> Option<&'a [f
     }
 }
 
+/// [`contiguous_f32`], or an error naming the operand (`what`) of the hand-written op `op`.
+pub(crate) fn f32_operand<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    op: &str,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    contiguous_f32(s, l).ok_or_else(|| {
+        candle_core::Error::Msg(format!("{op}: {what} is not a contiguous f32 CPU buffer"))
+    })
+}
+
 /// As [`contiguous_f32`] for a storage on any device: `None` off the CPU.
 pub(crate) fn contiguous_f32_cpu<'a>(s: &'a Storage, l: &Layout) -> Option<&'a [f32]> {
     match s {

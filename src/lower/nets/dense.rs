@@ -328,17 +328,9 @@ impl Network for DenseNet {
                 full.push((x, cols));
             }
         }
+        // (candle's `cat` of one tensor is that tensor.)
         let (xs, ws): (Vec<Tensor>, Vec<Tensor>) = full.into_iter().unzip();
-        let x_full = if xs.len() == 1 {
-            xs[0].clone()
-        } else {
-            Tensor::cat(&xs, 1)?
-        };
-        let w_full = if ws.len() == 1 {
-            ws[0].clone()
-        } else {
-            Tensor::cat(&ws, 1)?
-        };
+        let (x_full, w_full) = (Tensor::cat(&xs, 1)?, Tensor::cat(&ws, 1)?);
         use super::fused::{add_lifted, dense, FusedAct};
         let mut y = dense(&x_full, &w_full, b, FusedAct::Identity)?;
         // The first layer's activation with the last addition.

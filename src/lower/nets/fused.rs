@@ -18,7 +18,7 @@
 
 use super::layers::activate;
 use crate::ir::Activation;
-use crate::lower::cpu::{contiguous_f32, contiguous_f32_cpu, map3, with_f32};
+use crate::lower::cpu::{contiguous_f32, contiguous_f32_cpu, f32_operand, map3, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use wide::f32x8;
 
@@ -515,9 +515,8 @@ impl candle_core::CustomOp2 for AddLifted {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (Some(y), Some(p)) = (contiguous_f32(s1, l1), contiguous_f32(s2, l2)) else {
-            bail!("add_lifted: operands are not contiguous f32 buffers");
-        };
+        let y = f32_operand(s1, l1, "add_lifted", "the rows")?;
+        let p = f32_operand(s2, l2, "add_lifted", "the lifted rows")?;
         let (rows, n) = (l1.dims()[0], l1.dims()[1]);
         let f = rows / l2.dims()[0].max(1);
         let act = self.act;

@@ -26,7 +26,7 @@
 
 use super::fused::{matmul, FusedAct, Mat, Split};
 use super::layers::activate;
-use crate::lower::cpu::{contiguous_f32, contiguous_f32_cpu, map3, with_f32};
+use crate::lower::cpu::{contiguous_f32_cpu, f32_operand, map3, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -212,14 +212,6 @@ fn split_for(m: usize, n: usize) -> Split {
     }
 }
 
-/// The values of a CPU operand of a custom op, or an error naming it.
-fn values<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match contiguous_f32(s, l) {
-        Some(v) => Ok(v),
-        None => bail!("fused convolution: {what} is not a contiguous f32 CPU buffer"),
-    }
-}
-
 fn fusable(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
     x.device().is_cpu()
         && x.dtype() == DType::F32
@@ -393,9 +385,9 @@ impl CustomOp3 for Conv {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.geom;
-        let x = values(s1, l1, "the input")?;
-        let w = values(s2, l2, "the weight")?;
-        let b = values(s3, l3, "the bias")?;
+        let x = f32_operand(s1, l1, "fused convolution", "the input")?;
+        let w = f32_operand(s2, l2, "fused convolution", "the weight")?;
+        let b = f32_operand(s3, l3, "fused convolution", "the bias")?;
         let r = l1.dims()[0];
         let n = g.positions();
         let (mut y, c_out, plane) = if !self.transposed {

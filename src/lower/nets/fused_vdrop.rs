@@ -16,7 +16,7 @@
 
 use super::layers::{KINGMA_C, KINGMA_C0, MOLCHANOV_K, VDROP_LOG_ALPHA_RANGE};
 use crate::ir::VdropKl;
-use crate::lower::cpu::{lanes, with_f32};
+use crate::lower::cpu::{f32_operand, lanes, with_f32};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use wide::f32x8;
@@ -164,6 +164,32 @@ fn for_lanes(
     });
 }
 
+/// `f(θ, second, upstream)` of every weight, eight lanes at a time in fixed chunks (in
+/// parallel), its two results into two fresh buffers; `g` the upstream gradient, one per
+/// weight or one for all (the KL's sum).
+fn gradients(t: &[f32], s: &[f32], g: &[f32], f: &WeightGrad) -> (Vec<f32>, Vec<f32>) {
+    let (mut da, mut db) = (vec![0f32; t.len()], vec![0f32; t.len()]);
+    da.par_chunks_mut(CHUNK)
+        .zip(db.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(c, (da, db))| {
+            for (j, (a8, b8)) in da.chunks_mut(8).zip(db.chunks_mut(8)).enumerate() {
+                let (at, m) = (c * CHUNK + 8 * j, a8.len());
+                let g8 = match g {
+                    [one] => f32x8::splat(*one),
+                    _ => lanes(&g[at..at + m]),
+                };
+                let (x, y) = f(lanes(&t[at..at + m]), lanes(&s[at..at + m]), g8);
+                a8.copy_from_slice(&x.as_array()[..m]);
+                b8.copy_from_slice(&y.as_array()[..m]);
+            }
+        });
+    (da, db)
+}
+
+/// The elementwise derivative [`gradients`] applies.
+type WeightGrad = dyn Fn(f32x8, f32x8, f32x8) -> (f32x8, f32x8) + Sync;
+
 /// The sum of `f` over the weights: per chunk in f64, the chunks added in order.
 fn sum_lanes(theta: &[f32], second: &[f32], f: impl Fn(f32x8, f32x8) -> f32x8 + Sync) -> f64 {
     let parts: Vec<f64> = theta
@@ -184,12 +210,6 @@ fn sum_lanes(theta: &[f32], second: &[f32], f: impl Fn(f32x8, f32x8) -> f32x8 + 
     parts.iter().sum()
 }
 
-fn values<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    crate::lower::cpu::contiguous_f32(s, l).ok_or_else(|| {
-        candle_core::Error::Msg("fused vdrop: an operand is not a contiguous f32 buffer".into())
-    })
-}
-
 impl CustomOp2 for Vdrop {
     fn name(&self) -> &'static str {
         "fused-vdrop"
@@ -202,8 +222,8 @@ impl CustomOp2 for Vdrop {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let theta = values(s1, l1)?;
-        let second = values(s2, l2)?;
+        let theta = f32_operand(s1, l1, "fused vdrop", "θ")?;
+        let second = f32_operand(s2, l2, "fused vdrop", "the second parameter")?;
         let form = self.form;
         let mut out = vec![0f32; theta.len()];
         match self.term {
@@ -235,77 +255,33 @@ impl CustomOp2 for Vdrop {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let form = self.form;
         let (dev, shape) = (theta.device(), theta.dims());
-        let n = theta.elem_count();
-        let mut dt = vec![0f32; n];
-        let mut ds = vec![0f32; n];
-        with_f32(theta, |t| {
-            with_f32(second, |s| {
-                with_f32(grad, |g| {
-                    // ∂/∂θ and ∂/∂second of each weight, from the upstream gradient (a
-                    // scalar for the KL's sum), in one pass.
-                    let both = |f: &(dyn Fn(f32x8, f32x8, f32x8) -> (f32x8, f32x8) + Sync),
-                                dt: &mut [f32],
-                                ds: &mut [f32]| {
-                        dt.par_chunks_mut(CHUNK)
-                            .zip(ds.par_chunks_mut(CHUNK))
-                            .enumerate()
-                            .for_each(|(c, (dt, ds))| {
-                                let base = c * CHUNK;
-                                for (j, (a8, b8)) in
-                                    dt.chunks_mut(8).zip(ds.chunks_mut(8)).enumerate()
-                                {
-                                    let (at, m) = (base + 8 * j, a8.len());
-                                    let g8 = if g.len() == 1 {
-                                        f32x8::splat(g[0])
-                                    } else {
-                                        lanes(&g[at..at + m])
-                                    };
-                                    let (x, y) =
-                                        f(lanes(&t[at..at + m]), lanes(&s[at..at + m]), g8);
-                                    a8.copy_from_slice(&x.as_array()[..m]);
-                                    b8.copy_from_slice(&y.as_array()[..m]);
-                                }
-                            });
-                    };
-                    match self.term {
-                        Term::Mean(th) => {
-                            let th = f32x8::splat(th);
-                            both(
-                                &|t8, s8, g8| {
-                                    let (la, _, _) = form.log_alpha(t8, s8);
-                                    (la.simd_le(th).select(g8, f32x8::ZERO), f32x8::ZERO)
-                                },
-                                &mut dt,
-                                &mut ds,
-                            );
-                        }
-                        Term::Var => both(
-                            &|t8, s8, g8| {
-                                let (la, inside, dla) = form.log_alpha(t8, s8);
-                                let alpha = la.exp();
-                                let v = t8 * t8 * alpha;
-                                let dv_dla = v * inside;
-                                (
-                                    g8 * (f32x8::splat(2.0) * t8 * alpha + dv_dla * dla),
-                                    g8 * dv_dla,
-                                )
-                            },
-                            &mut dt,
-                            &mut ds,
-                        ),
-                        Term::Kl => both(
-                            &|t8, s8, g8| {
-                                let (la, inside, dla) = form.log_alpha(t8, s8);
-                                let dk = g8 * form.kl_deriv(la) * inside;
-                                (dk * dla, dk)
-                            },
-                            &mut dt,
-                            &mut ds,
-                        ),
-                    }
-                    Ok(())
+        // ∂/∂θ and ∂/∂second of one weight from the upstream gradient.
+        let f: Box<WeightGrad> = match self.term {
+            Term::Mean(th) => {
+                let th = f32x8::splat(th);
+                Box::new(move |t8, s8, g8| {
+                    let (la, _, _) = form.log_alpha(t8, s8);
+                    (la.simd_le(th).select(g8, f32x8::ZERO), f32x8::ZERO)
                 })
-            })
+            }
+            Term::Var => Box::new(move |t8, s8, g8| {
+                let (la, inside, dla) = form.log_alpha(t8, s8);
+                let alpha = la.exp();
+                let v = t8 * t8 * alpha;
+                let dv_dla = v * inside;
+                (
+                    g8 * (f32x8::splat(2.0) * t8 * alpha + dv_dla * dla),
+                    g8 * dv_dla,
+                )
+            }),
+            Term::Kl => Box::new(move |t8, s8, g8| {
+                let (la, inside, dla) = form.log_alpha(t8, s8);
+                let dk = g8 * form.kl_deriv(la) * inside;
+                (dk * dla, dk)
+            }),
+        };
+        let (dt, ds) = with_f32(theta, |t| {
+            with_f32(second, |s| with_f32(grad, |g| Ok(gradients(t, s, g, &*f))))
         })?;
         let ds = match self.term {
             Term::Mean(_) => None,

@@ -93,13 +93,6 @@ pub enum Op {
 }
 
 impl Op {
-    fn apply(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        match *self {
-            Op::Matmul => x.matmul(&w.t()?),
-            Op::Conv { .. } | Op::ConvT { .. } => self.conv(x, w, None, FusedAct::Identity),
-        }
-    }
-
     /// `act(conv(x, w) + b)` of a convolution (one fused op on the CPU).
     fn conv(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, act: FusedAct) -> Result<Tensor> {
         use super::fused_conv::{conv2d, conv_transpose2d};
@@ -323,12 +316,9 @@ impl Linear {
         }
     }
 
-    /// `op(x, w)`, or zeros `[R, out]` for a weight with no entries (a cell with no input).
-    fn apply(&self, x: &Tensor, w: Option<&Tensor>) -> Result<Tensor> {
-        match w {
-            Some(w) => self.op.apply(x, &self.masked(w)?),
-            None => Tensor::zeros((x.dim(0)?, self.out_units), x.dtype(), x.device()),
-        }
+    /// Zeros `[R, out]`: the product with a weight of no entries (a cell with no input).
+    fn no_weight(&self, x: &Tensor) -> Result<Tensor> {
+        Tensor::zeros((x.dim(0)?, self.out_units), x.dtype(), x.device())
     }
 
     /// The weight `[out, in]` and bias of a dense map with point weights, a bias and no
@@ -347,9 +337,12 @@ impl Linear {
         }
     }
 
-    /// `op(x, masked w) + b`: one fused op on the CPU for a dense map
-    /// ([`super::fused::dense`], a zero bias standing in for none) and for convolutions.
-    fn map(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    /// `act(op(x, masked w) + b)`: one fused op on the CPU, for a dense map
+    /// ([`super::fused::dense`], a zero bias standing in for none) and for convolutions. A
+    /// mask (MADE) multiplies the weight first: a pass over the weight, not over the
+    /// batch's pre-activations.
+    fn map(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>, act: FusedAct) -> Result<Tensor> {
+        let w = self.masked(w)?;
         match self.op {
             Op::Matmul => {
                 let zero;
@@ -360,9 +353,9 @@ impl Linear {
                         &zero
                     }
                 };
-                super::fused::dense(x, &self.masked(w)?, b, FusedAct::Identity)
+                super::fused::dense(x, &w, b, act)
             }
-            _ => self.op.conv(x, &self.masked(w)?, b, FusedAct::Identity),
+            _ => self.op.conv(x, &w, b, act),
         }
     }
 
@@ -385,34 +378,29 @@ impl Linear {
     /// Input `[R, in]` (dense) or `[R, C, H, W]` (convolutions) to the op's output.
     pub fn forward(&self, x: &Tensor, ctx: &mut NetCtx) -> Result<Tensor> {
         match &self.params {
-            Params::Point { w: Some(w), b } if self.op != Op::Matmul => {
-                self.op
-                    .conv(x, &self.masked(w)?, b.as_ref(), FusedAct::Identity)
-            }
-            Params::Point { w, b } => {
-                let y = self.apply(x, w.as_ref())?;
-                self.with_bias(y, b.as_ref())
-            }
+            Params::Point { w: Some(w), b } => self.map(x, w, b.as_ref(), FusedAct::Identity),
+            Params::Point { w: None, b } => self.with_bias(self.no_weight(x)?, b.as_ref()),
             Params::Bayes { w, b, .. } => {
                 let b_mu = b.as_ref().map(|(mu, _)| mu);
                 let mean = match w {
-                    Some((mu, _)) => self.map(x, mu, b_mu)?,
-                    None => self.with_bias(self.apply(x, None)?, b_mu)?,
+                    Some((mu, _)) => self.map(x, mu, b_mu, FusedAct::Identity)?,
+                    None => self.with_bias(self.no_weight(x)?, b_mu)?,
                 };
                 if !ctx.train {
                     return Ok(mean);
                 }
                 let b_var = b.as_ref().map(|(_, lv)| lv.exp()).transpose()?;
                 let var = match w {
-                    Some((_, lv)) => self.map(&x.sqr()?, &lv.exp()?, b_var.as_ref())?,
+                    Some((_, lv)) => {
+                        self.map(&x.sqr()?, &lv.exp()?, b_var.as_ref(), FusedAct::Identity)?
+                    }
                     None => self.with_bias(mean.zeros_like()?, b_var.as_ref())?,
                 };
                 Self::sample(mean, var, ctx)
             }
             Params::Vdrop { w, b, kl, additive } => {
                 let Some((theta, second)) = w else {
-                    let mean = self.apply(x, None)?;
-                    return self.with_bias(mean, b.as_ref());
+                    return self.with_bias(self.no_weight(x)?, b.as_ref());
                 };
                 // Pruned evaluation: θ where log α <= the threshold, else 0; in training the
                 // additive form zeroes the weights past PRUNE_IN_TRAINING in the mean, as
@@ -436,7 +424,7 @@ impl Linear {
                     },
                     None => theta.clone(),
                 };
-                let mean = self.map(x, &mean_w, b.as_ref())?;
+                let mean = self.map(x, &mean_w, b.as_ref(), FusedAct::Identity)?;
                 if !ctx.train {
                     return Ok(mean);
                 }
@@ -449,30 +437,22 @@ impl Linear {
                         theta.sqr()?.broadcast_mul(&la.exp()?)?
                     }
                 };
-                let var = self.map(&x.sqr()?, &wvar, None)?;
+                let var = self.map(&x.sqr()?, &wvar, None, FusedAct::Identity)?;
                 Self::sample(mean, var, ctx)
             }
         }
     }
 
-    /// `act(forward(x))`, one fused op under any activation but gelu for point weights: a
-    /// dense map with a bias ([`super::fused::dense`], masked weights for MADE), or a convolution
-    /// ([`super::fused_conv`]); else the two steps.
+    /// `act(forward(x))`, one fused op ([`Linear::map`]) for point weights under any
+    /// activation but gelu; else the two steps.
     pub fn forward_act(
         &self,
         x: &Tensor,
         act: Option<Activation>,
         ctx: &mut NetCtx,
     ) -> Result<Tensor> {
-        use super::fused::dense;
         if let (Params::Point { w: Some(w), b }, Some(fused)) = (&self.params, FusedAct::of(act)) {
-            match (self.op, b) {
-                // A mask (MADE) multiplies the weight first: a pass over the weight, not
-                // over the batch's pre-activations.
-                (Op::Matmul, Some(b)) => return dense(x, &self.masked(w)?, b, fused),
-                (Op::Matmul, None) => {}
-                _ => return self.op.conv(x, &self.masked(w)?, b.as_ref(), fused),
-            }
+            return self.map(x, w, b.as_ref(), fused);
         }
         let y = self.forward(x, ctx)?;
         match act {
