@@ -68,6 +68,21 @@ pub(crate) fn with_f32<R>(
     f(&v)
 }
 
+/// Whether the CPU has AVX2. The crate is built for baseline x86-64, whose vectors are
+/// four lanes wide; a hand-written op's loops run eight wide through a copy of its body
+/// compiled with `#[target_feature(enable = "avx2")]`, taken when this holds.
+#[inline(always)]
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Eight lanes from a slice of at most eight values (the rest zero).
 #[inline(always)]
 pub(crate) fn lanes(v: &[f32]) -> f32x8 {

@@ -17,6 +17,7 @@
 //! patch `w` from the dense layer `patch` (eq. 29).
 
 use super::dense::{gather, widths};
+use super::fused_attend::{attend, Attend, Dir};
 use super::layers::{flat_input, head_activation, sum_kl, Linear, LinearSpec};
 use super::{NetCtx, Network};
 use crate::arch::image_chw;
@@ -156,7 +157,15 @@ impl Network for AttendRead {
         let x = x.reshape((r, c, h, w))?; // [R, C, H, W]
         let s = state_or_nothing(inputs, &self.state, r, x.device())?; // [R, state]
         let p = self.params.forward_act(&s, None, ctx)?; // [R, 5]
-        let glimpse = read(&x, &banks(&p, self.chw, n)?)?; // [R, C, N, N]
+        let op = Attend {
+            dir: Dir::Read,
+            chw: self.chw,
+            grid: n,
+        };
+        let glimpse = match attend(op, &p, &x)? {
+            Some(g) => g,
+            None => read(&x, &banks(&p, self.chw, n)?)?,
+        }; // [R, C, N, N]
         let mut shape = vec![r];
         shape.extend_from_slice(&self.head.ty.shape);
         let out = glimpse.reshape(shape)?; // [R, ...head shape]
@@ -218,7 +227,15 @@ impl Network for AttendWrite {
             .patch
             .forward_act(&s, None, ctx)?
             .reshape((r, c, n, n))?; // [R, C, N, N]
-        let painted = write(&patch, &banks(&p, self.chw, n)?)?; // [R, C, H, W]
+        let op = Attend {
+            dir: Dir::Write,
+            chw: self.chw,
+            grid: n,
+        };
+        let painted = match attend(op, &p, &patch)? {
+            Some(w) => w,
+            None => write(&patch, &banks(&p, self.chw, n)?)?,
+        }; // [R, C, H, W]
         let mut shape = vec![r];
         shape.extend_from_slice(&self.head.ty.shape);
         let out = painted.reshape(shape)?;
@@ -345,5 +362,112 @@ mod tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod fused_tests {
+    //! The fused read and write ([`super::super::fused_attend`]) against the composition
+    //! above: values, and the gradients of the parameters and of the image or patch.
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::lower::cpu::max_diff;
+    use candle_core::Var;
+
+    fn random(shape: &[usize], seed: u64, scale: f32) -> Tensor {
+        let n = shape.iter().product();
+        let v: Vec<f32> = Rng::seed(seed)
+            .normal_vec(n)
+            .into_iter()
+            .map(|x| x * scale)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn largest(t: &Tensor) -> f32 {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Over non-square images, one and two channels, grids of 1, 3 and 5, and parameters
+    /// that put filters inside, across the edge and outside the image, with blurs from
+    /// sharp to wide.
+    #[test]
+    fn fused_read_and_write_match_the_composition() {
+        let rows = 7;
+        for (k, &(c, h, w, n)) in [(1, 9, 7, 3), (2, 12, 10, 5), (1, 6, 8, 1), (2, 28, 28, 5)]
+            .iter()
+            .enumerate()
+        {
+            let seed = 10 * k as u64;
+            let p = Var::from_tensor(&random(&[rows, 5], seed, 0.8)).unwrap();
+            let img = Var::from_tensor(&random(&[rows, c, h, w], seed + 1, 1.0)).unwrap();
+            let patch = Var::from_tensor(&random(&[rows, c, n, n], seed + 2, 1.0)).unwrap();
+            for dir in [Dir::Read, Dir::Write] {
+                let x = if dir == Dir::Read { &img } else { &patch };
+                let out_shape: &[usize] = match dir {
+                    Dir::Read => &[rows, c, n, n],
+                    Dir::Write => &[rows, c, h, w],
+                };
+                let weights = random(out_shape, seed + 3, 1.0);
+                let run = |fused: bool| {
+                    let y = if fused {
+                        let op = Attend {
+                            dir,
+                            chw: (c, h, w),
+                            grid: n,
+                        };
+                        attend(op, p.as_tensor(), x.as_tensor()).unwrap().unwrap()
+                    } else {
+                        let b = banks(p.as_tensor(), (c, h, w), n).unwrap();
+                        match dir {
+                            Dir::Read => read(x.as_tensor(), &b).unwrap(),
+                            Dir::Write => write(x.as_tensor(), &b).unwrap(),
+                        }
+                    };
+                    let g = (&y * &weights)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .backward()
+                        .unwrap();
+                    (
+                        y,
+                        g.get(p.as_tensor()).unwrap().clone(),
+                        g.get(x.as_tensor()).unwrap().clone(),
+                    )
+                };
+                let (a, b) = (run(true), run(false));
+                for (what, u, v) in [
+                    ("value", &a.0, &b.0),
+                    ("∂p", &a.1, &b.1),
+                    ("∂x", &a.2, &b.2),
+                ] {
+                    let d = max_diff(u, v);
+                    let tol = 2e-5 * largest(v).max(1.0);
+                    assert!(
+                        d <= tol,
+                        "{dir:?} c={c} h={h} w={w} n={n} {what}: differs by {d} (scale {})",
+                        largest(v)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f64_is_left_to_the_composition() {
+        let p = Tensor::zeros((2, 5), DType::F64, &Device::Cpu).unwrap();
+        let x = Tensor::zeros((2, 1, 4, 4), DType::F64, &Device::Cpu).unwrap();
+        let op = Attend {
+            dir: Dir::Read,
+            chw: (1, 4, 4),
+            grid: 2,
+        };
+        assert!(attend(op, &p, &x).unwrap().is_none());
     }
 }

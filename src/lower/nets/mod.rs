@@ -62,6 +62,7 @@ pub mod attend;
 pub mod conv;
 pub mod dense;
 pub mod fused;
+pub mod fused_attend;
 pub mod fused_conv;
 pub mod fused_gru;
 pub mod fused_vdrop;
