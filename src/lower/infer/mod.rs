@@ -24,6 +24,7 @@
 
 pub mod enumerate;
 pub mod flow;
+pub mod fused_gp;
 pub mod random_function;
 pub mod reinforce;
 pub mod relax;

@@ -34,7 +34,7 @@
 //! `@gp.NAME.scale_tril` `[O, M, M]` (strictly lower part as it is, diagonal as its log),
 //! trained by the spec's optimizer with the guide's networks.
 
-use super::{Draw, SiteEstimator};
+use super::{fused_gp, Draw, SiteEstimator};
 use crate::ir::{DistKind, DistParam, Expr, Kernel, Program, Site, Strategy};
 use crate::lower::dist::DistValue;
 use crate::lower::eval::{materialize, value_shape, Frame};
@@ -229,6 +229,9 @@ impl RandomFunction {
     /// The first `outputs` posterior factors side by side, `[M, outputs · M]` (column
     /// block o is `L_o`): one GEMM then serves every output.
     fn factors_side_by_side(&self, outputs: usize) -> Result<Tensor> {
+        if let Some(side) = fused_gp::factors(&self.scale_tril, outputs)? {
+            return Ok(side);
+        }
         let l = self.posterior_factor()?.narrow(0, 0, outputs)?; // [k, M, M]
         let m = l.dim(1)?;
         l.transpose(0, 1)?.contiguous()?.reshape((m, outputs * m))
@@ -253,7 +256,10 @@ impl RandomFunction {
         let (m, rows) = a.dims2()?;
         let side = side.narrow(1, 0, outputs * m)?.contiguous()?;
         let at_l = a.t()?.matmul(&side)?; // [R, k·M]
-        let posterior = at_l.reshape((rows, outputs, m))?.sqr()?.sum(D::Minus1)?; // [R, k]
+        let posterior = match fused_gp::group_sumsq(&at_l, m)? {
+            Some(p) => p,
+            None => at_l.reshape((rows, outputs, m))?.sqr()?.sum(D::Minus1)?,
+        }; // [R, k]
         let explained = a.sqr()?.sum_keepdim(0)?.t()?; // [R, 1]
         posterior
             .broadcast_sub(&explained)?
@@ -386,9 +392,13 @@ impl SiteEstimator for RandomFunction {
     fn dataset_kl(&self) -> Result<Option<Tensor>> {
         // Σ_o ½ (tr S_o + ‖m_o‖² − M − log |S_o|), with tr S = ‖L‖²_F and
         // log |S| = 2 Σ log diag L (the stored diagonal).
-        let l = self.posterior_factor()?;
         let m = self.mean.dim(1)? as f64;
         let outputs = self.mean.dim(0)? as f64;
+        if let Some(part) = fused_gp::factor_kl_part(&self.scale_tril)? {
+            let kl = (part + self.mean.sqr()?.sum_all()?)?.affine(0.5, -0.5 * m * outputs)?;
+            return Ok(Some(kl));
+        }
+        let l = self.posterior_factor()?;
         let log_diag = self.scale_tril.broadcast_mul(&self.eye)?.sum_all()?;
         let kl = ((l.sqr()?.sum_all()? + self.mean.sqr()?.sum_all()?)? - (log_diag * 2.0)?)?
             .affine(0.5, -0.5 * m * outputs)?;
