@@ -58,7 +58,12 @@ fn parse_device(s: &str) -> Result<Device, String> {
                 None => return Err(format!("unknown device `{s}`: use cpu, cuda or cuda:N")),
             };
             Device::new_cuda(n).map_err(|e| {
-                format!("cannot open {s}: {e} (vic must be built with `--features cuda`)")
+                let hint = if cfg!(feature = "cuda") {
+                    ""
+                } else {
+                    " (vic must be built with `--features cuda`)"
+                };
+                format!("cannot open {s}: {e}{hint}")
             })
         }
     }

@@ -363,6 +363,7 @@ impl CudaDevice {
 
 impl CudaDevice {
     pub fn new_with_stream(ordinal: usize) -> Result<Self> {
+        check_cuda_libraries()?;
         let context = cudarc::driver::CudaContext::new(ordinal).w()?;
         let stream = context.new_stream().w()?;
         Self::from_context_and_stream(context, stream)
@@ -390,10 +391,40 @@ impl CudaDevice {
     }
 }
 
+/// vic's patch: cudarc opens the CUDA libraries when they are first used (its
+/// `dynamic-loading` feature) and panics on one it cannot find. A device checks for each
+/// before it is created, and a missing one is an error that names it.
+fn check_cuda_libraries() -> Result<()> {
+    // SAFETY: each check only tries to open the library (dlopen) and closes it again.
+    let present = unsafe {
+        [
+            ("libcuda (the NVIDIA driver)", cudarc::driver::sys::is_culib_present()),
+            ("cuBLAS", cudarc::cublas::sys::is_culib_present()),
+            ("cuBLASLt", cudarc::cublaslt::sys::is_culib_present()),
+            ("cuRAND", cudarc::curand::sys::is_culib_present()),
+            ("NVRTC", cudarc::nvrtc::sys::is_culib_present()),
+        ]
+    };
+    let missing: Vec<&str> = present
+        .iter()
+        .filter(|(_, found)| !found)
+        .map(|(name, _)| *name)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        crate::bail!(
+            "no CUDA device can be opened: {} not found (searched the loader's path, LD_LIBRARY_PATH)",
+            missing.join(", ")
+        )
+    }
+}
+
 impl BackendDevice for CudaDevice {
     type Storage = CudaStorage;
 
     fn new(ordinal: usize) -> Result<Self> {
+        check_cuda_libraries()?;
         let context = cudarc::driver::CudaContext::new(ordinal).w()?;
         let stream = context.per_thread_stream();
         Self::from_context_and_stream(context, stream)
