@@ -20,6 +20,7 @@ use super::layers::activate;
 use crate::ir::Activation;
 use crate::lower::cpu::{contiguous_f32, contiguous_f32_cpu, f32_operand, map3, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 use wide::f32x8;
 
 /// The activation fused into the layer: every activation of LANGUAGE.md section 4 whose
@@ -38,6 +39,12 @@ pub enum FusedAct {
 
 /// leaky_relu's slope below zero, as `layers::activate` applies it.
 const LEAKY_SLOPE: f32 = 0.01;
+
+/// Rows of `width` values per parallel task of the elementwise passes around a product
+/// (bias, activation, their gradients): about 16k values, at least one row.
+fn rows_per_task(width: usize) -> usize {
+    (16384 / width.max(1)).max(1)
+}
 
 impl FusedAct {
     /// The fused form of a layer's activation (`None`: no activation), or `None` for one
@@ -319,7 +326,6 @@ fn matmul_into(dst: &mut [f32], lhs: &Mat, rhs: &Mat, split: Split) -> Result<()
     if step >= len {
         block(0);
     } else {
-        use rayon::prelude::*;
         (0..len).into_par_iter().step_by(step).for_each(block);
     }
     Ok(())
@@ -375,23 +381,26 @@ impl CustomOp3 for Dense {
         // The product, then bias and activation in one pass over it.
         let mut y = matmul(&x, &w.t(), Split::Cols)?;
         let act = self.act;
-        let mut z = Vec::new();
-        for row in y.chunks_exact_mut(out.max(1)) {
-            match act {
-                FusedAct::Identity | FusedAct::Relu => {
-                    let relu = act == FusedAct::Relu;
-                    for (v, &b) in row.iter_mut().zip(bias) {
-                        let z = *v + b;
-                        *v = if relu { z.max(0.0) } else { z };
+        let rows_per = rows_per_task(out);
+        y.par_chunks_mut(rows_per * out.max(1)).for_each(|block| {
+            let mut z = Vec::new();
+            for row in block.chunks_exact_mut(out.max(1)) {
+                match act {
+                    FusedAct::Identity | FusedAct::Relu => {
+                        let relu = act == FusedAct::Relu;
+                        for (v, &b) in row.iter_mut().zip(bias) {
+                            let z = *v + b;
+                            *v = if relu { z.max(0.0) } else { z };
+                        }
+                    }
+                    _ => {
+                        z.clear();
+                        z.extend(row.iter().zip(bias).map(|(&v, &b)| v + b));
+                        map3(row, &z, &z, &z, |z, _, _| act.apply8(z));
                     }
                 }
-                _ => {
-                    z.clear();
-                    z.extend(row.iter().zip(bias).map(|(&v, &b)| v + b));
-                    map3(row, &z, &z, &z, |z, _, _| act.apply8(z));
-                }
             }
-        }
+        });
         Ok((CpuStorage::F32(y), Shape::from((x.rows, out))))
     }
 
@@ -407,14 +416,17 @@ impl CustomOp3 for Dense {
         let inp = w.dim(1)?;
         // ∂/∂(pre-activation), row-major [rows, out], and the bias gradient (rows summed
         // in order) in one pass over the incoming gradient.
-        let mut g = Vec::with_capacity(rows * out);
-        let mut db = vec![0f32; out];
+        let mut g = vec![0f32; rows * out];
+        let task = rows_per_task(out) * out.max(1);
+        let act = self.act;
         with_f32(grad, |gin| {
             if gin.len() != rows * out {
                 bail!("fused dense: output and gradient sizes differ");
             }
-            if self.act == FusedAct::Identity {
-                g.extend_from_slice(gin);
+            if act == FusedAct::Identity {
+                g.par_chunks_mut(task)
+                    .zip(gin.par_chunks(task))
+                    .for_each(|(d, s)| d.copy_from_slice(s));
                 return Ok(());
             }
             // The output is the op's own fresh, contiguous [rows, out] buffer.
@@ -423,21 +435,35 @@ impl CustomOp3 for Dense {
                 Some(v) if v.len() == gin.len() => v,
                 _ => bail!("fused dense: its output is not a contiguous f32 CPU buffer"),
             };
-            if self.act == FusedAct::Relu {
-                g.extend(
-                    gin.iter()
-                        .zip(y)
-                        .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 }),
-                );
-            } else {
-                let act = self.act;
-                g.resize(gin.len(), 0.0);
-                map3(&mut g, gin, y, y, |g, y, _| g * act.deriv8(y));
-            }
+            g.par_chunks_mut(task)
+                .zip(gin.par_chunks(task))
+                .zip(y.par_chunks(task))
+                .for_each(|((d, gin), y)| {
+                    if act == FusedAct::Relu {
+                        for ((d, &g), &y) in d.iter_mut().zip(gin).zip(y) {
+                            *d = if y > 0.0 { g } else { 0.0 };
+                        }
+                    } else {
+                        map3(d, gin, y, y, |g, y, _| g * act.deriv8(y));
+                    }
+                });
             Ok(())
         })?;
-        for row in g.chunks_exact(out.max(1)) {
-            db.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+        // The bias gradient: each task's rows summed in order, then the tasks in order
+        // (the split depends on the shape only, so the sum does not depend on the threads).
+        let parts: Vec<Vec<f32>> = g
+            .par_chunks(task)
+            .map(|block| {
+                let mut s = vec![0f32; out];
+                for row in block.chunks_exact(out.max(1)) {
+                    s.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+                }
+                s
+            })
+            .collect();
+        let mut db = vec![0f32; out];
+        for p in &parts {
+            db.iter_mut().zip(p).for_each(|(s, &v)| *s += v);
         }
         let gm = Mat::new(&g, rows, out, out, 1, "the gradient")?;
         let dev = x.device();
@@ -521,7 +547,6 @@ impl candle_core::CustomOp2 for AddLifted {
         let f = rows / l2.dims()[0].max(1);
         let act = self.act;
         let mut out = vec![0f32; y.len()];
-        use rayon::prelude::*;
         if n > 0 && f > 0 {
             out.par_chunks_mut(n * f)
                 .zip(y.par_chunks(n * f))
@@ -567,13 +592,16 @@ impl candle_core::CustomOp2 for AddLifted {
                 bail!("add_lifted: its output is not a contiguous f32 CPU buffer");
             };
             let mut g = vec![0f32; gin.len()];
-            map3(&mut g, gin, out, out, |g, y, _| g * act.deriv8(y));
+            let task = rows_per_task(n) * n.max(1);
+            g.par_chunks_mut(task)
+                .zip(gin.par_chunks(task))
+                .zip(out.par_chunks(task))
+                .for_each(|((d, gin), y)| map3(d, gin, y, y, |g, y, _| g * act.deriv8(y)));
             Ok(g)
         })?;
         // Each row of p: the sum of the f rows it was added to, in order.
         let mut dp = vec![0f32; r * n];
         if n > 0 && f > 0 {
-            use rayon::prelude::*;
             dp.par_chunks_mut(n)
                 .zip(g.par_chunks(n * f))
                 .for_each(|(d, block)| {
