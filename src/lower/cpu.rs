@@ -68,6 +68,31 @@ pub(crate) fn with_f32<R>(
     f(&v)
 }
 
+thread_local! {
+    /// Set inside [`unfused`].
+    static UNFUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the hand-written CPU ops may take a tensor on `t`'s device: it is on the CPU,
+/// and this thread is not inside [`unfused`]. Each op checks its dtypes and shapes beside.
+pub(crate) fn fused_cpu(t: &candle_core::Tensor) -> bool {
+    t.device().is_cpu() && !UNFUSED.with(|u| u.get())
+}
+
+/// Runs `f` with every hand-written op of the lowering declining (on this thread), so that
+/// the graph is built from candle's own ops as on a GPU: the tests hold the two paths to
+/// each other on every spec.
+pub fn unfused<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            UNFUSED.with(|u| u.set(self.0));
+        }
+    }
+    let _restore = Restore(UNFUSED.with(|u| u.replace(true)));
+    f()
+}
+
 /// Whether the CPU has AVX2. The crate is built for baseline x86-64, whose vectors are
 /// four lanes wide; a hand-written op's loops run eight wide through a copy of its body
 /// compiled with `#[target_feature(enable = "avx2")]`, taken when this holds.

@@ -15,6 +15,7 @@
 //!   `[R, ...shape, K]`); log-densities sum every event axis and return `[R]`.
 
 mod cpu;
+pub use cpu::unfused;
 pub mod dist;
 pub mod eval;
 pub mod exact;

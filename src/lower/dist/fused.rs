@@ -8,14 +8,14 @@
 //! composition that also defines the semantics the tests hold the op to.
 
 use super::special::softplus;
-use crate::lower::cpu::{contiguous_f32, map3, with_f32};
+use crate::lower::cpu::{contiguous_f32, fused_cpu, map3, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use wide::f32x8;
 
 /// `x·l − softplus(l)` elementwise, `x` and `l` of one shape.
 pub fn bernoulli_logits_log_density(x: &Tensor, l: &Tensor) -> Result<Tensor> {
-    let fusable = x.device().is_cpu()
+    let fusable = fused_cpu(x)
         && x.dtype() == DType::F32
         && l.dtype() == DType::F32
         && x.dims() == l.dims()

@@ -15,12 +15,12 @@
 //! candle has no fused kernels. Only contiguous `f32` CPU tensors take this path; the rest
 //! take the composition in [`super::random_function`], which the tests hold these to.
 
-use crate::lower::cpu::{f32_operand, with_f32};
+use crate::lower::cpu::{f32_operand, fused_cpu, with_f32};
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 fn fusable(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
+    fused_cpu(t) && t.dtype() == DType::F32
 }
 
 /// The first `outputs` factors side by side `[M, outputs · M]` from the stored form

@@ -18,7 +18,9 @@
 
 use super::layers::activate;
 use crate::ir::Activation;
-use crate::lower::cpu::{contiguous_f32, contiguous_f32_cpu, f32_operand, map3, with_f32};
+use crate::lower::cpu::{
+    contiguous_f32, contiguous_f32_cpu, f32_operand, fused_cpu, map3, with_f32,
+};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use wide::f32x8;
@@ -136,7 +138,7 @@ pub(super) fn weight_gradients() -> bool {
 /// `act(x · Wᵀ + b)` for `x [R, in]`, `W [out, in]`, `b [out]`: the fused op on the CPU
 /// for `f32`, else the plain candle composition.
 pub fn dense(x: &Tensor, w: &Tensor, b: &Tensor, act: FusedAct) -> Result<Tensor> {
-    let fusable = x.device().is_cpu()
+    let fusable = fused_cpu(x)
         && [x.dtype(), w.dtype(), b.dtype()]
             .iter()
             .all(|&d| d == DType::F32)
@@ -510,7 +512,7 @@ pub fn add_lifted(y: &Tensor, p: &Tensor, act: FusedAct) -> Result<Tensor> {
     if r == 0 || pn != n || rows % r != 0 {
         bail!("add_lifted: [{rows}, {n}] and [{r}, {pn}]");
     }
-    let fusable = y.device().is_cpu() && y.dtype() == DType::F32 && p.dtype() == DType::F32;
+    let fusable = fused_cpu(y) && y.dtype() == DType::F32 && p.dtype() == DType::F32;
     if !fusable {
         let z = y
             .reshape((r, rows / r, n))?

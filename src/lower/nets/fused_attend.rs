@@ -14,7 +14,7 @@
 //! Only `f32` CPU operands take this path; the rest take the composition in
 //! [`super::attend`], which the tests hold this to.
 
-use crate::lower::cpu::{f32_operand, has_avx2, with_f32};
+use crate::lower::cpu::{f32_operand, fused_cpu, has_avx2, with_f32};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -38,7 +38,7 @@ pub struct Attend {
 /// `read` or `write` of `x` (the image or the patch) under the attention parameters `p`
 /// `[R, 5]`, fused on the CPU for `f32`; `None` otherwise (the caller composes it).
 pub fn attend(op: Attend, p: &Tensor, x: &Tensor) -> Result<Option<Tensor>> {
-    let fusable = p.device().is_cpu() && p.dtype() == DType::F32 && x.dtype() == DType::F32;
+    let fusable = fused_cpu(p) && p.dtype() == DType::F32 && x.dtype() == DType::F32;
     if !fusable {
         return Ok(None);
     }

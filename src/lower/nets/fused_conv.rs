@@ -26,7 +26,7 @@
 
 use super::fused::{matmul, FusedAct, Mat, Split};
 use super::layers::activate;
-use crate::lower::cpu::{contiguous_f32_cpu, f32_operand, map3, with_f32};
+use crate::lower::cpu::{contiguous_f32_cpu, f32_operand, fused_cpu, map3, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -213,7 +213,7 @@ fn split_for(m: usize, n: usize) -> Split {
 }
 
 fn fusable(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
-    x.device().is_cpu()
+    fused_cpu(x)
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
         && b.is_none_or(|b| b.dtype() == DType::F32 && b.rank() == 1)

@@ -17,7 +17,7 @@
 //! Only contiguous `f32` CPU tensors take this path; anything else goes through [`plain`],
 //! the composition the tests hold the op to.
 
-use crate::lower::cpu::{contiguous_f32, lanes, with_f32};
+use crate::lower::cpu::{contiguous_f32, fused_cpu, lanes, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::ops::sigmoid;
 use rayon::prelude::*;
@@ -25,7 +25,7 @@ use wide::f32x8;
 
 /// `h'` from the gate pre-activations `gi`, `gh` `[R, 3H]` and the state `h` `[R, H]`.
 pub fn gru_step(gi: &Tensor, gh: &Tensor, h: &Tensor) -> Result<Tensor> {
-    let fusable = gi.device().is_cpu()
+    let fusable = fused_cpu(gi)
         && [gi, gh, h].iter().all(|t| t.dtype() == DType::F32)
         && gi.dims() == gh.dims()
         && gi.rank() == 2

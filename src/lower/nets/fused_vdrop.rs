@@ -16,7 +16,7 @@
 
 use super::layers::{KINGMA_C, KINGMA_C0, MOLCHANOV_K, VDROP_LOG_ALPHA_RANGE};
 use crate::ir::VdropKl;
-use crate::lower::cpu::{f32_operand, lanes, with_f32};
+use crate::lower::cpu::{f32_operand, fused_cpu, lanes, with_f32};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use wide::f32x8;
@@ -126,7 +126,7 @@ pub fn term(
     additive: bool,
     term: Term,
 ) -> Result<Option<Tensor>> {
-    let fusable = theta.device().is_cpu()
+    let fusable = fused_cpu(theta)
         && theta.dtype() == DType::F32
         && second.dtype() == DType::F32
         && theta.dims() == second.dims();
