@@ -182,6 +182,31 @@ fn finite(t: &Tensor) -> bool {
         .all(|v| v.is_finite())
 }
 
+/// `loss` (the first training member's, or the only one's) plus the loss of a synthetic
+/// batch of every other training member: a `meta` family's training step holds a batch
+/// of every training member, so that each member's copy of a `@per_member` network gets
+/// its gradient.
+fn with_other_members(
+    model: &LoweredModel,
+    mut loss: Tensor,
+    train: &Settings,
+    rng: &mut Rng,
+) -> Result<Tensor, String> {
+    for m in vic::arch::training_members(&model.program)
+        .unwrap_or_default()
+        .into_iter()
+        .skip(1)
+    {
+        let mut other = synthetic_batch(&model.program, rng);
+        other.member = Some(m);
+        let o = model
+            .objective(&other, train, rng)
+            .map_err(|e| format!("objective of member {m}: {e}"))?;
+        loss = (loss + o.loss).map_err(|e| e.to_string())?;
+    }
+    Ok(loss)
+}
+
 /// Run a lowered spec end to end on a synthetic batch; what it did, in one line.
 fn exercise(program: Program) -> Result<String, String> {
     let mut rng = Rng::seed(7);
@@ -210,21 +235,7 @@ fn exercise(program: Program) -> Result<String, String> {
             out.terms
         ));
     }
-    // A `meta` family's training step holds a batch of every training member, so that
-    // each member's copy of a `@per_member` network gets its gradient.
-    let mut loss = out.loss.clone();
-    for m in vic::arch::training_members(&model.program)
-        .unwrap_or_default()
-        .into_iter()
-        .skip(1)
-    {
-        let mut other = synthetic_batch(&model.program, &mut rng);
-        other.member = Some(m);
-        let o = model
-            .objective(&other, &train, &mut rng)
-            .map_err(|e| format!("objective of member {m}: {e}"))?;
-        loss = (loss + o.loss).map_err(|e| e.to_string())?;
-    }
+    let loss = with_other_members(&model, out.loss.clone(), &train, &mut rng)?;
     let grads = loss.backward().map_err(|e| format!("backward: {e}"))?;
     let own = model.estimator_parameters();
     let mut params = 0;
@@ -364,22 +375,11 @@ fn loss_and_gradients(
             free_bits: cfg.free_bits,
             dataset_size: 100,
         };
-        let mut loss = model
+        let loss = model
             .objective(&batch, &train, &mut rng)
             .map_err(|e| format!("objective: {e}"))?
             .loss;
-        for m in vic::arch::training_members(&model.program)
-            .unwrap_or_default()
-            .into_iter()
-            .skip(1)
-        {
-            let mut other = synthetic_batch(&model.program, &mut rng);
-            other.member = Some(m);
-            let o = model
-                .objective(&other, &train, &mut rng)
-                .map_err(|e| format!("objective of member {m}: {e}"))?;
-            loss = (loss + o.loss).map_err(|e| e.to_string())?;
-        }
+        let loss = with_other_members(&model, loss, &train, &mut rng)?;
         let grads = loss.backward().map_err(|e| format!("backward: {e}"))?;
         let mut out = Vec::new();
         for (name, var) in model.store.named() {

@@ -140,6 +140,25 @@ pub(crate) fn map3(
     o.copy_from_slice(&r.as_array()[..o.len()]);
 }
 
+/// Asserts that `a` is within `rel` of `b`, relative to `b`'s largest magnitude (at
+/// least 1): the fused ops' tests against candle's compositions.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn assert_close(a: &candle_core::Tensor, b: &candle_core::Tensor, rel: f32, what: &str) {
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let d = max_diff(a, b);
+    assert!(
+        d <= rel * scale.max(1.0),
+        "{what}: differs by {d} (scale {scale})"
+    );
+}
+
 /// The largest absolute elementwise difference of two tensors of one shape (the fused ops'
 /// tests compare them with candle's compositions).
 #[cfg(test)]

@@ -237,7 +237,7 @@ mod tests {
     //! this path): value and gradient.
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::lower::cpu::max_diff;
+    use crate::lower::cpu::assert_close;
     use candle_core::{Device, Var, D};
 
     fn random(shape: &[usize], seed: u64) -> Tensor {
@@ -274,21 +274,9 @@ mod tests {
         (y, g.get(x.as_tensor()).unwrap().clone())
     }
 
-    fn assert_close(a: &(Tensor, Tensor), b: &(Tensor, Tensor), what: &str) {
-        for (part, x, y) in [("value", &a.0, &b.0), ("gradient", &a.1, &b.1)] {
-            let scale = y
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let d = max_diff(x, y);
-            assert!(
-                d <= 1e-5 * scale.max(1.0),
-                "{what} {part}: {d} (scale {scale})"
-            );
-        }
+    fn both_close(a: &(Tensor, Tensor), b: &(Tensor, Tensor), what: &str) {
+        assert_close(&a.0, &b.0, 1e-5, &format!("{what} value"));
+        assert_close(&a.1, &b.1, 1e-5, &format!("{what} gradient"));
     }
 
     #[test]
@@ -307,7 +295,7 @@ mod tests {
                 .unwrap()
                 .reshape((m, outputs * m))
                 .unwrap();
-            assert_close(
+            both_close(
                 &value_and_grad(&s, fused, Some(&w)),
                 &value_and_grad(&s, composed, Some(&w)),
                 &format!("factors of {outputs} outputs"),
@@ -330,7 +318,7 @@ mod tests {
             .sum_all()
             .unwrap();
         let composed = (l.sqr().unwrap().sum_all().unwrap() - (log_diag * 2.0).unwrap()).unwrap();
-        assert_close(
+        both_close(
             &value_and_grad(&s, fused, None),
             &value_and_grad(&s, composed, None),
             "the KL part",
@@ -351,7 +339,7 @@ mod tests {
             .unwrap()
             .sum(D::Minus1)
             .unwrap();
-        assert_close(
+        both_close(
             &value_and_grad(&t, fused, Some(&w)),
             &value_and_grad(&t, composed, Some(&w)),
             "group sums of squares",

@@ -371,7 +371,7 @@ mod fused_tests {
     //! above: values, and the gradients of the parameters and of the image or patch.
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::lower::cpu::max_diff;
+    use crate::lower::cpu::assert_close;
     use candle_core::Var;
 
     fn random(shape: &[usize], seed: u64, scale: f32) -> Tensor {
@@ -382,15 +382,6 @@ mod fused_tests {
             .map(|x| x * scale)
             .collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn largest(t: &Tensor) -> f32 {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// Over non-square images, one and two channels, grids of 1, 3 and 5, and parameters
@@ -447,13 +438,8 @@ mod fused_tests {
                     ("∂p", &a.1, &b.1),
                     ("∂x", &a.2, &b.2),
                 ] {
-                    let d = max_diff(u, v);
-                    let tol = 2e-5 * largest(v).max(1.0);
-                    assert!(
-                        d <= tol,
-                        "{dir:?} c={c} h={h} w={w} n={n} {what}: differs by {d} (scale {})",
-                        largest(v)
-                    );
+                    let at = format!("{dir:?} c={c} h={h} w={w} n={n} {what}");
+                    assert_close(u, v, 2e-5, &at);
                 }
             }
         }

@@ -547,7 +547,7 @@ impl CustomOp3 for Conv {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::lower::cpu::max_diff;
+    use crate::lower::cpu::assert_close;
     use candle_core::{Device, Var};
 
     fn randn(rng: &mut crate::rng::Rng, shape: &[usize]) -> Tensor {
@@ -570,15 +570,7 @@ mod tests {
     }
 
     fn close(a: &Tensor, b: &Tensor, what: &str) {
-        let scale = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let d = max_diff(a, b);
-        assert!(d <= 1e-4 * scale.max(1.0), "{what}: {d} (scale {scale})");
+        assert_close(a, b, 1e-4, what);
     }
 
     type Op3<'a> = &'a dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>;
