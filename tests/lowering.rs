@@ -465,7 +465,9 @@ fn the_fused_cpu_ops_and_the_candle_compositions_agree_on_every_spec() {
                 continue;
             }
             let (d, m) = difference(a, b);
-            if d > 1e-3 * m + 1e-7 {
+            // A gradient near zero is a sum of cancelling terms, and below 1e-6 the two
+            // paths' rounding decides it (the random function's log length scale: 2e-7).
+            if d > 1e-3 * m + 1e-6 {
                 failures.push(format!("{name}: `{n}`'s gradient differs by {d} (of {m})"));
             }
         }

@@ -14,6 +14,7 @@
 //! - distribution parameters are broadcast to `[R, ...event shape]` (Categorical:
 //!   `[R, ...shape, K]`); log-densities sum every event axis and return `[R]`.
 
+mod avx;
 mod cpu;
 pub use cpu::unfused;
 pub mod dist;

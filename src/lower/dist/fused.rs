@@ -8,6 +8,7 @@
 //! composition that also defines the semantics the tests hold the op to.
 
 use super::special::softplus;
+use crate::lower::avx;
 use crate::lower::cpu::{contiguous_f32, fused_cpu, map3, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -89,7 +90,9 @@ impl CustomOp2 for BernoulliLogits {
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK).zip(l.par_chunks(CHUNK)))
             .for_each(|(out, (x, l))| {
-                map3(out, x, l, l, |x, l, _| density8(x, l));
+                if !avx::bernoulli_density(out, x, l) {
+                    map3(out, x, l, l, |x, l, _| density8(x, l));
+                }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -115,7 +118,11 @@ impl CustomOp2 for BernoulliLogits {
                             g.par_chunks(CHUNK)
                                 .zip(xs.par_chunks(CHUNK).zip(ls.par_chunks(CHUNK))),
                         )
-                        .for_each(|(dl, (g, (x, l)))| map3(dl, g, x, l, dlogits8));
+                        .for_each(|(dl, (g, (x, l)))| {
+                            if !avx::bernoulli_dlogits(dl, g, x, l) {
+                                map3(dl, g, x, l, dlogits8)
+                            }
+                        });
                     // ∂/∂x only where a gradient flows to the value (rarely: it is usually
                     // data).
                     let dx = x

@@ -18,6 +18,7 @@
 
 use super::layers::activate;
 use crate::ir::Activation;
+use crate::lower::avx;
 use crate::lower::cpu::{
     contiguous_f32, contiguous_f32_cpu, f32_operand, fused_cpu, map3, with_f32,
 };
@@ -395,6 +396,7 @@ impl CustomOp3 for Dense {
                             *v = if relu { z.max(0.0) } else { z };
                         }
                     }
+                    FusedAct::Softplus if avx::softplus_add(row, bias) => {}
                     _ => {
                         z.clear();
                         z.extend(row.iter().zip(bias).map(|(&v, &b)| v + b));
@@ -445,7 +447,7 @@ impl CustomOp3 for Dense {
                         for ((d, &g), &y) in d.iter_mut().zip(gin).zip(y) {
                             *d = if y > 0.0 { g } else { 0.0 };
                         }
-                    } else {
+                    } else if !(act == FusedAct::Softplus && avx::softplus_grad(d, gin, y)) {
                         map3(d, gin, y, y, |g, y, _| g * act.deriv8(y));
                     }
                 });
@@ -566,6 +568,10 @@ impl candle_core::CustomOp2 for AddLifted {
                                 .zip(y)
                                 .zip(p)
                                 .for_each(|((o, &y), &p)| *o = (y + p).max(0.0)),
+                            FusedAct::Softplus if avx::available() => {
+                                o.copy_from_slice(y);
+                                avx::softplus_add(o, p);
+                            }
                             _ => map3(o, y, p, p, |y, p, _| act.apply8(y + p)),
                         }
                     }
@@ -598,7 +604,11 @@ impl candle_core::CustomOp2 for AddLifted {
             g.par_chunks_mut(task)
                 .zip(gin.par_chunks(task))
                 .zip(out.par_chunks(task))
-                .for_each(|((d, gin), y)| map3(d, gin, y, y, |g, y, _| g * act.deriv8(y)));
+                .for_each(|((d, gin), y)| {
+                    if !(act == FusedAct::Softplus && avx::softplus_grad(d, gin, y)) {
+                        map3(d, gin, y, y, |g, y, _| g * act.deriv8(y))
+                    }
+                });
             Ok(g)
         })?;
         // Each row of p: the sum of the f rows it was added to, in order.
