@@ -182,6 +182,23 @@ fn finite(t: &Tensor) -> bool {
         .all(|v| v.is_finite())
 }
 
+/// The spec's training settings on a synthetic batch: its objective with at most two
+/// samples (three for IWAE), as if the dataset had 100 examples.
+fn training_settings(cfg: &vic::ir::TrainConfig) -> Settings {
+    let (samples, iwae) = match cfg.objective {
+        Objective::Elbo { samples } => (samples.clamp(1, 2), false),
+        Objective::Iwae { samples } => (samples.clamp(1, 3), true),
+    };
+    Settings {
+        samples,
+        iwae,
+        train: true,
+        kl_weight: cfg.beta,
+        free_bits: cfg.free_bits,
+        dataset_size: 100,
+    }
+}
+
 /// `loss` (the first training member's, or the only one's) plus the loss of a synthetic
 /// batch of every other training member: a `meta` family's training step holds a batch
 /// of every training member, so that each member's copy of a `@per_member` network gets
@@ -213,19 +230,7 @@ fn exercise(program: Program) -> Result<String, String> {
     let store = ParamStore::seeded(1, &Device::Cpu);
     let model = LoweredModel::new(program, store).map_err(|e| format!("lowering: {e}"))?;
     let batch = synthetic_batch(&model.program, &mut rng);
-    let cfg = &model.program.train;
-    let (samples, iwae) = match cfg.objective {
-        Objective::Elbo { samples } => (samples.clamp(1, 2), false),
-        Objective::Iwae { samples } => (samples.clamp(1, 3), true),
-    };
-    let train = Settings {
-        samples,
-        iwae,
-        train: true,
-        kl_weight: cfg.beta,
-        free_bits: cfg.free_bits,
-        dataset_size: 100,
-    };
+    let train = training_settings(&model.program.train);
     let out = model
         .objective(&batch, &train, &mut rng)
         .map_err(|e| format!("objective: {e}"))?;
@@ -363,18 +368,7 @@ fn loss_and_gradients(
         let model =
             LoweredModel::new(program.clone(), store).map_err(|e| format!("lowering: {e}"))?;
         let batch = synthetic_batch(&model.program, &mut rng);
-        let cfg = &model.program.train;
-        let samples = match cfg.objective {
-            Objective::Elbo { samples } | Objective::Iwae { samples } => samples.clamp(1, 2),
-        };
-        let train = Settings {
-            samples,
-            iwae: matches!(cfg.objective, Objective::Iwae { .. }),
-            train: true,
-            kl_weight: cfg.beta,
-            free_bits: cfg.free_bits,
-            dataset_size: 100,
-        };
+        let train = training_settings(&model.program.train);
         let loss = model
             .objective(&batch, &train, &mut rng)
             .map_err(|e| format!("objective: {e}"))?

@@ -15,7 +15,9 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Whether the CPU has AVX2 and FMA (a cached check).
+/// Whether the CPU has AVX2 and FMA (a cached check): the condition of every kernel here
+/// and of the other hand-written ops' copies compiled with
+/// `#[target_feature(enable = "avx2,fma")]` (DRAW's attention loops).
 #[inline(always)]
 pub(crate) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -68,6 +68,22 @@ pub(crate) fn with_f32<R>(
     f(&v)
 }
 
+/// Runs `f` with the thread-local flag `flag` set, restoring its value after (also when
+/// `f` panics): the scopes of [`unfused`] and `nets::fused::without_weight_gradients`.
+pub(crate) fn with_flag<R>(
+    flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore(&'static std::thread::LocalKey<std::cell::Cell<bool>>, bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            self.0.with(|c| c.set(self.1));
+        }
+    }
+    let _restore = Restore(flag, flag.with(|c| c.replace(true)));
+    f()
+}
+
 thread_local! {
     /// Set inside [`unfused`].
     static UNFUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -83,29 +99,7 @@ pub(crate) fn fused_cpu(t: &candle_core::Tensor) -> bool {
 /// the graph is built from candle's own ops as on a GPU: the tests hold the two paths to
 /// each other on every spec.
 pub fn unfused<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            UNFUSED.with(|u| u.set(self.0));
-        }
-    }
-    let _restore = Restore(UNFUSED.with(|u| u.replace(true)));
-    f()
-}
-
-/// Whether the CPU has AVX2. The crate is built for baseline x86-64, whose vectors are
-/// four lanes wide; a hand-written op's loops run eight wide through a copy of its body
-/// compiled with `#[target_feature(enable = "avx2")]`, taken when this holds.
-#[inline(always)]
-pub(crate) fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    with_flag(&UNFUSED, f)
 }
 
 /// Eight lanes from a slice of at most eight values (the rest zero).

@@ -80,6 +80,25 @@ fn write(patch: &Tensor, b: &Banks) -> Result<Tensor> {
     painted.broadcast_matmul(&b.fx)?.broadcast_div(&b.gamma) // [R, C, H, W]
 }
 
+/// [`read`] or [`write`] of `x` under the attention parameters `p` `[R, 5]`: the fused op
+/// where it applies (`f32` on the CPU), else the composition above.
+fn read_or_write(
+    dir: Dir,
+    p: &Tensor,
+    x: &Tensor,
+    chw: (usize, usize, usize),
+    grid: usize,
+) -> Result<Tensor> {
+    if let Some(y) = attend(Attend { dir, chw, grid }, p, x)? {
+        return Ok(y);
+    }
+    let b = banks(p, chw, grid)?;
+    match dir {
+        Dir::Read => read(x, &b),
+        Dir::Write => write(x, &b),
+    }
+}
+
 fn params_layer(inp: usize, net: &NetDef, vb: &VarBuilder, rng: &mut Rng) -> Result<Linear> {
     Linear::new(
         &LinearSpec::dense(inp, 5, true),
@@ -157,15 +176,7 @@ impl Network for AttendRead {
         let x = x.reshape((r, c, h, w))?; // [R, C, H, W]
         let s = state_or_nothing(inputs, &self.state, r, x.device())?; // [R, state]
         let p = self.params.forward_act(&s, None, ctx)?; // [R, 5]
-        let op = Attend {
-            dir: Dir::Read,
-            chw: self.chw,
-            grid: n,
-        };
-        let glimpse = match attend(op, &p, &x)? {
-            Some(g) => g,
-            None => read(&x, &banks(&p, self.chw, n)?)?,
-        }; // [R, C, N, N]
+        let glimpse = read_or_write(Dir::Read, &p, &x, self.chw, n)?; // [R, C, N, N]
         let mut shape = vec![r];
         shape.extend_from_slice(&self.head.ty.shape);
         let out = glimpse.reshape(shape)?; // [R, ...head shape]
@@ -227,15 +238,7 @@ impl Network for AttendWrite {
             .patch
             .forward_act(&s, None, ctx)?
             .reshape((r, c, n, n))?; // [R, C, N, N]
-        let op = Attend {
-            dir: Dir::Write,
-            chw: self.chw,
-            grid: n,
-        };
-        let painted = match attend(op, &p, &patch)? {
-            Some(w) => w,
-            None => write(&patch, &banks(&p, self.chw, n)?)?,
-        }; // [R, C, H, W]
+        let painted = read_or_write(Dir::Write, &p, &patch, self.chw, n)?; // [R, C, H, W]
         let mut shape = vec![r];
         shape.extend_from_slice(&self.head.ty.shape);
         let out = painted.reshape(shape)?;

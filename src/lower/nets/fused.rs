@@ -20,7 +20,7 @@ use super::layers::activate;
 use crate::ir::Activation;
 use crate::lower::avx;
 use crate::lower::cpu::{
-    contiguous_f32, contiguous_f32_cpu, f32_operand, fused_cpu, map3, with_f32,
+    contiguous_f32, contiguous_f32_cpu, f32_operand, fused_cpu, map3, with_f32, with_flag,
 };
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -125,10 +125,7 @@ thread_local! {
 /// pass would otherwise also compute every weight gradient on the way. candle cannot be
 /// asked for the gradients of some leaves only.
 pub fn without_weight_gradients<R>(f: impl FnOnce() -> R) -> R {
-    let before = INPUT_GRADIENTS_ONLY.with(|c| c.replace(true));
-    let r = f();
-    INPUT_GRADIENTS_ONLY.with(|c| c.set(before));
-    r
+    with_flag(&INPUT_GRADIENTS_ONLY, f)
 }
 
 /// Whether the fused layers compute weight and bias gradients now.

@@ -14,7 +14,8 @@
 //! Only `f32` CPU operands take this path; the rest take the composition in
 //! [`super::attend`], which the tests hold this to.
 
-use crate::lower::cpu::{f32_operand, fused_cpu, has_avx2, with_f32};
+use crate::lower::avx;
+use crate::lower::cpu::{f32_operand, fused_cpu, with_f32};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -329,14 +330,14 @@ impl Attend {
 
 #[cfg(target_arch = "x86_64")]
 impl Attend {
-    /// [`Attend::fwd_row`] compiled for AVX2.
-    #[target_feature(enable = "avx2")]
+    /// [`Attend::fwd_row`] compiled for AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn fwd_row_avx2(&self, o: &mut [f32], p: &[f32], x: &[f32], offsets: &[f32]) {
         self.fwd_row(o, p, x, offsets)
     }
 
-    /// [`Attend::bwd_row`] compiled for AVX2.
-    #[target_feature(enable = "avx2")]
+    /// [`Attend::bwd_row`] compiled for AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn bwd_row_avx2(
         &self,
         dp: &mut [f32],
@@ -386,8 +387,8 @@ impl CustomOp2 for Attend {
             .zip(x.par_chunks(inp.max(1)))
             .for_each(|((o, p), x)| {
                 #[cfg(target_arch = "x86_64")]
-                if has_avx2() {
-                    // SAFETY: the CPU has AVX2 (checked just above).
+                if avx::available() {
+                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
                     return unsafe { self.fwd_row_avx2(o, p, x, &offsets) };
                 }
                 self.fwd_row(o, p, x, &offsets)
@@ -421,8 +422,8 @@ impl CustomOp2 for Attend {
                         .zip(g.par_chunks(outp.max(1)))
                         .for_each(|((((dp, dx), p), x), g)| {
                             #[cfg(target_arch = "x86_64")]
-                            if has_avx2() {
-                                // SAFETY: the CPU has AVX2 (checked just above).
+                            if avx::available() {
+                                // SAFETY: the CPU has AVX2 and FMA (checked just above).
                                 return unsafe { self.bwd_row_avx2(dp, dx, p, x, g, &offsets) };
                             }
                             self.bwd_row(dp, dx, p, x, g, &offsets)
