@@ -166,6 +166,9 @@ pub struct Frame<'m> {
     /// Locals whose values were taken from another pass ([`Frame::adopt`]): their `let`s
     /// are not evaluated again.
     adopted: Vec<bool>,
+    /// Locals no statement that runs reads ([`Frame::skip_dead_lets`]): their `let`s are
+    /// not evaluated.
+    dead: Vec<bool>,
     loop_values: Vec<usize>,
     /// What each site did, in order.
     pub records: Vec<SiteRecord>,
@@ -245,6 +248,7 @@ impl<'m> Frame<'m> {
             prune: None,
             locals: vec![LocalVal::Unset; locals],
             adopted: vec![false; locals],
+            dead: vec![false; locals],
             loop_values: vec![0; loops],
             records: Vec::new(),
             observed: Vec::new(),
@@ -507,14 +511,90 @@ impl<'m> Frame<'m> {
         }
     }
 
+    /// Mark the locals of the block `stmts` that nothing reads once the sites of
+    /// [`Overrides`] take their given parameters (the encoder's outputs of a refined site,
+    /// evaluated once per refinement step otherwise), so that their `let`s are skipped.
+    /// A local stays live when a site that runs, a live `let`, anything inside a loop, or
+    /// `keep` (the locals another pass adopts) reads it. Reads follow definitions, so one
+    /// backward sweep over the top-level statements settles it.
+    pub fn skip_dead_lets(&mut self, stmts: &[Stmt], keep: &[crate::ir::LocalId]) {
+        if self.overrides.is_empty() {
+            return;
+        }
+        let mut live = vec![false; self.dead.len()];
+        for &k in keep {
+            if let Some(l) = live.get_mut(k) {
+                *l = true;
+            }
+        }
+        fn reads(e: &crate::ir::Expr, live: &mut [bool]) {
+            crate::ir::walk::for_each_subexpr(e, &mut |e| {
+                if let ExprKind::Ref(Ref::Local(id)) = &e.kind {
+                    if let Some(l) = live.get_mut(*id) {
+                        *l = true;
+                    }
+                }
+            });
+        }
+        fn all_reads(stmts: &[Stmt], live: &mut [bool]) {
+            for stmt in stmts {
+                match stmt {
+                    Stmt::Let { value, .. } => reads(value, live),
+                    Stmt::Sample(site) => {
+                        crate::ir::walk::for_each_site_expr(site, &mut |e| reads(e, live))
+                    }
+                    Stmt::Loop { body, .. } => all_reads(body, live),
+                }
+            }
+        }
+        for stmt in stmts.iter().rev() {
+            match stmt {
+                Stmt::Let { targets, value, .. } => {
+                    if targets.iter().any(|t| live.get(t.local) == Some(&true)) {
+                        reads(value, &mut live);
+                    }
+                }
+                Stmt::Sample(site) => {
+                    let given = site.step.is_none() && self.overrides.get(site.var, None).is_some();
+                    if given {
+                        // The distribution's arguments are replaced; the flows still run.
+                        for f in &site.flows {
+                            f.context.iter().for_each(|e| reads(e, &mut live));
+                        }
+                    } else {
+                        crate::ir::walk::for_each_site_expr(site, &mut |e| reads(e, &mut live));
+                    }
+                }
+                Stmt::Loop { body, .. } => all_reads(body, &mut live),
+            }
+        }
+        for stmt in stmts {
+            if let Stmt::Let { targets, .. } = stmt {
+                for t in targets {
+                    if let (Some(d), Some(false)) = (self.dead.get_mut(t.local), live.get(t.local))
+                    {
+                        *d = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The locals [`Frame::skip_dead_lets`] marked dead.
+    #[cfg(test)]
+    pub(crate) fn dead_locals(&self) -> Vec<usize> {
+        (0..self.dead.len()).filter(|&i| self.dead[i]).collect()
+    }
+
     /// Run the statements of a block.
     pub fn run(&mut self, stmts: &[Stmt], rng: &mut Rng) -> Result<()> {
         for stmt in stmts {
             match stmt {
                 Stmt::Let { targets, .. }
-                    if targets
-                        .iter()
-                        .all(|t| self.adopted.get(t.local) == Some(&true)) => {}
+                    if targets.iter().all(|t| {
+                        self.adopted.get(t.local) == Some(&true)
+                            || self.dead.get(t.local) == Some(&true)
+                    }) => {}
                 Stmt::Let { targets, value, .. } => {
                     let heads: Vec<Val> = match (&value.kind, targets.len()) {
                         (

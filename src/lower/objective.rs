@@ -162,7 +162,12 @@ impl LoweredModel {
         frame.member = batch.member;
         frame.sets = &batch.sets;
         match &self.program.guide {
-            Guide::Amortized(g) => frame.run(&g.stmts, rng)?,
+            Guide::Amortized(g) => {
+                // What the model pass adopts stays; the rest only if something reads it.
+                let keep: Vec<_> = self.plan.shared.iter().map(|s| s.guide).collect();
+                frame.skip_dead_lets(&g.stmts, &keep);
+                frame.run(&g.stmts, rng)?
+            }
             Guide::None => {}
             Guide::Exact { .. } => {
                 bail!("`guide exact` draws no guide samples: its posterior is computed exactly")

@@ -22,9 +22,16 @@
 //!
 //! Gradients reach the networks through value-neutral surrogates added to the loss (their
 //! value 0, their gradient the chain rule's), so the trainer's one backward pass and
-//! optimizer step stay as they are.
+//! optimizer step stay as they are. With `through = true` the model's parameters' share
+//! comes from the backward passes the steps take anyway: each point's one backward pass
+//! gives λ's gradient and keeps the parameters' (the fused dense layers' as the operands
+//! of their weight gradients, summed over all points at the end in one product per weight,
+//! `nets::fused::deferring_weight_gradients`), so no graph is kept for a second pass.
+//! The guide's `let`s that only the refined site reads (its encoder) are not evaluated at
+//! the steps (`Frame::skip_dead_lets`).
 
 use super::eval::Overrides;
+use super::nets::fused;
 use super::objective::{Batch, Outcome, Settings};
 use super::LoweredModel;
 use crate::ir::{DistParam, SiteVar};
@@ -262,7 +269,10 @@ impl LoweredModel {
     }
 
     /// The loss at `lambda` and its gradient in λ (as fresh variables), with the noise of
-    /// `rng` (left unchanged, so the point can be revisited with the same noise).
+    /// `rng` (left unchanged, so the point can be revisited with the same noise); with
+    /// `params`, also its gradient in the model's parameters from the same backward pass
+    /// (else empty).
+    #[allow(clippy::too_many_arguments)]
     fn loss_and_grad(
         &self,
         batch: &Batch,
@@ -271,7 +281,8 @@ impl LoweredModel {
         vars: &[SiteVar],
         lambda: &Lambda,
         rng: &Rng,
-    ) -> Result<(Outcome, Lambda)> {
+        params: bool,
+    ) -> Result<(Outcome, Lambda, ParamGrads)> {
         let live: Vec<(Var, Var)> = lambda
             .iter()
             .map(|(a, b)| {
@@ -286,8 +297,23 @@ impl LoweredModel {
             .map(|(a, b)| (a.as_tensor().clone(), b.as_tensor().clone()))
             .collect();
         let out = self.at(batch, s, overrides, vars, &at, &mut rng.clone())?;
-        // Only λ's gradient: the networks' weight gradients are skipped.
-        let grads = crate::lower::nets::fused::without_weight_gradients(|| out.loss.backward())?;
+        let (grads, kept) = if params {
+            // The fused dense layers' weight gradients are deferred, to be summed over
+            // every point in one product per weight (`param_surrogate`).
+            let (grads, dense) = fused::deferring_weight_gradients(|| out.loss.backward());
+            let grads = grads?;
+            let vars = self
+                .store
+                .named()
+                .into_iter()
+                .filter_map(|(_, v)| grads.get(v.as_tensor()).map(|g| (v.clone(), g.clone())))
+                .collect();
+            (grads, ParamGrads { dense, vars })
+        } else {
+            // Only λ's gradient: the networks' weight gradients are skipped.
+            let grads = fused::without_weight_gradients(|| out.loss.backward())?;
+            (grads, ParamGrads::default())
+        };
         let g = live
             .iter()
             .map(|(a, b)| {
@@ -298,7 +324,7 @@ impl LoweredModel {
                 Ok((get(a)?, get(b)?))
             })
             .collect::<Result<_>>()?;
-        Ok((out, g))
+        Ok((out, g, kept))
     }
 
     /// The objective of a batch whose `@refine` sites are refined first (see the module
@@ -320,21 +346,40 @@ impl LoweredModel {
             iwae: false,
             ..*s
         };
-        let traj = self.refine(batch, &step_settings, overrides, &vars, &start, cfg, rng)?;
+        // The steps keep their gradients in the model's parameters for SA-VAE's Hessian
+        // terms.
+        let keep = s.train && cfg.through;
+        let traj = self.refine(
+            batch,
+            &step_settings,
+            overrides,
+            &vars,
+            &start,
+            cfg,
+            keep,
+            rng,
+        )?;
         let last = traj.points.last().cloned().unwrap_or_else(|| start.clone());
-        let mut out = if !s.train {
+        if !s.train {
             // Evaluation: the bound at λ_K; no gradients.
             return self.at(batch, s, overrides, &vars, &last, rng);
-        } else if cfg.through {
+        }
+        let mut out = if cfg.through {
             let noise = rng.fork();
-            let (out, bar_k) = self.loss_and_grad(batch, s, overrides, &vars, &last, &noise)?;
-            let (bar0, theta_terms) =
+            let (out, bar_k, at_k) =
+                self.loss_and_grad(batch, s, overrides, &vars, &last, &noise, true)?;
+            let (bar0, moved) =
                 self.unroll_back(batch, &step_settings, overrides, &vars, &traj, bar_k, cfg)?;
-            let mut out = out;
-            for t in theta_terms {
-                out.loss = (out.loss + (&t - t.detach())?)?;
+            // The model's parameters: the loss's own gradient at λ_K and the steps' terms,
+            // from the backward passes already taken; the encoder: the chain rule's.
+            let mut parts: Vec<(f64, &ParamGrads)> = vec![(1.0, &at_k)];
+            for (k, c, grads) in &moved {
+                parts.push((*c, &traj.params[*k]));
+                parts.push((-*c, grads));
             }
-            out.loss = (out.loss + surrogate(&start, &bar0)?)?;
+            let mut out = out;
+            out.loss =
+                ((out.loss.detach() + param_surrogate(&parts)?)? + surrogate(&start, &bar0)?)?;
             out
         } else {
             let fixed: Lambda = last.iter().map(|(a, b)| (a.detach(), b.detach())).collect();
@@ -344,14 +389,31 @@ impl LoweredModel {
             out.loss = (out.loss + surrogate(&start, g0)?)?;
             out
         };
+        // The refinement's gain: the step loss at λ0 against at λ_K, the latter the final
+        // loss where that is the steps' objective (one draw, no IWAE).
+        let last_loss = if s.samples <= 1 && !s.iwae {
+            out.loss.to_scalar::<f32>()? as f64
+        } else {
+            let at_k = self.at(
+                batch,
+                &step_settings,
+                overrides,
+                &vars,
+                &last,
+                &mut rng.fork(),
+            )?;
+            at_k.loss.to_scalar::<f32>()? as f64
+        };
+        let first_loss = traj.first_loss.unwrap_or(last_loss);
         out.terms.push(super::objective::Term {
             name: "refinement gain".into(),
-            value: Tensor::new((traj.first_loss - traj.last_loss) as f32, self.device())?,
+            value: Tensor::new((first_loss - last_loss) as f32, self.device())?,
         });
         Ok(out)
     }
 
-    /// K momentum steps of descent on the loss from `start`.
+    /// K momentum steps of descent on the loss from `start`; with `params`, each step's
+    /// gradient in the model's parameters kept.
     #[allow(clippy::too_many_arguments)]
     pub fn refine(
         &self,
@@ -361,6 +423,7 @@ impl LoweredModel {
         vars: &[SiteVar],
         start: &Lambda,
         cfg: RefineConfig,
+        params: bool,
         rng: &mut Rng,
     ) -> Result<Trajectory> {
         let mut x: Lambda = start
@@ -371,33 +434,27 @@ impl LoweredModel {
         let mut traj = Trajectory::default();
         for k in 0..cfg.steps {
             let noise = rng.fork();
-            let (out, g) = self.loss_and_grad(batch, s, overrides, vars, &x, &noise)?;
-            let loss = out.loss.to_scalar::<f32>()? as f64;
+            let (out, g, grads) =
+                self.loss_and_grad(batch, s, overrides, vars, &x, &noise, params)?;
             if k == 0 {
-                traj.first_loss = loss;
+                traj.first_loss = Some(out.loss.to_scalar::<f32>()? as f64);
             }
             let (gc, step) = momentum_step(&g, p.as_ref(), cfg, self.refine_block())?;
             traj.starts.push(x.clone());
             traj.noises.push(noise);
             traj.grads.push(gc);
             traj.raw_grads.push(g);
-            traj.losses.push(out.loss);
+            traj.params.push(grads);
             x = axpy(&x, cfg.lr, &step)?;
             traj.points.push(x.clone());
             p = Some(step);
-        }
-        // The loss at λ_K, with the next noise (reported as the refinement's gain).
-        let (out, _) = self.loss_and_grad(batch, s, overrides, vars, &x, &rng.fork())?;
-        traj.last_loss = out.loss.to_scalar::<f32>()? as f64;
-        if cfg.steps == 0 {
-            traj.first_loss = traj.last_loss;
         }
         Ok(traj)
     }
 
     /// Reverse-mode through the momentum steps (SA-VAE's `backward_mom`): from the loss's
-    /// gradient at λ_K to its gradient at λ0, and the model parameters' `−H_θλ p̄` terms as
-    /// value-neutral surrogates.
+    /// gradient at λ_K to its gradient at λ0, and the model parameters' `−H_θλ p̄` terms:
+    /// for each step k, `c (∇_θ L(λ_k) − ∇_θ L(λ_k + r p̄))` ([`StepTerm`]).
     #[allow(clippy::too_many_arguments)]
     fn unroll_back(
         &self,
@@ -408,7 +465,7 @@ impl LoweredModel {
         traj: &Trajectory,
         bar_k: Lambda,
         cfg: RefineConfig,
-    ) -> Result<(Lambda, Vec<Tensor>)> {
+    ) -> Result<(Lambda, Vec<StepTerm>)> {
         let mut bar = bar_k;
         let mut pbar: Lambda = bar
             .iter()
@@ -427,8 +484,8 @@ impl LoweredModel {
             }
             let r = HVP_STEP / scale;
             let moved = axpy(&traj.starts[k], r, &pbar)?;
-            let (out_r, g_r) =
-                self.loss_and_grad(batch, s, overrides, vars, &moved, &traj.noises[k])?;
+            let (_, g_r, grads_r) =
+                self.loss_and_grad(batch, s, overrides, vars, &moved, &traj.noises[k], true)?;
             let g_r = as_in_training(&g_r, cfg.clip, self.refine_block())?;
             // H_λλ p̄ ≈ (g(λ + r p̄) − g(λ)) / r; λ̄_k = λ̄_{k+1} − H p̄ (p_k = μ p − g).
             let hv = axpy(&g_r, -1.0, &traj.grads[k])?;
@@ -440,7 +497,7 @@ impl LoweredModel {
             // θ̄ += −H_θλ p̄ ≈ −(∇_θ L(λ + r p̄) − ∇_θ L(λ)) / r, with the step's gradient
             // as a training batch has it (rescaled by rows / block: [`as_in_training`]).
             let c = training_scale(batch.rows, self.refine_block());
-            theta_terms.push(((&traj.losses[k] - &out_r.loss)? * (c / r))?);
+            theta_terms.push((k, c / r, grads_r));
             pbar = pbar
                 .iter()
                 .map(|(a, b)| Ok((a.affine(cfg.momentum, 0.0)?, b.affine(cfg.momentum, 0.0)?)))
@@ -519,7 +576,7 @@ impl LoweredModel {
             .iter()
             .map(|(a, b)| (a.detach(), b.detach()))
             .collect();
-        let (_, mut g) = self.loss_and_grad(batch, s, &none, vars, &x, &rng.fork())?;
+        let (_, mut g, _) = self.loss_and_grad(batch, s, &none, vars, &x, &rng.fork(), false)?;
         let mut eta = Tensor::full(cfg.lr as f32, rows, x[0].0.device())?;
         let mut p: Option<Lambda> = None;
         for _ in 0..cfg.steps {
@@ -534,7 +591,8 @@ impl LoweredModel {
             // Each step its own draws, the same at both points, so a comparison is the
             // step's and not the draws'.
             let noise = rng.fork();
-            let (out, g_next) = self.loss_and_grad(batch, s, &none, vars, &next, &noise)?;
+            let (out, g_next, _) =
+                self.loss_and_grad(batch, s, &none, vars, &next, &noise, false)?;
             let next_bound = out.bound.detach();
             let here = self
                 .at(batch, s, &none, vars, &x, &mut noise.clone())?
@@ -597,11 +655,59 @@ pub struct Trajectory {
     /// The clipped and the raw gradient of the loss at λ_k.
     pub grads: Vec<Lambda>,
     pub raw_grads: Vec<Lambda>,
-    /// The loss at λ_k (with the model's parameters' graph) and the noise it drew.
-    pub losses: Vec<Tensor>,
+    /// The gradient of the loss at λ_k in the model's parameters (kept or empty, see
+    /// [`LoweredModel::refine`]) and the noise it drew.
+    params: Vec<ParamGrads>,
     pub noises: Vec<Rng>,
-    pub first_loss: f64,
-    pub last_loss: f64,
+    /// The loss at λ0 (none without steps).
+    pub first_loss: Option<f64>,
+}
+
+/// Step k's `−H_θλ p̄` term `c (∇_θ L(λ_k) − ∇_θ L(λ_k + r p̄))`: `(k, c, ∇_θ L(λ_k + r p̄))`.
+type StepTerm = (usize, f64, ParamGrads);
+
+/// The gradient of the loss at one point in the model's parameters, kept for the
+/// `−H_θλ p̄` terms: the fused dense layers' as their deferred operands (summed over the
+/// points in one product per weight), every other parameter's as a tensor.
+#[derive(Default)]
+struct ParamGrads {
+    dense: Vec<fused::DeferredDense>,
+    vars: Vec<(Var, Tensor)>,
+}
+
+/// `Σ_i c_i ∇_θ L_i` over the points `(c_i, ∇_θ L_i)` as a value-neutral surrogate: its
+/// value 0, its gradient in each parameter the sum.
+fn param_surrogate(parts: &[(f64, &ParamGrads)]) -> Result<Tensor> {
+    let mut sums: Vec<(&Var, Tensor)> = Vec::new();
+    for (c, p) in parts {
+        for (v, g) in &p.vars {
+            let g = g.affine(*c, 0.0)?;
+            match sums.iter_mut().find(|(s, _)| s.id() == v.id()) {
+                Some((_, s)) => *s = (&*s + g)?,
+                None => sums.push((v, g)),
+            }
+        }
+    }
+    let dense: Vec<(f64, &[fused::DeferredDense])> = parts
+        .iter()
+        .map(|(c, p)| (*c, p.dense.as_slice()))
+        .collect();
+    let mut terms = Vec::new();
+    for (v, g) in &sums {
+        terms.push((v.as_tensor() * g)?.sum_all()?);
+    }
+    for d in fused::combine_deferred(&dense)? {
+        terms.push((&d.w * &d.dw)?.sum_all()?);
+        terms.push((&d.b * &d.db)?.sum_all()?);
+    }
+    let Some(first) = terms.first() else {
+        bail!("internal error: no parameter gradients kept")
+    };
+    let mut acc = first.clone();
+    for t in &terms[1..] {
+        acc = (acc + t)?;
+    }
+    &acc - acc.detach()
 }
 
 /// `Σ λ0 · g` minus its value: its gradient in the encoder is the chain rule's `J^T g`.
@@ -628,6 +734,91 @@ mod tests {
 
     fn rows(t: &Tensor) -> Vec<Vec<f32>> {
         t.to_vec2().unwrap()
+    }
+
+    /// With the refined site's parameters given, the guide's `let`s that only it reads are
+    /// skipped (the encoder is not run again at every step), and those another site reads
+    /// (directly or through another `let`) are not; the refined objective still runs.
+    #[test]
+    fn the_lets_only_a_given_site_reads_are_skipped() {
+        let spec = |w_arg: &str| {
+            format!(
+                r#"
+data x : Real[4]
+latent z : Real[2]
+latent w : Real[2]
+net enc(x: Real[4]) -> (loc: Real[2], scale: Positive[2]) = mlp(hidden = [5])
+net other(x: Real[4]) -> Real[2] = mlp(hidden = [3])
+net dec(z: Real[2]) -> Real[4] = mlp(hidden = [5])
+model {{
+  z ~ Normal(0, 1)
+  w ~ Normal(0, 1)
+  x ~ Normal(dec(z), 1)
+}}
+guide {{
+  let (m, s) = enc(x)
+  let h = other(x)
+  let u = m * 2
+  z ~ Normal(u, s) @refine(steps = 2, lr = 0.5)
+  w ~ Normal({w_arg}, 1)
+}}
+train {{ dataset = "unused.npz" }}
+"#
+            )
+        };
+        let dev = Device::Cpu;
+        let x = Tensor::from_vec(Rng::seed(1).normal_vec(3 * 4), (3, 4), &dev).unwrap();
+        let batch = Batch::new(vec![Some(x)], 3);
+        for (w_arg, dead) in [("h", vec!["m", "s", "u"]), ("h + m", vec!["s", "u"])] {
+            let front = crate::driver::front_end(&spec(w_arg), &Default::default());
+            let program = front.program.unwrap();
+            let model =
+                LoweredModel::new(program, crate::lower::params::ParamStore::seeded(3, &dev))
+                    .unwrap();
+            let vars = model.refinable_sites();
+            let start = model
+                .site_parameters(&batch, &vars, true, &mut Rng::seed(2))
+                .unwrap();
+            let mut o = Overrides::default();
+            o.set(
+                vars[0],
+                None,
+                vec![
+                    (DistParam::Loc, start[0].0.clone()),
+                    (
+                        DistParam::Scale,
+                        (&start[0].1 * 0.5).unwrap().exp().unwrap(),
+                    ),
+                ],
+            );
+            let frame = model
+                .guide_pass(&batch, 3, true, &o, &mut Rng::seed(2))
+                .unwrap();
+            let crate::ir::Guide::Amortized(g) = &model.program.guide else {
+                panic!("an amortized guide")
+            };
+            let names: Vec<&str> = frame
+                .dead_locals()
+                .into_iter()
+                .map(|i| g.locals[i].name.as_str())
+                .collect();
+            assert_eq!(names, dead, "w ~ Normal({w_arg}, 1)");
+            // Without substitutions nothing is skipped, and the refined objective runs.
+            let plain = model
+                .guide_pass(&batch, 3, true, &Overrides::default(), &mut Rng::seed(2))
+                .unwrap();
+            assert!(plain.dead_locals().is_empty());
+            let s = Settings {
+                samples: 1,
+                iwae: false,
+                train: true,
+                kl_weight: 1.0,
+                free_bits: 0.0,
+                dataset_size: 3,
+            };
+            let out = model.objective(&batch, &s, &mut Rng::seed(4)).unwrap();
+            assert!(out.loss.to_scalar::<f32>().unwrap().is_finite());
+        }
     }
 
     /// A batch of two training batches steps as the two would, each on its own: each

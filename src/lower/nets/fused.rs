@@ -133,6 +133,148 @@ pub(super) fn weight_gradients() -> bool {
     !INPUT_GRADIENTS_ONLY.with(|c| c.get())
 }
 
+/// A fused dense layer's weight and bias gradients left to the caller of a backward pass
+/// (inside [`deferring_weight_gradients`]): the layer's input `x [rows, in]` and the
+/// gradient `g [rows, out]` of its pre-activation, of which `dW = gᵀ x` and `db = Σ_rows g`.
+pub struct DeferredDense {
+    w: Tensor,
+    b: Tensor,
+    x: Tensor,
+    g: Vec<f32>,
+    rows: usize,
+    out: usize,
+}
+
+/// The weight and bias gradients of one weight over deferred passes
+/// ([`combine_deferred`]), for the tensors `w` and `b` the layer was given.
+pub struct DenseGradients {
+    pub w: Tensor,
+    pub dw: Tensor,
+    pub b: Tensor,
+    pub db: Tensor,
+}
+
+thread_local! {
+    /// The passes deferred so far, while inside [`deferring_weight_gradients`].
+    static DEFERRED: std::cell::RefCell<Option<Vec<DeferredDense>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (a backward pass) with the fused dense layers' weight and bias gradients
+/// deferred: each layer returns its input's gradient and leaves the operands of its
+/// weight gradient, returned beside `f`'s result. For a caller that needs the weight
+/// gradients of many backward passes only as a weighted sum (semi-amortized
+/// refinement's Hessian terms): [`combine_deferred`] computes that sum as one product
+/// per weight over all the passes' rows, instead of one small product per pass (or a
+/// second backward pass through each graph). Other ops' gradients are unchanged.
+pub fn deferring_weight_gradients<R>(f: impl FnOnce() -> R) -> (R, Vec<DeferredDense>) {
+    struct Restore(Option<Vec<DeferredDense>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEFERRED.with(|d| *d.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(DEFERRED.with(|d| d.replace(Some(Vec::new()))));
+    let r = f();
+    let mine = DEFERRED.with(|d| d.replace(None)).unwrap_or_default();
+    (r, mine)
+}
+
+/// Whether this thread is inside [`deferring_weight_gradients`].
+fn deferring() -> bool {
+    DEFERRED.with(|d| d.borrow().is_some())
+}
+
+/// Hands a pass's weight-gradient operands to [`deferring_weight_gradients`]'s caller.
+fn push_deferred(pass: DeferredDense) {
+    DEFERRED.with(|d| {
+        if let Some(list) = d.borrow_mut().as_mut() {
+            list.push(pass)
+        }
+    })
+}
+
+/// For every weight of the deferred passes `parts` (each a coefficient `c` and the passes
+/// of one backward pass), `dW = Σ c gᵀ x` and `db = Σ c Σ_rows g` over the passes through
+/// it: the passes' rows stacked, each scaled by its `c`, and one product per weight. In the
+/// order the weights first appear.
+pub fn combine_deferred(parts: &[(f64, &[DeferredDense])]) -> Result<Vec<DenseGradients>> {
+    let mut groups: Vec<Vec<(f32, &DeferredDense)>> = Vec::new();
+    for (c, passes) in parts {
+        for p in passes.iter() {
+            match groups.iter_mut().find(|g| g[0].1.w.id() == p.w.id()) {
+                Some(g) => g.push((*c as f32, p)),
+                None => groups.push(vec![(*c as f32, p)]),
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|group| {
+            let first = group[0].1;
+            let (out, inp) = (first.out, first.w.dim(1)?);
+            let total: usize = group.iter().map(|(_, p)| p.rows).sum();
+            // The stacked operands, one parallel task per pass (each writes its own rows).
+            let mut g = vec![0f32; total * out];
+            let mut x = vec![0f32; total * inp];
+            let mut slots = Vec::with_capacity(group.len());
+            let (mut gs, mut xs) = (g.as_mut_slice(), x.as_mut_slice());
+            for &(c, p) in &group {
+                if p.out != out || p.x.dims2()? != (p.rows, inp) {
+                    bail!("fused dense: deferred passes of one weight differ in shape");
+                }
+                let (ga, gb) = std::mem::take(&mut gs).split_at_mut(p.rows * out);
+                let (xa, xb) = std::mem::take(&mut xs).split_at_mut(p.rows * inp);
+                slots.push((c, p, ga, xa));
+                (gs, xs) = (gb, xb);
+            }
+            slots
+                .into_par_iter()
+                .map(|(c, p, gd, xd)| {
+                    gd.iter_mut().zip(&p.g).for_each(|(d, &v)| *d = c * v);
+                    with_f32(&p.x, |v| {
+                        xd.copy_from_slice(v);
+                        Ok(())
+                    })
+                })
+                .collect::<Result<Vec<()>>>()?;
+            let db = column_sums(&g, out);
+            let gm = Mat::new(&g, total, out, out, 1, "the gradient")?;
+            let xm = Mat::new(&x, total, inp, inp, 1, "the input")?;
+            let dw = matmul(&gm.t(), &xm, Split::Rows)?;
+            let dev = first.w.device();
+            Ok(DenseGradients {
+                w: first.w.clone(),
+                dw: Tensor::from_vec(dw, (out, inp), dev)?,
+                b: first.b.clone(),
+                db: Tensor::from_vec(db, out, dev)?,
+            })
+        })
+        .collect()
+}
+
+/// The sums of the columns of the row-major `g` (rows of `out` values): each task's rows
+/// summed in order, then the tasks in order (the split depends on the shape only, so the
+/// sum does not depend on the threads).
+fn column_sums(g: &[f32], out: usize) -> Vec<f32> {
+    let task = rows_per_task(out) * out.max(1);
+    let parts: Vec<Vec<f32>> = g
+        .par_chunks(task)
+        .map(|block| {
+            let mut s = vec![0f32; out];
+            for row in block.chunks_exact(out.max(1)) {
+                s.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+            }
+            s
+        })
+        .collect();
+    let mut db = vec![0f32; out];
+    for p in &parts {
+        db.iter_mut().zip(p).for_each(|(s, &v)| *s += v);
+    }
+    db
+}
+
 /// `act(x · Wᵀ + b)` for `x [R, in]`, `W [out, in]`, `b [out]`: the fused op on the CPU
 /// for `f32`, else the plain candle composition.
 pub fn dense(x: &Tensor, w: &Tensor, b: &Tensor, act: FusedAct) -> Result<Tensor> {
@@ -409,7 +551,7 @@ impl CustomOp3 for Dense {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -450,34 +592,15 @@ impl CustomOp3 for Dense {
                 });
             Ok(())
         })?;
-        // The bias gradient: each task's rows summed in order, then the tasks in order
-        // (the split depends on the shape only, so the sum does not depend on the threads).
-        let parts: Vec<Vec<f32>> = g
-            .par_chunks(task)
-            .map(|block| {
-                let mut s = vec![0f32; out];
-                for row in block.chunks_exact(out.max(1)) {
-                    s.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
-                }
-                s
-            })
-            .collect();
-        let mut db = vec![0f32; out];
-        for p in &parts {
-            db.iter_mut().zip(p).for_each(|(s, &v)| *s += v);
-        }
-        let gm = Mat::new(&g, rows, out, out, 1, "the gradient")?;
         let dev = x.device();
-        let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = w.storage_and_layout();
-        let (xs, ws) = match (&*xs, &*ws) {
-            (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(ws)) => (xs, ws),
-            _ => bail!("fused dense: backward pass off the CPU"),
-        };
-        let xm = Mat::of(xs, xl, "the input")?;
-        let wm = Mat::of(ws, wl, "the weight")?;
         // dx = g · W: skipped for an input no gradient flows to (the data).
         let dx = if x.track_op() {
+            let (ws, wl) = w.storage_and_layout();
+            let candle_core::Storage::Cpu(ws) = &*ws else {
+                bail!("fused dense: backward pass off the CPU")
+            };
+            let gm = Mat::new(&g, rows, out, out, 1, "the gradient")?;
+            let wm = Mat::of(ws, wl, "the weight")?;
             Some(Tensor::from_vec(
                 matmul(&gm, &wm, Split::Cols)?,
                 (rows, inp),
@@ -489,10 +612,27 @@ impl CustomOp3 for Dense {
         if !weight_gradients() {
             return Ok((dx, None, None));
         }
-        // dW = gᵀ · x.
+        if deferring() {
+            push_deferred(DeferredDense {
+                w: w.clone(),
+                b: b.clone(),
+                x: x.clone(),
+                g,
+                rows,
+                out,
+            });
+            return Ok((dx, None, None));
+        }
+        let (xs, xl) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(xs) = &*xs else {
+            bail!("fused dense: backward pass off the CPU")
+        };
+        let xm = Mat::of(xs, xl, "the input")?;
+        let gm = Mat::new(&g, rows, out, out, 1, "the gradient")?;
+        // dW = gᵀ · x, db = Σ_rows g.
         let dw = matmul(&gm.t(), &xm, Split::Rows)?;
         let dw = Tensor::from_vec(dw, (out, inp), dev)?;
-        let db = Tensor::from_vec(db, out, dev)?;
+        let db = Tensor::from_vec(column_sums(&g, out), out, dev)?;
         Ok((dx, Some(dw), Some(db)))
     }
 }
@@ -742,6 +882,101 @@ mod tests {
         assert!(all.get(w.as_tensor()).is_some() && all.get(b.as_tensor()).is_some());
         let gx = |g: &candle_core::backprop::GradStore| g.get(x.as_tensor()).unwrap().clone();
         assert_eq!(max_diff(&gx(&only), &gx(&all)), 0.0);
+    }
+
+    /// Deferred weight gradients, combined with coefficients, equal the gradient of the
+    /// weighted sum of the losses in candle's composition (f64): three backward passes
+    /// through two weights, one of them twice in a pass (a strided input), of different
+    /// row counts; the inputs' gradients are those of a plain backward pass.
+    #[test]
+    fn deferred_weight_gradients_sum_as_the_weighted_losses() {
+        let mut rng = crate::rng::Rng::seed(5);
+        let w1 = Var::from_tensor(&randn(&mut rng, &[7, 9])).unwrap();
+        let b1 = Var::from_tensor(&randn(&mut rng, &[7])).unwrap();
+        let w2 = Var::from_tensor(&randn(&mut rng, &[3, 7])).unwrap();
+        let b2 = Var::from_tensor(&randn(&mut rng, &[3])).unwrap();
+        let inputs = [
+            randn(&mut rng, &[5, 9]),
+            randn(&mut rng, &[9, 4]),
+            randn(&mut rng, &[1, 9]),
+        ];
+        let coefs = [0.7, -1.3, 2.0];
+        let loss =
+            |x: &Tensor, layer: &dyn Fn(&Tensor, &Tensor, &Tensor, FusedAct) -> Result<Tensor>| {
+                let h = layer(x, w1.as_tensor(), b1.as_tensor(), FusedAct::Tanh).unwrap();
+                let h2 = layer(&h, w2.as_tensor(), b2.as_tensor(), FusedAct::Softplus).unwrap();
+                // w2 once more, on a strided view of the first layer's output.
+                let again = layer(
+                    &h.t().unwrap().t().unwrap(),
+                    w2.as_tensor(),
+                    b2.as_tensor(),
+                    FusedAct::Relu,
+                )
+                .unwrap();
+                (h2.sqr().unwrap().sum_all().unwrap() + again.sum_all().unwrap()).unwrap()
+            };
+        let x_of = |i: usize| {
+            if i == 1 {
+                inputs[1].t().unwrap()
+            } else {
+                inputs[i].clone()
+            }
+        };
+        let mut passes = Vec::new();
+        for i in 0..3 {
+            let x = Var::from_tensor(&x_of(i)).unwrap();
+            let (g, d) =
+                deferring_weight_gradients(|| loss(x.as_tensor(), &dense).backward().unwrap());
+            assert!(g.get(w1.as_tensor()).is_none() && g.get(b2.as_tensor()).is_none());
+            let plain = loss(x.as_tensor(), &dense).backward().unwrap();
+            assert_eq!(
+                max_diff(
+                    g.get(x.as_tensor()).unwrap(),
+                    plain.get(x.as_tensor()).unwrap()
+                ),
+                0.0
+            );
+            passes.push(d);
+        }
+        // Outside the scope nothing is deferred.
+        assert!(!deferring());
+        let parts: Vec<(f64, &[DeferredDense])> = coefs
+            .iter()
+            .zip(&passes)
+            .map(|(&c, d)| (c, d.as_slice()))
+            .collect();
+        let got = combine_deferred(&parts).unwrap();
+        assert_eq!(got.len(), 2);
+        // The truth: candle's own ops in f64 on Σ c_i L_i.
+        let f64v =
+            |v: &Var| Var::from_tensor(&v.as_tensor().to_dtype(DType::F64).unwrap()).unwrap();
+        let (w1d, b1d, w2d, b2d) = (f64v(&w1), f64v(&b1), f64v(&w2), f64v(&b2));
+        let mut total: Option<Tensor> = None;
+        for (i, &c) in coefs.iter().enumerate() {
+            let x = x_of(i).to_dtype(DType::F64).unwrap();
+            let h = dense_plain(&x, w1d.as_tensor(), b1d.as_tensor(), FusedAct::Tanh).unwrap();
+            let h2 = dense_plain(&h, w2d.as_tensor(), b2d.as_tensor(), FusedAct::Softplus).unwrap();
+            let again = dense_plain(&h, w2d.as_tensor(), b2d.as_tensor(), FusedAct::Relu).unwrap();
+            let l = ((h2.sqr().unwrap().sum_all().unwrap() + again.sum_all().unwrap()).unwrap()
+                * c)
+                .unwrap();
+            total = Some(match total {
+                Some(t) => (t + l).unwrap(),
+                None => l,
+            });
+        }
+        let want = total.unwrap().backward().unwrap();
+        for (w, b, wd, bd) in [(&w1, &b1, &w1d, &b1d), (&w2, &b2, &w2d, &b2d)] {
+            let d = got.iter().find(|d| d.w.id() == w.as_tensor().id()).unwrap();
+            assert_eq!(d.b.id(), b.as_tensor().id());
+            let f32of = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+            let (tw, tb) = (
+                want.get(wd.as_tensor()).unwrap(),
+                want.get(bd.as_tensor()).unwrap(),
+            );
+            crate::lower::cpu::assert_close(&d.dw, &f32of(tw), 1e-5, "dW");
+            crate::lower::cpu::assert_close(&d.db, &f32of(tb), 1e-5, "db");
+        }
     }
 
     /// `add_lifted`'s fused op (f32) and its candle composition (f64, the path off the
