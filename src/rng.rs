@@ -39,6 +39,13 @@ impl Rng {
             .collect()
     }
 
+    /// Standard normal draws in f64.
+    pub fn normal_vec_f64(&mut self, n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|_| StandardNormal.sample(&mut self.inner))
+            .collect()
+    }
+
     /// Uniform draws in the open interval (0, 1): safe to take logs of.
     pub fn uniform_vec(&mut self, n: usize) -> Vec<f32> {
         (0..n)

@@ -105,6 +105,19 @@ impl DistValue {
         Tensor::from_vec(v, shape.as_slice(), &self.device())?.to_dtype(self.dtype())
     }
 
+    /// Standard normal noise of this distribution's value shape, drawn in its dtype
+    /// (rand's ziggurat sampler: f32 draws for an f32 distribution, with no f64 pass and
+    /// conversion between).
+    fn normal_noise(&self, rng: &mut Rng) -> Result<Tensor> {
+        let shape = self.value_shape();
+        let n: usize = shape.iter().product();
+        let dev = self.device();
+        match self.dtype() {
+            DType::F32 => Tensor::from_vec(rng.normal_vec(n), shape.as_slice(), &dev),
+            dt => Tensor::from_vec(rng.normal_vec_f64(n), shape.as_slice(), &dev)?.to_dtype(dt),
+        }
+    }
+
     /// A reparameterized draw `[R, ...event_shape]`: a differentiable function of the
     /// parameters and parameter-free noise, for the families of
     /// [`DistKind::has_rsample`]. StudentT's chi-square draw is sampled on the host and
@@ -113,11 +126,11 @@ impl DistValue {
         use DistParam::*;
         match self.kind {
             DistKind::Normal => {
-                let eps = self.noise(|| std_normal(rng))?;
+                let eps = self.normal_noise(rng)?;
                 self.get(Loc)? + (self.get(Scale)? * eps)?
             }
             DistKind::LogNormal => {
-                let eps = self.noise(|| std_normal(rng))?;
+                let eps = self.normal_noise(rng)?;
                 (self.get(Loc)? + (self.get(Scale)? * eps)?)?.exp()
             }
             DistKind::Laplace => {

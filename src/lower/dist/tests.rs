@@ -1227,6 +1227,28 @@ fn samplers_have_the_right_moments() {
             assert!(lp.iter().all(|v| v.is_finite()), "{:?}", d.kind());
         }
     }
+    // The Normal's reparameterized noise drawn in f32 (the training dtype): its moments,
+    // and the share beyond 3σ against the normal's 0.27%.
+    let f32d = DistValue::new(
+        DistKind::Normal,
+        vec![
+            (Loc, Tensor::full(1.5f32, n, &Device::Cpu).unwrap()),
+            (Scale, Tensor::full(0.5f32, n, &Device::Cpu).unwrap()),
+        ],
+        None,
+        &[],
+    )
+    .unwrap();
+    let draw = f32d.rsample(&mut rng).unwrap();
+    assert_eq!(draw.dtype(), DType::F32);
+    let x = vec1(&draw);
+    check_moments("Normal (f32)", &x, 1.5, 0.25);
+    let tail = x.iter().filter(|v| (*v - 1.5).abs() > 1.5).count() as f64 / n as f64;
+    let p3 = 0.0026998;
+    assert!(
+        (tail - p3).abs() < 5.0 * (p3 * (1.0 - p3) / n as f64).sqrt(),
+        "share beyond 3σ {tail} vs {p3}"
+    );
     // ContinuousBernoulli: the mean of the inverse-CDF draws against the mpmath mean.
     let fx = fixtures();
     let case = fx["mean"]
