@@ -214,6 +214,35 @@ mod imp {
     }
 }
 
+/// `e^x` of a `wide` vector by the kernel here, for loops compiled with
+/// `#[target_feature(enable = "avx2,fma")]` that inline it (the vdrop terms).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA ([`available`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) unsafe fn exp8(x: wide::f32x8) -> wide::f32x8 {
+    let a = x.to_array();
+    let mut o = [0f32; 8];
+    _mm256_storeu_ps(o.as_mut_ptr(), imp::exp(_mm256_loadu_ps(a.as_ptr())));
+    wide::f32x8::new(o)
+}
+
+/// `ln x` of a `wide` vector, as [`exp8`].
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA ([`available`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) unsafe fn ln8(x: wide::f32x8) -> wide::f32x8 {
+    let a = x.to_array();
+    let mut o = [0f32; 8];
+    _mm256_storeu_ps(o.as_mut_ptr(), imp::ln(_mm256_loadu_ps(a.as_ptr())));
+    wide::f32x8::new(o)
+}
+
 /// `row[i] = softplus(row[i] + bias[i])`, when [`available`]; false (nothing written)
 /// otherwise.
 pub(crate) fn softplus_add(row: &mut [f32], bias: &[f32]) -> bool {

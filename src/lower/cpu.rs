@@ -102,12 +102,30 @@ pub fn unfused<R>(f: impl FnOnce() -> R) -> R {
     with_flag(&UNFUSED, f)
 }
 
-/// Eight lanes from a slice of at most eight values (the rest zero).
+/// Eight lanes from a slice of at most eight values (the rest zero). A full slice is one
+/// load: a copy of a length the compiler cannot see would be a `memcpy` call per lane
+/// group.
 #[inline(always)]
 pub(crate) fn lanes(v: &[f32]) -> f32x8 {
+    if let Ok(a) = <[f32; 8]>::try_from(v) {
+        return f32x8::new(a);
+    }
     let mut a = [0f32; 8];
     a[..v.len()].copy_from_slice(v);
     f32x8::new(a)
+}
+
+/// The first `out.len()` (at most eight) lanes of `r` into `out`; a full slice is one
+/// store (see [`lanes`]).
+#[inline(always)]
+pub(crate) fn store_lanes(out: &mut [f32], r: f32x8) {
+    match <&mut [f32; 8]>::try_from(&mut *out) {
+        Ok(o) => *o = r.to_array(),
+        Err(_) => {
+            let n = out.len();
+            out.copy_from_slice(&r.as_array()[..n]);
+        }
+    }
 }
 
 /// `out[i] = f(a[i], b[i], c[i])`, eight at a time (`wide`'s vectors, which the hand-written
@@ -131,7 +149,7 @@ pub(crate) fn map3(
         lanes(b8.remainder()),
         lanes(c8.remainder()),
     );
-    o.copy_from_slice(&r.as_array()[..o.len()]);
+    store_lanes(o, r);
 }
 
 /// Asserts that `a` is within `rel` of `b`, relative to `b`'s largest magnitude (at

@@ -17,7 +17,7 @@
 //! Only contiguous `f32` CPU tensors take this path; anything else goes through [`plain`],
 //! the composition the tests hold the op to.
 
-use crate::lower::cpu::{contiguous_f32, fused_cpu, lanes, with_f32};
+use crate::lower::cpu::{contiguous_f32, fused_cpu, lanes, store_lanes, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::ops::sigmoid;
 use rayon::prelude::*;
@@ -109,7 +109,7 @@ impl CustomOp3 for GruGates {
                         let z = sig8(at(gi, hs) + at(gh, hs));
                         let n = tanh8(at(gi, 2 * hs) + r * at(gh, 2 * hs));
                         let y = n + z * (at(h, 0) - n);
-                        o[j..j + w].copy_from_slice(&y.as_array()[..w]);
+                        store_lanes(&mut o[j..j + w], y);
                         j += w;
                     }
                 }
@@ -161,8 +161,7 @@ impl CustomOp3 for GruGates {
                                     let dpr = dpn * ghn * r * (one - r);
                                     let dpz = dz * z * (one - z);
                                     let put = |dst: &mut [f32], off: usize, v: f32x8| {
-                                        dst[off + j..off + j + w]
-                                            .copy_from_slice(&v.as_array()[..w]);
+                                        store_lanes(&mut dst[off + j..off + j + w], v);
                                     };
                                     put(dh, 0, gj * z);
                                     put(dgi, 2 * hs, dpn);

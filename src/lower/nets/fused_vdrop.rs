@@ -16,7 +16,8 @@
 
 use super::layers::{KINGMA_C, KINGMA_C0, MOLCHANOV_K, VDROP_LOG_ALPHA_RANGE};
 use crate::ir::VdropKl;
-use crate::lower::cpu::{f32_operand, fused_cpu, lanes, with_f32};
+use crate::lower::avx;
+use crate::lower::cpu::{f32_operand, fused_cpu, lanes, store_lanes, with_f32};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use wide::f32x8;
@@ -44,6 +45,28 @@ pub enum Term {
     Kl,
 }
 
+/// `e^x`: the AVX2/FMA kernel in code compiled for it (`AVX`, see [`run`]), else `wide`'s.
+#[inline(always)]
+fn exp<const AVX: bool>(x: f32x8) -> f32x8 {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: `AVX` code runs only where `avx::available()` (see `run`).
+        return unsafe { avx::exp8(x) };
+    }
+    x.exp()
+}
+
+/// `ln x`, as [`exp`].
+#[inline(always)]
+fn ln<const AVX: bool>(x: f32x8) -> f32x8 {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in `exp`.
+        return unsafe { avx::ln8(x) };
+    }
+    x.ln()
+}
+
 /// The form of log α and the KL approximation.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Form {
@@ -61,10 +84,10 @@ impl Form {
 
     /// `(clamped log α, 1 where the clamp passes the gradient else 0, ∂ raw log α / ∂θ)`.
     #[inline(always)]
-    fn log_alpha(self, theta: f32x8, second: f32x8) -> (f32x8, f32x8, f32x8) {
+    fn log_alpha<const AVX: bool>(self, theta: f32x8, second: f32x8) -> (f32x8, f32x8, f32x8) {
         let (raw, dtheta) = if self.additive {
             let t2 = theta * theta + f32x8::splat(THETA2_EPS);
-            (second - t2.ln(), f32x8::splat(-2.0) * theta / t2)
+            (second - ln::<AVX>(t2), f32x8::splat(-2.0) * theta / t2)
         } else {
             (second, f32x8::ZERO)
         };
@@ -77,18 +100,18 @@ impl Form {
 
     /// The KL of each weight at (clamped) log α.
     #[inline(always)]
-    fn kl(self, la: f32x8) -> f32x8 {
+    fn kl<const AVX: bool>(self, la: f32x8) -> f32x8 {
         let one = f32x8::ONE;
         match self.kl {
             VdropKl::Molchanov => {
-                let sig = one / (one + (-(f32x8::splat(K3) * la + f32x8::splat(K2))).exp());
+                let sig = one / (one + exp::<AVX>(-(f32x8::splat(K3) * la + f32x8::splat(K2))));
                 // softplus(−la) = max(−la, 0) + ln(1 + e^{−|la|}).
-                let sp = (-la).max(f32x8::ZERO) + (one + (-la.abs()).exp()).ln();
+                let sp = (-la).max(f32x8::ZERO) + ln::<AVX>(one + exp::<AVX>(-la.abs()));
                 let k1 = f32x8::splat(K1);
                 k1 - k1 * sig + f32x8::splat(0.5) * sp
             }
             VdropKl::Kingma => {
-                let a = la.exp();
+                let a = exp::<AVX>(la);
                 let poly = ((f32x8::splat(C3) * a + f32x8::splat(C2)) * a + f32x8::splat(C1)) * a;
                 -(f32x8::splat(KINGMA_C0 as f32) + f32x8::splat(0.5) * la + poly)
             }
@@ -97,17 +120,17 @@ impl Form {
 
     /// The derivative of [`Form::kl`] in log α.
     #[inline(always)]
-    fn kl_deriv(self, la: f32x8) -> f32x8 {
+    fn kl_deriv<const AVX: bool>(self, la: f32x8) -> f32x8 {
         let one = f32x8::ONE;
         match self.kl {
             VdropKl::Molchanov => {
-                let sig = one / (one + (-(f32x8::splat(K3) * la + f32x8::splat(K2))).exp());
+                let sig = one / (one + exp::<AVX>(-(f32x8::splat(K3) * la + f32x8::splat(K2))));
                 // d softplus(−la) / d la = −σ(−la).
-                let sig_neg = one / (one + la.exp());
+                let sig_neg = one / (one + exp::<AVX>(la));
                 -(f32x8::splat(K1 * K3) * sig * (one - sig)) - f32x8::splat(0.5) * sig_neg
             }
             VdropKl::Kingma => {
-                let a = la.exp();
+                let a = exp::<AVX>(la);
                 let dpoly =
                     (f32x8::splat(3.0 * C3) * a + f32x8::splat(2.0 * C2)) * a + f32x8::splat(C1);
                 -(f32x8::splat(0.5) + dpoly * a)
@@ -145,69 +168,165 @@ struct Vdrop {
     term: Term,
 }
 
-/// Calls `f` on eight lanes of θ and the second parameter at a time, in fixed chunks
-/// (in parallel), writing eight outputs; `out` has their length.
-fn for_lanes(
-    theta: &[f32],
-    second: &[f32],
-    out: &mut [f32],
-    f: impl Fn(f32x8, f32x8) -> f32x8 + Sync,
-) {
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
-        let base = c * CHUNK;
-        for (j, o8) in o.chunks_mut(8).enumerate() {
-            let at = base + 8 * j;
-            let n = o8.len();
-            let r = f(lanes(&theta[at..at + n]), lanes(&second[at..at + n]));
-            o8.copy_from_slice(&r.as_array()[..n]);
+impl Vdrop {
+    /// One chunk of the forward pass's values, eight weights at a time.
+    #[inline(always)]
+    fn values_chunk<const AVX: bool>(&self, theta: &[f32], second: &[f32], out: &mut [f32]) {
+        let form = self.form;
+        for ((o8, t8), s8) in out.chunks_mut(8).zip(theta.chunks(8)).zip(second.chunks(8)) {
+            let (t, s) = (lanes(t8), lanes(s8));
+            let (la, _, _) = form.log_alpha::<AVX>(t, s);
+            let v = match self.term {
+                Term::Mean(th) => la.simd_le(f32x8::splat(th)).select(t, f32x8::ZERO),
+                Term::Var => t * t * exp::<AVX>(la),
+                Term::Kl => form.kl::<AVX>(la),
+            };
+            store_lanes(o8, v);
         }
-    });
-}
+    }
 
-/// `f(θ, second, upstream)` of every weight, eight lanes at a time in fixed chunks (in
-/// parallel), its two results into two fresh buffers; `g` the upstream gradient, one per
-/// weight or one for all (the KL's sum).
-fn gradients(t: &[f32], s: &[f32], g: &[f32], f: &WeightGrad) -> (Vec<f32>, Vec<f32>) {
-    let (mut da, mut db) = (vec![0f32; t.len()], vec![0f32; t.len()]);
-    da.par_chunks_mut(CHUNK)
-        .zip(db.par_chunks_mut(CHUNK))
-        .enumerate()
-        .for_each(|(c, (da, db))| {
-            for (j, (a8, b8)) in da.chunks_mut(8).zip(db.chunks_mut(8)).enumerate() {
-                let (at, m) = (c * CHUNK + 8 * j, a8.len());
-                let g8 = match g {
-                    [one] => f32x8::splat(*one),
-                    _ => lanes(&g[at..at + m]),
-                };
-                let (x, y) = f(lanes(&t[at..at + m]), lanes(&s[at..at + m]), g8);
-                a8.copy_from_slice(&x.as_array()[..m]);
-                b8.copy_from_slice(&y.as_array()[..m]);
-            }
-        });
-    (da, db)
-}
+    /// One chunk's KL, summed in f64.
+    #[inline(always)]
+    fn kl_chunk<const AVX: bool>(&self, theta: &[f32], second: &[f32]) -> f64 {
+        let form = self.form;
+        let mut acc = 0f64;
+        for (t8, s8) in theta.chunks(8).zip(second.chunks(8)) {
+            let v = form.kl::<AVX>(form.log_alpha::<AVX>(lanes(t8), lanes(s8)).0);
+            acc += v.as_array()[..t8.len()]
+                .iter()
+                .map(|&x| x as f64)
+                .sum::<f64>();
+        }
+        acc
+    }
 
-/// The elementwise derivative [`gradients`] applies.
-type WeightGrad = dyn Fn(f32x8, f32x8, f32x8) -> (f32x8, f32x8) + Sync;
+    /// One chunk of ∂/∂θ and ∂/∂second from the upstream gradient `g` (one per weight of
+    /// the chunk, or one for the KL's sum).
+    #[inline(always)]
+    fn gradients_chunk<const AVX: bool>(
+        &self,
+        (t, s, g): (&[f32], &[f32], &[f32]),
+        dt: &mut [f32],
+        ds: &mut [f32],
+    ) {
+        let form = self.form;
+        for (j, (a8, b8)) in dt.chunks_mut(8).zip(ds.chunks_mut(8)).enumerate() {
+            let (at, m) = (8 * j, a8.len());
+            let g8 = match g {
+                [one] => f32x8::splat(*one),
+                _ => lanes(&g[at..at + m]),
+            };
+            let (t8, s8) = (lanes(&t[at..at + m]), lanes(&s[at..at + m]));
+            let (la, inside, dla) = form.log_alpha::<AVX>(t8, s8);
+            let (x, y) = match self.term {
+                Term::Mean(th) => (
+                    la.simd_le(f32x8::splat(th)).select(g8, f32x8::ZERO),
+                    f32x8::ZERO,
+                ),
+                Term::Var => {
+                    let alpha = exp::<AVX>(la);
+                    let v = t8 * t8 * alpha;
+                    let dv_dla = v * inside;
+                    (
+                        g8 * (f32x8::splat(2.0) * t8 * alpha + dv_dla * dla),
+                        g8 * dv_dla,
+                    )
+                }
+                Term::Kl => {
+                    let dk = g8 * form.kl_deriv::<AVX>(la) * inside;
+                    (dk * dla, dk)
+                }
+            };
+            store_lanes(a8, x);
+            store_lanes(b8, y);
+        }
+    }
 
-/// The sum of `f` over the weights: per chunk in f64, the chunks added in order.
-fn sum_lanes(theta: &[f32], second: &[f32], f: impl Fn(f32x8, f32x8) -> f32x8 + Sync) -> f64 {
-    let parts: Vec<f64> = theta
-        .par_chunks(CHUNK)
-        .zip(second.par_chunks(CHUNK))
-        .map(|(t, s)| {
-            let mut acc = 0f64;
-            for (t8, s8) in t.chunks(8).zip(s.chunks(8)) {
-                let v = f(lanes(t8), lanes(s8));
-                acc += v.as_array()[..t8.len()]
-                    .iter()
-                    .map(|&x| x as f64)
-                    .sum::<f64>();
-            }
-            acc
-        })
-        .collect();
-    parts.iter().sum()
+    /// The chunk loops compiled for AVX2 and FMA: the `#[inline(always)]` loops, the
+    /// form's terms and `exp`/`ln` inline here down to `avx::exp8` and `avx::ln8`, so the
+    /// exponentials and logarithms run on 256-bit vectors (the crate's baseline build runs
+    /// `wide`'s as two 4-lane halves).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA (`avx::available()`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn values_chunk_avx2(&self, theta: &[f32], second: &[f32], out: &mut [f32]) {
+        self.values_chunk::<true>(theta, second, out)
+    }
+
+    /// See [`Vdrop::values_chunk_avx2`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn kl_chunk_avx2(&self, theta: &[f32], second: &[f32]) -> f64 {
+        self.kl_chunk::<true>(theta, second)
+    }
+
+    /// See [`Vdrop::values_chunk_avx2`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn gradients_chunk_avx2(
+        &self,
+        ins: (&[f32], &[f32], &[f32]),
+        dt: &mut [f32],
+        ds: &mut [f32],
+    ) {
+        self.gradients_chunk::<true>(ins, dt, ds)
+    }
+
+    /// The forward pass's values: one per weight, or (`Term::Kl`) their sum; in fixed
+    /// chunks (in parallel), so the sum does not depend on scheduling.
+    fn forward(&self, theta: &[f32], second: &[f32]) -> Vec<f32> {
+        let avx = avx::available();
+        if self.term == Term::Kl {
+            let parts: Vec<f64> = theta
+                .par_chunks(CHUNK)
+                .zip(second.par_chunks(CHUNK))
+                .map(|(t, s)| {
+                    #[cfg(target_arch = "x86_64")]
+                    if avx {
+                        // SAFETY: the CPU has AVX2 and FMA.
+                        return unsafe { self.kl_chunk_avx2(t, s) };
+                    }
+                    self.kl_chunk::<false>(t, s)
+                })
+                .collect();
+            return vec![parts.iter().sum::<f64>() as f32];
+        }
+        let mut out = vec![0f32; theta.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(theta.par_chunks(CHUNK).zip(second.par_chunks(CHUNK)))
+            .for_each(|(o, (t, s))| {
+                #[cfg(target_arch = "x86_64")]
+                if avx {
+                    // SAFETY: the CPU has AVX2 and FMA.
+                    return unsafe { self.values_chunk_avx2(t, s, o) };
+                }
+                self.values_chunk::<false>(t, s, o)
+            });
+        out
+    }
+
+    /// ∂/∂θ and ∂/∂second of every weight, in fixed chunks (in parallel).
+    fn backward(&self, t: &[f32], s: &[f32], g: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let avx = avx::available();
+        let (mut dt, mut ds) = (vec![0f32; t.len()], vec![0f32; t.len()]);
+        dt.par_chunks_mut(CHUNK)
+            .zip(ds.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(c, (dt, ds))| {
+                let (at, n) = (c * CHUNK, dt.len());
+                let gc = if g.len() == 1 { g } else { &g[at..at + n] };
+                let ins = (&t[at..at + n], &s[at..at + n], gc);
+                #[cfg(target_arch = "x86_64")]
+                if avx {
+                    // SAFETY: the CPU has AVX2 and FMA.
+                    return unsafe { self.gradients_chunk_avx2(ins, dt, ds) };
+                }
+                self.gradients_chunk::<false>(ins, dt, ds)
+            });
+        (dt, ds)
+    }
 }
 
 impl CustomOp2 for Vdrop {
@@ -224,26 +343,12 @@ impl CustomOp2 for Vdrop {
     ) -> Result<(CpuStorage, Shape)> {
         let theta = f32_operand(s1, l1, "fused vdrop", "θ")?;
         let second = f32_operand(s2, l2, "fused vdrop", "the second parameter")?;
-        let form = self.form;
-        let mut out = vec![0f32; theta.len()];
-        match self.term {
-            Term::Mean(th) => {
-                let th = f32x8::splat(th);
-                for_lanes(theta, second, &mut out, |t, s| {
-                    let (la, _, _) = form.log_alpha(t, s);
-                    la.simd_le(th).select(t, f32x8::ZERO)
-                });
-            }
-            Term::Var => for_lanes(theta, second, &mut out, |t, s| {
-                let (la, _, _) = form.log_alpha(t, s);
-                t * t * la.exp()
-            }),
-            Term::Kl => {
-                let total = sum_lanes(theta, second, |t, s| form.kl(form.log_alpha(t, s).0));
-                return Ok((CpuStorage::F32(vec![total as f32]), Shape::from(())));
-            }
-        }
-        Ok((CpuStorage::F32(out), Shape::from(l1.dims())))
+        let out = self.forward(theta, second);
+        let shape = match self.term {
+            Term::Kl => Shape::from(()),
+            _ => Shape::from(l1.dims()),
+        };
+        Ok((CpuStorage::F32(out), shape))
     }
 
     fn bwd(
@@ -253,35 +358,9 @@ impl CustomOp2 for Vdrop {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let form = self.form;
         let (dev, shape) = (theta.device(), theta.dims());
-        // ∂/∂θ and ∂/∂second of one weight from the upstream gradient.
-        let f: Box<WeightGrad> = match self.term {
-            Term::Mean(th) => {
-                let th = f32x8::splat(th);
-                Box::new(move |t8, s8, g8| {
-                    let (la, _, _) = form.log_alpha(t8, s8);
-                    (la.simd_le(th).select(g8, f32x8::ZERO), f32x8::ZERO)
-                })
-            }
-            Term::Var => Box::new(move |t8, s8, g8| {
-                let (la, inside, dla) = form.log_alpha(t8, s8);
-                let alpha = la.exp();
-                let v = t8 * t8 * alpha;
-                let dv_dla = v * inside;
-                (
-                    g8 * (f32x8::splat(2.0) * t8 * alpha + dv_dla * dla),
-                    g8 * dv_dla,
-                )
-            }),
-            Term::Kl => Box::new(move |t8, s8, g8| {
-                let (la, inside, dla) = form.log_alpha(t8, s8);
-                let dk = g8 * form.kl_deriv(la) * inside;
-                (dk * dla, dk)
-            }),
-        };
         let (dt, ds) = with_f32(theta, |t| {
-            with_f32(second, |s| with_f32(grad, |g| Ok(gradients(t, s, g, &*f))))
+            with_f32(second, |s| with_f32(grad, |g| Ok(self.backward(t, s, g))))
         })?;
         let ds = match self.term {
             Term::Mean(_) => None,
@@ -308,6 +387,61 @@ mod tests {
                 .unwrap(),
             Term::Var => t.sqr().unwrap().broadcast_mul(&la.exp().unwrap()).unwrap(),
             Term::Kl => vdrop_kl(&la, kl).unwrap().sum_all().unwrap(),
+        }
+    }
+
+    /// The loops compiled for AVX2 (the path of the composition test on a CPU with it) and
+    /// the baseline loops (`wide`'s exponential and logarithm) agree on every term, form
+    /// and gradient, over log α across the clamps.
+    #[test]
+    fn the_avx2_and_baseline_loops_agree() {
+        if !avx::available() {
+            return;
+        }
+        let mut rng = crate::rng::Rng::seed(8);
+        let n = 1003;
+        let u = rng.uniform_vec(3 * n);
+        let t: Vec<f32> = (0..n)
+            .map(|i| (1.0 - 2.0 * u[i]) * 10f32.powf(-4.0 * u[n + i]))
+            .collect();
+        let s: Vec<f32> = (0..n).map(|i| -14.0 + 24.0 * u[2 * n + i]).collect();
+        let g = rng.normal_vec(n);
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            for (x, y) in a.iter().zip(b) {
+                assert!(
+                    (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                    "{what}: {x} vs {y}"
+                );
+            }
+        };
+        for kl in [VdropKl::Molchanov, VdropKl::Kingma] {
+            for additive in [true, false] {
+                for term in [Term::Mean(3.0), Term::Var, Term::Kl] {
+                    let op = Vdrop {
+                        form: Form { kl, additive },
+                        term,
+                    };
+                    let what = format!("{kl:?} additive {additive} {term:?}");
+                    let (mut v1, mut v2) = (vec![0f32; n], vec![0f32; n]);
+                    op.values_chunk::<false>(&t, &s, &mut v1);
+                    // SAFETY: checked `avx::available()` above.
+                    unsafe { op.values_chunk_avx2(&t, &s, &mut v2) };
+                    close(&v2, &v1, &what);
+                    let (k1, k2) = (op.kl_chunk::<false>(&t, &s), unsafe {
+                        op.kl_chunk_avx2(&t, &s)
+                    });
+                    assert!(
+                        (k1 - k2).abs() <= 1e-5 * (1.0 + k1.abs()),
+                        "{what}: KL {k2} vs {k1}"
+                    );
+                    let (mut a1, mut b1, mut a2, mut b2) =
+                        (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+                    op.gradients_chunk::<false>((&t, &s, &g), &mut a1, &mut b1);
+                    unsafe { op.gradients_chunk_avx2((&t, &s, &g), &mut a2, &mut b2) };
+                    close(&a2, &a1, &what);
+                    close(&b2, &b1, &what);
+                }
+            }
         }
     }
 
