@@ -378,8 +378,8 @@ impl LoweredModel {
                 parts.push((-*c, grads));
             }
             let mut out = out;
-            out.loss =
-                ((out.loss.detach() + param_surrogate(&parts)?)? + surrogate(&start, &bar0)?)?;
+            out.loss = ((out.loss.detach() + param_surrogate(&parts, &out.loss)?)?
+                + surrogate(&start, &bar0)?)?;
             out
         } else {
             let fixed: Lambda = last.iter().map(|(a, b)| (a.detach(), b.detach())).collect();
@@ -676,8 +676,9 @@ struct ParamGrads {
 }
 
 /// `Σ_i c_i ∇_θ L_i` over the points `(c_i, ∇_θ L_i)` as a value-neutral surrogate: its
-/// value 0, its gradient in each parameter the sum.
-fn param_surrogate(parts: &[(f64, &ParamGrads)]) -> Result<Tensor> {
+/// value 0, its gradient in each parameter the sum (a plain 0 like `loss` when no
+/// parameter of the model had a gradient, e.g. a likelihood without learned parts).
+fn param_surrogate(parts: &[(f64, &ParamGrads)], loss: &Tensor) -> Result<Tensor> {
     let mut sums: Vec<(&Var, Tensor)> = Vec::new();
     for (c, p) in parts {
         for (v, g) in &p.vars {
@@ -701,7 +702,7 @@ fn param_surrogate(parts: &[(f64, &ParamGrads)]) -> Result<Tensor> {
         terms.push((&d.b * &d.db)?.sum_all()?);
     }
     let Some(first) = terms.first() else {
-        bail!("internal error: no parameter gradients kept")
+        return loss.detach().zeros_like();
     };
     let mut acc = first.clone();
     for t in &terms[1..] {
