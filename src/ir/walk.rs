@@ -258,20 +258,6 @@ pub fn site_exprs<'ir>(site: &'ir Site, scope: &Scope<'ir>) -> Vec<&'ir Expr> {
     v.0
 }
 
-/// Calls `f` on each expression a site holds directly ([`site_exprs`]), outside any scope.
-pub fn for_each_site_expr<'ir>(site: &'ir Site, f: &mut dyn FnMut(&'ir Expr)) {
-    fn dist<'ir>(d: &'ir Dist, f: &mut dyn FnMut(&'ir Expr)) {
-        d.args.iter().for_each(|(_, e)| f(e));
-        if let Some(c) = &d.component {
-            dist(c, f)
-        }
-    }
-    dist(&site.dist, f);
-    for flow in &site.flows {
-        flow.context.iter().for_each(&mut *f);
-    }
-}
-
 /// Calls `f` on `e` and every subexpression of it, preorder.
 pub fn for_each_subexpr<'ir>(e: &'ir Expr, f: &mut dyn FnMut(&'ir Expr)) {
     f(e);

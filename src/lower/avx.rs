@@ -223,10 +223,7 @@ mod imp {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 pub(crate) unsafe fn exp8(x: wide::f32x8) -> wide::f32x8 {
-    let a = x.to_array();
-    let mut o = [0f32; 8];
-    _mm256_storeu_ps(o.as_mut_ptr(), imp::exp(_mm256_loadu_ps(a.as_ptr())));
-    wide::f32x8::new(o)
+    from_m256(imp::exp(to_m256(x)))
 }
 
 /// `ln x` of a `wide` vector, as [`exp8`].
@@ -237,9 +234,24 @@ pub(crate) unsafe fn exp8(x: wide::f32x8) -> wide::f32x8 {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 pub(crate) unsafe fn ln8(x: wide::f32x8) -> wide::f32x8 {
-    let a = x.to_array();
+    from_m256(imp::ln(to_m256(x)))
+}
+
+/// A `wide` vector's lanes in a 256-bit register.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn to_m256(x: wide::f32x8) -> __m256 {
+    _mm256_loadu_ps(x.to_array().as_ptr())
+}
+
+/// A 256-bit register's lanes as a `wide` vector.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn from_m256(v: __m256) -> wide::f32x8 {
     let mut o = [0f32; 8];
-    _mm256_storeu_ps(o.as_mut_ptr(), imp::ln(_mm256_loadu_ps(a.as_ptr())));
+    _mm256_storeu_ps(o.as_mut_ptr(), v);
     wide::f32x8::new(o)
 }
 

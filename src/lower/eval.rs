@@ -163,12 +163,9 @@ pub struct Frame<'m> {
     /// Evaluation with `vdrop` weights of log α above this pruned (see `NetCtx::prune`).
     pub prune: Option<f64>,
     locals: Vec<LocalVal>,
-    /// Locals whose values were taken from another pass ([`Frame::adopt`]): their `let`s
-    /// are not evaluated again.
-    adopted: Vec<bool>,
-    /// Locals no statement that runs reads ([`Frame::skip_dead_lets`]): their `let`s are
-    /// not evaluated.
-    dead: Vec<bool>,
+    /// Locals whose `let`s are not evaluated: their values were taken from another pass
+    /// ([`Frame::adopt`]), or nothing that runs reads them ([`Frame::skip_dead_lets`]).
+    skipped: Vec<bool>,
     loop_values: Vec<usize>,
     /// What each site did, in order.
     pub records: Vec<SiteRecord>,
@@ -247,8 +244,7 @@ impl<'m> Frame<'m> {
             sets: &[],
             prune: None,
             locals: vec![LocalVal::Unset; locals],
-            adopted: vec![false; locals],
-            dead: vec![false; locals],
+            skipped: vec![false; locals],
             loop_values: vec![0; loops],
             records: Vec::new(),
             observed: Vec::new(),
@@ -506,7 +502,7 @@ impl<'m> Frame<'m> {
             if let (Some(v), Some(slot)) = (guide.locals.get(s.guide), self.locals.get_mut(s.model))
             {
                 *slot = v.clone();
-                self.adopted[s.model] = true;
+                self.skipped[s.model] = true;
             }
         }
     }
@@ -521,7 +517,8 @@ impl<'m> Frame<'m> {
         if self.overrides.is_empty() {
             return;
         }
-        let mut live = vec![false; self.dead.len()];
+        let mut live = vec![false; self.skipped.len()];
+        let scope = crate::ir::walk::Scope::of(self.model.program_body(self.pass));
         for &k in keep {
             if let Some(l) = live.get_mut(k) {
                 *l = true;
@@ -536,14 +533,17 @@ impl<'m> Frame<'m> {
                 }
             });
         }
-        fn all_reads(stmts: &[Stmt], live: &mut [bool]) {
+        fn site_reads(site: &Site, scope: &crate::ir::walk::Scope<'_>, live: &mut [bool]) {
+            for e in crate::ir::walk::site_exprs(site, scope) {
+                reads(e, live)
+            }
+        }
+        fn all_reads(stmts: &[Stmt], scope: &crate::ir::walk::Scope<'_>, live: &mut [bool]) {
             for stmt in stmts {
                 match stmt {
                     Stmt::Let { value, .. } => reads(value, live),
-                    Stmt::Sample(site) => {
-                        crate::ir::walk::for_each_site_expr(site, &mut |e| reads(e, live))
-                    }
-                    Stmt::Loop { body, .. } => all_reads(body, live),
+                    Stmt::Sample(site) => site_reads(site, scope, live),
+                    Stmt::Loop { body, .. } => all_reads(body, scope, live),
                 }
             }
         }
@@ -562,16 +562,17 @@ impl<'m> Frame<'m> {
                             f.context.iter().for_each(|e| reads(e, &mut live));
                         }
                     } else {
-                        crate::ir::walk::for_each_site_expr(site, &mut |e| reads(e, &mut live));
+                        site_reads(site, &scope, &mut live);
                     }
                 }
-                Stmt::Loop { body, .. } => all_reads(body, &mut live),
+                Stmt::Loop { body, .. } => all_reads(body, &scope, &mut live),
             }
         }
         for stmt in stmts {
             if let Stmt::Let { targets, .. } = stmt {
                 for t in targets {
-                    if let (Some(d), Some(false)) = (self.dead.get_mut(t.local), live.get(t.local))
+                    if let (Some(d), Some(false)) =
+                        (self.skipped.get_mut(t.local), live.get(t.local))
                     {
                         *d = true;
                     }
@@ -580,10 +581,13 @@ impl<'m> Frame<'m> {
         }
     }
 
-    /// The locals [`Frame::skip_dead_lets`] marked dead.
+    /// The locals whose `let`s are skipped (in a guide pass: those
+    /// [`Frame::skip_dead_lets`] marked).
     #[cfg(test)]
-    pub(crate) fn dead_locals(&self) -> Vec<usize> {
-        (0..self.dead.len()).filter(|&i| self.dead[i]).collect()
+    pub(crate) fn skipped_locals(&self) -> Vec<usize> {
+        (0..self.skipped.len())
+            .filter(|&i| self.skipped[i])
+            .collect()
     }
 
     /// Run the statements of a block.
@@ -591,10 +595,9 @@ impl<'m> Frame<'m> {
         for stmt in stmts {
             match stmt {
                 Stmt::Let { targets, .. }
-                    if targets.iter().all(|t| {
-                        self.adopted.get(t.local) == Some(&true)
-                            || self.dead.get(t.local) == Some(&true)
-                    }) => {}
+                    if targets
+                        .iter()
+                        .all(|t| self.skipped.get(t.local) == Some(&true)) => {}
                 Stmt::Let { targets, value, .. } => {
                     let heads: Vec<Val> = match (&value.kind, targets.len()) {
                         (

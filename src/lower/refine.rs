@@ -306,7 +306,7 @@ impl LoweredModel {
                 .store
                 .named()
                 .into_iter()
-                .filter_map(|(_, v)| grads.get(v.as_tensor()).map(|g| (v.clone(), g.clone())))
+                .filter_map(|(_, v)| grads.get(v.as_tensor()).cloned().map(|g| (v, g)))
                 .collect();
             (grads, ParamGrads { dense, vars })
         } else {
@@ -799,7 +799,7 @@ train {{ dataset = "unused.npz" }}
                 panic!("an amortized guide")
             };
             let names: Vec<&str> = frame
-                .dead_locals()
+                .skipped_locals()
                 .into_iter()
                 .map(|i| g.locals[i].name.as_str())
                 .collect();
@@ -808,7 +808,7 @@ train {{ dataset = "unused.npz" }}
             let plain = model
                 .guide_pass(&batch, 3, true, &Overrides::default(), &mut Rng::seed(2))
                 .unwrap();
-            assert!(plain.dead_locals().is_empty());
+            assert!(plain.skipped_locals().is_empty());
             let s = Settings {
                 samples: 1,
                 iwae: false,

@@ -141,8 +141,6 @@ pub struct DeferredDense {
     b: Tensor,
     x: Tensor,
     g: Vec<f32>,
-    rows: usize,
-    out: usize,
 }
 
 /// The weight and bias gradients of one weight over deferred passes
@@ -212,19 +210,23 @@ pub fn combine_deferred(parts: &[(f64, &[DeferredDense])]) -> Result<Vec<DenseGr
         .into_iter()
         .map(|group| {
             let first = group[0].1;
-            let (out, inp) = (first.out, first.w.dim(1)?);
-            let total: usize = group.iter().map(|(_, p)| p.rows).sum();
+            let (out, inp) = first.w.dims2()?;
+            let total = group
+                .iter()
+                .map(|(_, p)| p.g.len() / out.max(1))
+                .sum::<usize>();
             // The stacked operands, one parallel task per pass (each writes its own rows).
             let mut g = vec![0f32; total * out];
             let mut x = vec![0f32; total * inp];
             let mut slots = Vec::with_capacity(group.len());
             let (mut gs, mut xs) = (g.as_mut_slice(), x.as_mut_slice());
             for &(c, p) in &group {
-                if p.out != out || p.x.dims2()? != (p.rows, inp) {
+                let (rows, cols) = p.x.dims2()?;
+                if cols != inp || p.g.len() != rows * out {
                     bail!("fused dense: deferred passes of one weight differ in shape");
                 }
-                let (ga, gb) = std::mem::take(&mut gs).split_at_mut(p.rows * out);
-                let (xa, xb) = std::mem::take(&mut xs).split_at_mut(p.rows * inp);
+                let (ga, gb) = std::mem::take(&mut gs).split_at_mut(rows * out);
+                let (xa, xb) = std::mem::take(&mut xs).split_at_mut(rows * inp);
                 slots.push((c, p, ga, xa));
                 (gs, xs) = (gb, xb);
             }
@@ -618,8 +620,6 @@ impl CustomOp3 for Dense {
                 b: b.clone(),
                 x: x.clone(),
                 g,
-                rows,
-                out,
             });
             return Ok((dx, None, None));
         }
