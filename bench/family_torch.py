@@ -26,7 +26,8 @@ binarization, Adam at the spec's rate, one ELBO sample):
     python3 bench/family_torch.py throughput MODEL --steps 50 --warmup 10 [--flush-denormal]
 
 Prints training examples per second as JSON. Reads Fashion-MNIST from Debian's
-dataset-fashion-mnist package.
+dataset-fashion-mnist package. `--device cuda` trains on a GPU: the data, the parameters
+and every tensor the models make live there, and the timing waits for the device.
 """
 
 import argparse
@@ -222,9 +223,14 @@ def throughput(args):
     if args.flush_denormal:
         torch.set_flush_denormal(True)
     torch.manual_seed(0)
-    xtr, _ = load_fashion()
+    dev = torch.device(args.device)
+    # Every tensor a model makes (torch.arange, torch.eye, ...) on the device too. (Not
+    # on the CPU: the default-device mode intercepts every call, a cost of its own.)
+    if dev.type != "cpu":
+        torch.set_default_device(dev)
+    xtr = load_fashion()[0].to(dev)
     from seq_torch import read_idx, FASHION
-    ytr = torch.from_numpy(read_idx(os.path.join(FASHION, "train-labels-idx1-ubyte.gz")).astype("int64"))
+    ytr = torch.from_numpy(read_idx(os.path.join(FASHION, "train-labels-idx1-ubyte.gz")).astype("int64")).to(dev)
     model = MODELS[args.model]()
     opt = torch.optim.Adam(model.parameters(), lr=model.lr)
     n, b = xtr.shape[0], model.batch
@@ -240,14 +246,21 @@ def throughput(args):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
 
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
     for _ in range(args.warmup):
         step()
+    sync()
     t0 = time.time()
     for _ in range(args.steps):
         step()
+    sync()
     secs = time.time() - t0
     # Examples of the epoch's pass per second (M2: the unlabelled ones, as vic counts).
-    print(json.dumps({"impl": "pytorch" + ("-ftz" if args.flush_denormal else ""), "model": args.model, "examples_per_second": args.steps * b / secs}))
+    impl = "pytorch" + ("-ftz" if args.flush_denormal else "") + ("" if dev.type == "cpu" else f"-{dev.type}")
+    print(json.dumps({"impl": impl, "model": args.model, "examples_per_second": args.steps * b / secs}))
 
 
 if __name__ == "__main__":
@@ -258,6 +271,7 @@ if __name__ == "__main__":
     q.add_argument("--steps", type=int, default=50)
     q.add_argument("--warmup", type=int, default=10)
     q.add_argument("--flush-denormal", action="store_true")
+    q.add_argument("--device", default="cpu")
     a = p.parse_args()
     torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     throughput(a)

@@ -3,9 +3,10 @@
 //! dataset, at the spec's batch size, sample count and gradient clipping. `cargo run --release --example step_time -- specs/vae.vi` (set FLUSH=1 to
 //! flush denormals first; BARRIER_POOL=1 to leave candle's elementwise thread pool on, see
 //! `vic::io::keep_candle_elementwise_on_caller`; NO_POOL=1 to run off rayon's pool, see
-//! `vic::io::run_on_pool`; STEPS=N for N timed steps instead of 100). Prints mean and
-//! median timings; asserts nothing.
-#![allow(clippy::disallowed_methods, clippy::unwrap_used)]
+//! `vic::io::run_on_pool`; STEPS=N for N timed steps instead of 100; DEVICE=cuda or cuda:N
+//! to run on a GPU of a `--features cuda` build, each phase's time then taken after the
+//! device has finished its queued work). Prints mean and median timings; asserts nothing.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used, clippy::expect_used)]
 use std::time::Instant;
 use vic::lower::objective::Settings;
 fn main() {
@@ -26,7 +27,16 @@ fn main() {
     };
     let data =
         vic::data::load(&program, &program.train.dataset, &env, &vic::io::RealFs, 0).unwrap();
-    let dev = candle_core::Device::Cpu;
+    let dev = match std::env::var("DEVICE").as_deref() {
+        Err(_) | Ok("cpu") => candle_core::Device::Cpu,
+        Ok(d) => {
+            let n = d
+                .strip_prefix("cuda")
+                .map(|r| r.trim_start_matches(':').parse().unwrap_or(0))
+                .expect("DEVICE is cpu, cuda or cuda:N");
+            candle_core::Device::new_cuda(n).unwrap()
+        }
+    };
     let store = vic::lower::params::ParamStore::seeded(0, &dev);
     let model = vic::lower::LoweredModel::new(program.clone(), store).unwrap();
     let mut opt = vic::train::optim::Optimizer::new(
@@ -87,8 +97,12 @@ fn main() {
             let _ = loss.to_scalar::<f32>().unwrap();
             let t2 = Instant::now();
             let g = loss.backward().unwrap();
+            // A GPU's kernels run after their launch returns: wait for them (a no-op on
+            // the CPU).
+            dev.synchronize().unwrap();
             let t3 = Instant::now();
             opt.step(&g, None).unwrap();
+            dev.synchronize().unwrap();
             let t4 = Instant::now();
             if i >= 10 {
                 examples += parts

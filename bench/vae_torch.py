@@ -8,6 +8,9 @@ Normal prior, Bernoulli(logits) likelihood, analytic KL, dynamic binarization, b
     python3 bench/vae_torch.py train --epochs 10 --json out.json
     python3 bench/vae_torch.py throughput --steps 200 [--flush-denormal]
 
+Both take `--device cuda` to train on a GPU: the data then lives on the device, each
+batch is drawn and binarized there, and every timing waits for the device to finish.
+
 Reads Fashion-MNIST from Debian's dataset-fashion-mnist package.
 """
 
@@ -67,7 +70,7 @@ class VAE(nn.Module):
         """log (1/K) sum_k p(x, z_k) / q(z_k | x), per example."""
         loc, scale = self.guide(x)
         b = x.shape[0]
-        eps = torch.randn(k, b, self.z)
+        eps = torch.randn(k, b, self.z, device=x.device)
         z = loc + scale * eps
         logits = self.dec(z.reshape(k * b, self.z)).reshape(k, b, -1)
         loglik = -F.binary_cross_entropy_with_logits(logits, x.expand(k, b, -1), reduction="none").sum(2)
@@ -81,16 +84,23 @@ def binarize(x):
     return torch.bernoulli(x)
 
 
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 def train(args):
     torch.manual_seed(args.seed)
-    xtr, xte = load_fashion()
-    model = VAE()
+    dev = torch.device(args.device)
+    xtr, xte = (t.to(dev) for t in load_fashion())
+    model = VAE().to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     n = xtr.shape[0]
     history = []
     for epoch in range(1, args.epochs + 1):
+        sync(dev)
         t0 = time.time()
-        perm = torch.randperm(n)
+        perm = torch.randperm(n, device=dev)
         model.train()
         for i in range(0, n, args.batch):
             x = binarize(xtr[perm[i : i + args.batch]])
@@ -99,6 +109,7 @@ def train(args):
             opt.zero_grad()
             loss.backward()
             opt.step()
+        sync(dev)
         secs = time.time() - t0
         test = test_elbo(model, xte)
         history.append({"epoch": epoch, "test_elbo": test, "seconds": secs, "examples_per_second": n / secs})
@@ -113,7 +124,7 @@ def train(args):
 
 @torch.no_grad()
 def test_elbo(model, xte):
-    g = torch.Generator().manual_seed(123)
+    g = torch.Generator(device=xte.device).manual_seed(123)
     total = 0.0
     for i in range(0, xte.shape[0], 1000):
         x = torch.bernoulli(xte[i : i + 1000], generator=g)
@@ -124,7 +135,7 @@ def test_elbo(model, xte):
 
 @torch.no_grad()
 def test_iwae(model, xte, k):
-    g = torch.Generator().manual_seed(321)
+    g = torch.Generator(device=xte.device).manual_seed(321)
     total = 0.0
     b = max(1, 20000 // k)
     for i in range(0, xte.shape[0], b):
@@ -137,11 +148,12 @@ def throughput(args):
     if args.flush_denormal:
         torch.set_flush_denormal(True)
     torch.manual_seed(0)
-    xtr, _ = load_fashion()
-    model = VAE()
+    dev = torch.device(args.device)
+    xtr = load_fashion()[0].to(dev)
+    model = VAE().to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     n = xtr.shape[0]
-    perm = torch.randperm(n)
+    perm = torch.randperm(n, device=dev)
 
     def step(i):
         x = binarize(xtr[perm[(i * args.batch) % (n - args.batch) :][: args.batch]])
@@ -153,12 +165,15 @@ def throughput(args):
 
     for i in range(args.warmup):
         step(i)
+    sync(dev)
     t0 = time.time()
     for i in range(args.steps):
         step(args.warmup + i)
+    sync(dev)
     secs = time.time() - t0
     rate = args.steps * args.batch / secs
-    print(json.dumps({"impl": "pytorch" + ("-ftz" if args.flush_denormal else ""), "examples_per_second": rate}))
+    impl = "pytorch" + ("-ftz" if args.flush_denormal else "") + ("" if dev.type == "cpu" else f"-{dev.type}")
+    print(json.dumps({"impl": impl, "examples_per_second": rate}))
 
 
 if __name__ == "__main__":
@@ -170,11 +185,13 @@ if __name__ == "__main__":
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--iwae", type=int, default=1000)
     t.add_argument("--json")
+    t.add_argument("--device", default="cpu")
     q = sub.add_parser("throughput")
     q.add_argument("--steps", type=int, default=300)
     q.add_argument("--warmup", type=int, default=2000)
     q.add_argument("--batch", type=int, default=128)
     q.add_argument("--flush-denormal", action="store_true")
+    q.add_argument("--device", default="cpu")
     a = p.parse_args()
     torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     train(a) if a.cmd == "train" else throughput(a)

@@ -19,6 +19,13 @@ use vic::rng::Rng;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
+/// The repository's root: `CARGO_MANIFEST_DIR` at run time where it is set (cargo sets
+/// it; bench/gpu_check.sh sets it where the test binary was built elsewhere), else where
+/// the tests were compiled.
+fn root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(ROOT), PathBuf::from)
+}
+
 /// Examples per synthetic batch.
 const B: usize = 3;
 
@@ -26,7 +33,8 @@ const B: usize = 3;
 /// `model`), as `(name, source)`.
 fn sources() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let mut specs: Vec<PathBuf> = std::fs::read_dir(Path::new(ROOT).join("specs"))
+    let root = root();
+    let mut specs: Vec<PathBuf> = std::fs::read_dir(root.join("specs"))
         .unwrap()
         .flatten()
         .map(|e| e.path())
@@ -38,11 +46,11 @@ fn sources() -> Vec<(String, String)> {
         out.push((name, std::fs::read_to_string(&p).unwrap()));
     }
     let mut docs = Vec::new();
-    collect_md(&Path::new(ROOT).join("docs"), &mut docs);
+    collect_md(&root.join("docs"), &mut docs);
     docs.sort();
     for p in docs {
         let text = std::fs::read_to_string(&p).unwrap();
-        let rel = p.strip_prefix(ROOT).unwrap().display().to_string();
+        let rel = p.strip_prefix(&root).unwrap().display().to_string();
         for (i, block) in vi_blocks(&text).into_iter().enumerate() {
             if block.contains("model {") && !block.starts_with("# fragment") {
                 out.push((format!("{rel} example {}", i + 1), block));
@@ -124,7 +132,11 @@ fn synthetic_value(domain: Domain, shape: &[usize], rng: &mut Rng) -> (Vec<f32>,
 /// the first and last example only (a hidden value is stored as class 0, as the data
 /// loader does).
 fn synthetic_batch(program: &Program, rng: &mut Rng) -> Batch {
-    let dev = Device::Cpu;
+    synthetic_batch_on(program, rng, &Device::Cpu)
+}
+
+/// [`synthetic_batch`] on a device (the same values: they are drawn on the host).
+fn synthetic_batch_on(program: &Program, rng: &mut Rng, dev: &Device) -> Batch {
     let mut data = Vec::new();
     let mut observed = Vec::new();
     for def in &program.data {
@@ -144,10 +156,10 @@ fn synthetic_batch(program: &Program, rng: &mut Rng) -> Batch {
         }
         let mut shape = vec![B];
         shape.extend(dims);
-        data.push(Some(Tensor::from_vec(flat, shape, &dev).unwrap()));
+        data.push(Some(Tensor::from_vec(flat, shape, dev).unwrap()));
         observed.push(
             (def.role == DataRole::Partial)
-                .then(|| Tensor::from_vec(vec![1f32, 0.0, 1.0], B, &dev).unwrap()),
+                .then(|| Tensor::from_vec(vec![1f32, 0.0, 1.0], B, dev).unwrap()),
         );
     }
     let mut batch = Batch::new(data, B);
@@ -165,7 +177,7 @@ fn synthetic_batch(program: &Program, rng: &mut Rng) -> Batch {
         shape.extend(dims);
         batch
             .sets
-            .push(Some(Tensor::from_vec(flat, shape, &dev).unwrap()));
+            .push(Some(Tensor::from_vec(flat, shape, dev).unwrap()));
     }
     batch.member = vic::arch::training_members(program).and_then(|m| m.first().copied());
     batch
@@ -214,7 +226,7 @@ fn with_other_members(
         .into_iter()
         .skip(1)
     {
-        let mut other = synthetic_batch(&model.program, rng);
+        let mut other = synthetic_batch_on(&model.program, rng, model.device());
         other.member = Some(m);
         let o = model
             .objective(&other, train, rng)
@@ -362,12 +374,21 @@ fn loss_and_gradients(
     program: &Program,
     fused: bool,
 ) -> Result<(Tensor, Vec<(String, Tensor)>), String> {
+    loss_and_gradients_on(program, fused, &Device::Cpu)
+}
+
+/// [`loss_and_gradients`] with the model and batch on `dev`.
+fn loss_and_gradients_on(
+    program: &Program,
+    fused: bool,
+    dev: &Device,
+) -> Result<(Tensor, Vec<(String, Tensor)>), String> {
     let run = || -> Result<(Tensor, Vec<(String, Tensor)>), String> {
         let mut rng = Rng::seed(11);
-        let store = ParamStore::seeded(3, &Device::Cpu);
+        let store = ParamStore::seeded(3, dev);
         let model =
             LoweredModel::new(program.clone(), store).map_err(|e| format!("lowering: {e}"))?;
-        let batch = synthetic_batch(&model.program, &mut rng);
+        let batch = synthetic_batch_on(&model.program, &mut rng, dev);
         let train = training_settings(&model.program.train);
         let loss = model
             .objective(&batch, &train, &mut rng)
@@ -411,12 +432,13 @@ fn difference(a: &Tensor, b: &Tensor) -> (f32, f32) {
     (d, m)
 }
 
-/// The fused CPU ops (dense layers, activations, convolutions, GRU gates, DRAW's
-/// attention, vdrop terms, the random-function guide's terms, the Bernoulli density) and
-/// candle's compositions, which a GPU takes, give every spec and documented example the
-/// same training loss and the same gradient of every parameter, from the same seed.
-#[test]
-fn the_fused_cpu_ops_and_the_candle_compositions_agree_on_every_spec() {
+/// Every spec and documented example that trains, its loss and gradients on one seed
+/// computed two ways: how many were compared, and every disagreement (a loss beyond 1e-4
+/// of its magnitude, a gradient beyond 1e-3 of its largest magnitude plus 1e-6).
+fn agreement_on_every_spec(
+    one: impl Fn(&Program) -> Result<(Tensor, Vec<(String, Tensor)>), String>,
+    other: impl Fn(&Program) -> Result<(Tensor, Vec<(String, Tensor)>), String>,
+) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let mut compared = 0;
     for (name, src) in sources() {
@@ -427,38 +449,35 @@ fn the_fused_cpu_ops_and_the_candle_compositions_agree_on_every_spec() {
         if vic::lower::refusal(&program).is_some() {
             continue;
         }
-        let (fused, plain) = match (
-            loss_and_gradients(&program, true),
-            loss_and_gradients(&program, false),
-        ) {
+        let (a, b) = match (one(&program), other(&program)) {
             (Ok(a), Ok(b)) => (a, b),
             (a, b) => {
                 failures.push(format!("{name}: {:?} / {:?}", a.err(), b.err()));
                 continue;
             }
         };
-        let (d, m) = difference(&fused.0, &plain.0);
+        let (d, m) = difference(&a.0, &b.0);
         if d > 1e-4 * m + 1e-6 {
             failures.push(format!("{name}: loss differs by {d} (of {m})"));
         }
-        if fused.1.len() != plain.1.len() {
+        if a.1.len() != b.1.len() {
             failures.push(format!(
                 "{name}: {} against {} gradients",
-                fused.1.len(),
-                plain.1.len()
+                a.1.len(),
+                b.1.len()
             ));
         }
-        for ((n, a), (n2, b)) in fused.1.iter().zip(&plain.1) {
+        for ((n, x), (n2, y)) in a.1.iter().zip(&b.1) {
             assert_eq!(n, n2);
-            if a.dims() != b.dims() {
+            if x.dims() != y.dims() {
                 failures.push(format!(
                     "{name}: `{n}`'s gradient {:?} against {:?}",
-                    a.dims(),
-                    b.dims()
+                    x.dims(),
+                    y.dims()
                 ));
                 continue;
             }
-            let (d, m) = difference(a, b);
+            let (d, m) = difference(x, y);
             // A gradient near zero is a sum of cancelling terms, and below 1e-6 the two
             // paths' rounding decides it (the random function's log length scale: 2e-7).
             if d > 1e-3 * m + 1e-6 {
@@ -467,6 +486,38 @@ fn the_fused_cpu_ops_and_the_candle_compositions_agree_on_every_spec() {
         }
         compared += 1;
     }
+    (compared, failures)
+}
+
+/// The fused CPU ops (dense layers, activations, convolutions, GRU gates, DRAW's
+/// attention, vdrop terms, the random-function guide's terms, the Bernoulli density) and
+/// candle's compositions, which a GPU takes, give every spec and documented example the
+/// same training loss and the same gradient of every parameter, from the same seed.
+#[test]
+fn the_fused_cpu_ops_and_the_candle_compositions_agree_on_every_spec() {
+    let (compared, failures) = agreement_on_every_spec(
+        |p| loss_and_gradients(p, true),
+        |p| loss_and_gradients(p, false),
+    );
+    assert!(compared > 20, "only {compared} specs compared");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// On a GPU (candle's CUDA kernels and cuBLAS, the linear algebra moved to the host and
+/// back), every spec and documented example gets the fused CPU path's training loss and
+/// gradients from the same seed: the parameters' initial values and every noise draw come
+/// from the host's generator, so the two runs differ only by rounding. Needs a CUDA
+/// device: `cargo test --features cuda --release --test lowering -- --ignored gpu`, or
+/// bench/gpu_check.sh on a machine with a GPU.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA device (bench/gpu_check.sh)"]
+fn the_gpu_and_the_fused_cpu_path_agree_on_every_spec() {
+    let gpu = Device::new_cuda(0).expect("a CUDA device");
+    let (compared, failures) = agreement_on_every_spec(
+        |p| loss_and_gradients(p, true),
+        |p| loss_and_gradients_on(p, true, &gpu),
+    );
     assert!(compared > 20, "only {compared} specs compared");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
