@@ -13,20 +13,24 @@
 #   4. three epochs of the VAE end to end, vic train against vae_torch.py train
 #
 # Prepare `.gpu/` first with bench/gpu_bundle.sh (here, on any machine), then run this
-# from the repository's root on the GPU machine with `.gpu` carried along. Results go to
-# $OUT (default /tmp/gpu_check): log.txt (everything) and summary.md (the figures).
+# from the repository's root on the GPU machine with `.gpu` carried along. Three files go
+# to $OUT (default /tmp/gpu_check): summary.md (the figures, also printed at the end),
+# log.txt (everything) and runs.tar.gz (the run directories' metrics and the PyTorch
+# JSON); the rest stays in /tmp/gpu_check_work.
 # DEVICE=cpu runs the same steps on the CPU, to try the script itself on a machine
 # without a GPU (the test of step 1 is then skipped).
 set -uo pipefail
 
 OUT=${OUT:-/tmp/gpu_check}
+WORK=/tmp/gpu_check_work
 DEVICE=${DEVICE:-cuda}
 REPEATS=${REPEATS:-2}
 STEPS=${STEPS:-300}
 ROOT=$(pwd)
 BIN=/tmp/vic-gpu-bin
-mkdir -p "$OUT" "$BIN"
-LOG=$OUT/log.txt
+rm -rf "$WORK"
+mkdir -p "$OUT" "$WORK" "$BIN"
+LOG=$WORK/log.txt
 : > "$LOG"
 say() { echo "== $*" | tee -a "$LOG"; }
 # Run a step with a time limit, its output in the log; a failure is recorded and the
@@ -39,10 +43,10 @@ step() {
     timeout "$limit" "$@" >> "$LOG" 2>&1
     local rc=$?
     say "$name: rc=$rc in $((SECONDS - t0)) s"
-    echo "$name $rc $((SECONDS - t0))" >> "$OUT/steps.txt"
+    echo "$name $rc $((SECONDS - t0))" >> "$WORK/steps.txt"
     return $rc
 }
-: > "$OUT/steps.txt"
+: > "$WORK/steps.txt"
 
 [ -f .gpu/bin.tar.xz ] || { echo "no .gpu/bin.tar.xz: run bench/gpu_bundle.sh first and carry .gpu" >&2; exit 2; }
 
@@ -50,10 +54,13 @@ step() {
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
   nproc
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())'
-} > "$OUT/machine.txt" 2>&1
-cat "$OUT/machine.txt" >> "$LOG"
+} > "$WORK/machine.txt" 2>&1
+cat "$WORK/machine.txt" >> "$LOG"
 
-tar -xJf .gpu/bin.tar.xz -C "$BIN" || { say "cannot unpack .gpu/bin.tar.xz"; exit 1; }
+# Python's lzma where the machine has no xz.
+tar -xJf .gpu/bin.tar.xz -C "$BIN" 2>> "$LOG" \
+    || python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' .gpu/bin.tar.xz "$BIN" \
+    || { say "cannot unpack .gpu/bin.tar.xz"; cp "$LOG" "$OUT/"; exit 1; }
 FASHION=/usr/share/datasets/fashion-mnist
 if [ ! -f "$FASHION/train-images-idx3-ubyte.gz" ]; then
     mkdir -p "$FASHION" && cp .gpu/fashion-mnist/*.gz "$FASHION"/
@@ -86,7 +93,7 @@ fi
 # --- 2. One VAE epoch on the GPU and on the CPU, same seed ----------------------------
 for d in $(printf '%s\n' "$DEVICE" cpu | awk '!seen[$0]++'); do
     step 240 "epoch_$d" "$VIC" train specs/vae.vi --device "$d" --set train.epochs=1 \
-        --out "$OUT/vae_epoch_$d"
+        --out "$WORK/vae_epoch_$d"
 done
 
 # --- 3. Steady-state throughput, interleaved ------------------------------------------
@@ -101,12 +108,12 @@ done
 
 # --- 4. Three VAE epochs end to end ---------------------------------------------------
 step 300 vic_train "$VIC" train specs/vae.vi --device "$DEVICE" --set train.epochs=3 \
-    --out "$OUT/vae_train"
+    --out "$WORK/vae_train"
 step 300 torch_train python3 bench/vae_torch.py train --device "$DEVICE" --epochs 3 \
-    --iwae 10 --json "$OUT/vae_train_torch.json"
+    --iwae 10 --json "$WORK/vae_train_torch.json"
 
 # --- The figures -------------------------------------------------------------------
-python3 - "$OUT" "$DEVICE" <<'EOF' | tee "$OUT/summary.md"
+python3 - "$WORK" "$DEVICE" <<'EOF' | tee "$OUT/summary.md"
 import csv, json, os, re, sys, statistics
 out, device = sys.argv[1], sys.argv[2]
 log = open(os.path.join(out, "log.txt")).read()
@@ -166,3 +173,5 @@ if test:
     tail = [l for l in test.splitlines() if l.strip()][-12:]
     print("\n## The GPU test\n\n```\n" + "\n".join(tail) + "\n```")
 EOF
+cp "$LOG" "$OUT/"
+(cd "$WORK" && tar -czf "$OUT/runs.tar.gz" steps.txt machine.txt ./*/metrics.csv ./*.json 2>/dev/null)
