@@ -26,10 +26,10 @@ for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-
     [ -f "$FASHION/$f" ] || { echo "$FASHION/$f is missing: apt-get install dataset-fashion-mnist" >&2; exit 2; }
 done
 
-if [ ! -x "$CUDA_DIR/bin/nvcc" ]; then
-    scripts/cuda_toolkit.sh "$CUDA_DIR" > /dev/null
-fi
-eval "$(scripts/cuda_toolkit.sh "$CUDA_DIR")"
+# Made there on the first run, reused after; its exports for the build. (An assignment,
+# not `eval "$(...)"` at once, so that the toolkit script's failure stops this one.)
+exports=$(scripts/cuda_toolkit.sh "$CUDA_DIR")
+eval "$exports"
 
 export CARGO_TARGET_DIR=$TARGET
 cargo build --release --features cuda --bin vic --example step_time
